@@ -1,0 +1,25 @@
+"""deeplab-load: Lookahead Adversarial Semantic Segmentation (LoAd) on DeepLabv3+ in Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="deeplab-load",
+    version="0.1.0",
+    description=(
+        "DeepLabv3+ (Xception-65, MobileNetV2) in TensorFlow 2 / Keras 3 that loads the official "
+        "DeepLab model-zoo checkpoints, plus Lookahead Adversarial learning (LoAd)."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["deeplab_load", "deeplab_load.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "numpy",
+        "absl-py",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "cityscapesscripts"],
+        "cityscapes": ["cityscapesscripts"],
+    },
+)

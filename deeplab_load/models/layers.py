@@ -1,0 +1,110 @@
+"""Building blocks shared by the backbones and the DeepLab head.
+
+Every block is created with its TF1 variable scope (e.g. ``"xception_65/entry_flow/conv1_1"``) and
+reports its weights as ``{tf1_variable_name: keras_variable}`` through ``checkpoint_variables()``, so
+loading an official checkpoint is a table lookup (see ``deeplab_load.zoo``).
+"""
+import keras
+import tensorflow as tf
+
+
+def keras_name(scope):
+    """Keras layer names may not contain '/': ``a/b/c`` -> ``a__b__c``."""
+    return scope.replace("/", "__")
+
+
+def fixed_padding(kernel_size, rate=1):
+    """(pad_beg, pad_end) of TF1 ``conv2d_same`` / ``xception.fixed_padding`` for one axis."""
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    pad_beg = (effective - 1) // 2
+    return pad_beg, effective - 1 - pad_beg
+
+
+class ConvBN(keras.layers.Layer):
+    """Conv (regular or depthwise) -> optional BatchNorm -> optional activation.
+
+    Args:
+      scope: TF1 variable scope of this conv, e.g. ``"aspp1_depthwise"``.
+      filters: output channels of a regular conv; ignored for ``depthwise=True`` (multiplier 1).
+      padding: ``"same"`` (TF 'SAME'), or ``"explicit"`` (symmetric TF1 fixed padding then 'VALID',
+        as the original uses for strided Xception convs).
+      use_batch_norm: BatchNorm without conv bias; otherwise the conv has ``biases``.
+      activation: None, "relu" or "relu6", applied after the BatchNorm.
+      fine_tune_batch_norm: False (DeepLab's default) makes BatchNorm use its moving statistics in
+        training too; gamma and beta stay trainable.
+    """
+
+    def __init__(self, scope, filters=None, kernel_size=1, strides=1, dilation_rate=1,
+                 depthwise=False, padding="same", use_batch_norm=True, batch_norm_epsilon=1e-3,
+                 batch_norm_decay=0.9997, activation=None, fine_tune_batch_norm=False,
+                 **kwargs):
+        kwargs.setdefault("name", keras_name(scope))
+        super().__init__(**kwargs)
+        if padding not in ("same", "explicit"):
+            raise ValueError(f"padding must be 'same' or 'explicit', got {padding!r}")
+        if activation not in (None, "relu", "relu6"):
+            raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
+        self.scope = scope
+        self.depthwise = depthwise
+        self.activation = activation
+        self.fine_tune_batch_norm = fine_tune_batch_norm
+        self.use_batch_norm = use_batch_norm
+        self.pad = None
+        conv_padding = "same"
+        if padding == "explicit" and strides > 1:
+            beg, end = fixed_padding(kernel_size, dilation_rate)
+            self.pad = [[0, 0], [beg, end], [beg, end], [0, 0]]
+            conv_padding = "valid"
+        common = dict(kernel_size=kernel_size, strides=strides, dilation_rate=dilation_rate,
+                      padding=conv_padding, use_bias=not use_batch_norm, dtype=self.dtype_policy)
+        if depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(depth_multiplier=1, name="depthwise", **common)
+        else:
+            self.conv = keras.layers.Conv2D(filters, name="conv", **common)
+        self.bn = (keras.layers.BatchNormalization(epsilon=batch_norm_epsilon,
+                                                   momentum=batch_norm_decay, name="BatchNorm",
+                                                   dtype=self.dtype_policy)
+                   if use_batch_norm else None)
+
+    def build(self, input_shape):
+        shape = list(input_shape)
+        if self.pad is not None:
+            shape = [shape[0]] + [None if s is None else s + sum(p) for s, p in
+                                  zip(shape[1:3], self.pad[1:3])] + [shape[3]]
+        self.conv.build(tuple(shape))
+        if self.bn is not None:
+            self.bn.build(self.conv.compute_output_shape(tuple(shape)))
+
+    def call(self, x, training=False):
+        if self.pad is not None:
+            x = tf.pad(x, self.pad)
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=bool(training) and self.fine_tune_batch_norm)
+        if self.activation == "relu":
+            x = tf.nn.relu(x)
+        elif self.activation == "relu6":
+            x = tf.nn.relu6(x)
+        return x
+
+    def checkpoint_variables(self):
+        """{TF1 variable name: Keras variable} for this conv (and its BatchNorm)."""
+        kernel_name = "depthwise_weights" if self.depthwise else "weights"
+        table = {f"{self.scope}/{kernel_name}": self.conv.kernel}
+        if self.bn is not None:
+            for leaf in ("gamma", "beta", "moving_mean", "moving_variance"):
+                table[f"{self.scope}/BatchNorm/{leaf}"] = getattr(self.bn, leaf)
+        else:
+            table[f"{self.scope}/biases"] = self.conv.bias
+        return table
+
+
+def collect_checkpoint_variables(layers):
+    """Merges ``checkpoint_variables()`` of several blocks, refusing duplicate TF1 names."""
+    table = {}
+    for layer in layers:
+        for name, variable in layer.checkpoint_variables().items():
+            if name in table:
+                raise ValueError(f"two weights claim the TF1 name {name!r}")
+            table[name] = variable
+    return table

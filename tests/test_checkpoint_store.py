@@ -1,0 +1,64 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_load.training.checkpoint_store import CheckpointStore
+from deeplab_load.training.progress import Progress, format_duration
+
+
+def make_store(root):
+    var = tf.Variable(np.zeros(3, np.float32))
+    return var, CheckpointStore(str(root), var=var)
+
+
+def test_save_restore_copy_and_garbage_collection(tmp_path):
+    var, store = make_store(tmp_path)
+    var.assign([1, 2, 3])
+    store.save("g_s")
+    var.assign([4, 5, 6])
+    store.save("g_best")
+    store.copy("g_best", "g_end")
+    var.assign([0, 0, 0])
+    store.restore("g_s")
+    np.testing.assert_array_equal(var.numpy(), [1, 2, 3])
+    store.restore("g_end")
+    np.testing.assert_array_equal(var.numpy(), [4, 5, 6])
+    var.assign([7, 7, 7])
+    store.save("g_s")  # the old g_s folder is no longer referenced and is deleted
+    folders = sorted(n for n in os.listdir(tmp_path) if n.startswith("ckpt_"))
+    assert len(folders) == 2
+    tags = json.loads((tmp_path / "tags.json").read_text())
+    assert tags["g_best"] == tags["g_end"] and set(tags.values()) == set(folders)
+
+
+def test_reopen_keeps_tags_and_removes_unreferenced_folders(tmp_path):
+    var, store = make_store(tmp_path)
+    var.assign([1, 1, 1])
+    store.save("working")
+    os.makedirs(tmp_path / "ckpt_000099")  # e.g. a save killed before tags.json was updated
+    var2, store2 = make_store(tmp_path)
+    assert not (tmp_path / "ckpt_000099").exists()
+    store2.restore("working")
+    np.testing.assert_array_equal(var2.numpy(), [1, 1, 1])
+
+
+def test_missing_tag_names_it(tmp_path):
+    _, store = make_store(tmp_path)
+    with pytest.raises(KeyError, match="g_best"):
+        store.restore("g_best")
+
+
+def test_progress_line_has_rate_and_eta():
+    t = [0.0]
+    lines = []
+    progress = Progress("stage1", total=100, interval=0, clock=lambda: t[0], log=lines.append)
+    progress.update(0, loss=1.0)
+    t[0] = 10.0
+    text = progress.update(50, loss=0.5, mIoU=0.25)
+    assert "stage1 50/100" in text and "loss 0.5" in text and "mIoU 0.25" in text
+    assert "5.00 it/s" in text and "ETA 10s" in text
+    assert len(lines) == 2
+    assert format_duration(3725) == "1h02m" and format_duration(185) == "3m05s"

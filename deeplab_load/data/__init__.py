@@ -1,0 +1,40 @@
+"""Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo) and the tf.data
+pipeline. All data sets give `ExampleRef`s and decode to (uint8 image [H,W,3], uint8 label [H,W])
+with ignore = 255; see `common.py`."""
+from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DatasetInfo, ExampleRef
+
+DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo")
+
+
+def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
+    """The data set `name` read from `data_dir`.
+
+    `data_dir` may be None only for "demo" (then the cache dir is used). Extra keyword
+    arguments go to the demo generator (num_train, num_val, image_size, seed). With
+    `tfrecord_dir`, the pipeline reads that split's shards written by
+    `tools/build_tfrecords.py` instead of the individual files.
+    """
+    if name == "voc":
+        from deeplab_load.data.voc import VocDataset as cls
+    elif name == "cityscapes":
+        from deeplab_load.data.cityscapes import CityscapesDataset as cls
+    elif name == "stanford":
+        from deeplab_load.data.stanford import StanfordDataset as cls
+    elif name == "demo":
+        from deeplab_load.data.demo import DemoDataset
+        dataset = DemoDataset(data_dir, **kwargs)
+        dataset.tfrecord_dir = tfrecord_dir
+        return dataset
+    else:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASET_NAMES)}")
+    if kwargs:
+        raise TypeError(f"unexpected arguments for dataset {name!r}: {sorted(kwargs)}")
+    if data_dir is None:
+        raise ValueError(f"dataset {name!r} needs a data directory (--dataset_dir)")
+    dataset = cls(data_dir)
+    dataset.tfrecord_dir = tfrecord_dir
+    return dataset
+
+
+__all__ = ["BadExampleError", "DatasetInfo", "ExampleRef", "IGNORE_LABEL", "DATASET_NAMES",
+           "get_dataset"]

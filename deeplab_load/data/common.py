@@ -1,0 +1,187 @@
+"""Shared data-set structures: example references, data-set info, decoding and validation.
+
+Every data set turns its on-disk layout into `ExampleRef`s and decodes one example into
+`(image uint8 [H, W, 3], label uint8 [H, W])` with ignore = 255. Decoding goes through Pillow
+(a dependency of matplotlib, which the package requires), because TensorFlow's PNG decoder
+expands palette PNGs to RGB and the PASCAL VOC labels are palette indices.
+"""
+import dataclasses
+import io
+import os
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+IGNORE_LABEL = 255
+
+
+class BadExampleError(ValueError):
+    """A corrupt file, out-of-range label values or an image/label size mismatch.
+
+    `path` is the offending file; the message always starts with it.
+    """
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleRef:
+    """One example on disk; `label_path` is None for unlabelled (test) splits."""
+    id: str
+    image_path: str
+    label_path: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a data set. Sizes are (height, width) in pixels; `palette` is
+    uint8 [num_classes, 3] RGB colours per train id."""
+    name: str
+    num_classes: int
+    class_names: Tuple[str, ...]
+    crop_size: Tuple[int, int]
+    eval_crop_size: Tuple[int, int]
+    palette: np.ndarray = dataclasses.field(repr=False, compare=False, default=None)
+    ignore_label: int = IGNORE_LABEL
+
+
+def as_size(size) -> Tuple[int, int]:
+    """An int or (height, width) pair as a (height, width) tuple of ints."""
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    height, width = size
+    return int(height), int(width)
+
+
+def read_bytes(path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise BadExampleError(path, f"cannot read file ({err})") from err
+
+
+def decode_image(data: bytes, path) -> np.ndarray:
+    """JPEG/PNG bytes -> uint8 [H, W, 3] RGB; BadExampleError(path) if undecodable."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except Exception as err:  # Pillow raises several unrelated types for corrupt data.
+        raise BadExampleError(path, f"cannot decode image ({err})") from err
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode_index_png(data: bytes, path) -> np.ndarray:
+    """An indexed (palette) or grayscale PNG -> its raw uint8 values [H, W].
+
+    Palette PNGs give the palette INDICES, not colours.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            mode = img.mode
+            values = np.asarray(img)
+    except Exception as err:
+        raise BadExampleError(path, f"cannot decode label PNG ({err})") from err
+    if mode not in ("P", "L"):
+        raise BadExampleError(
+            path, f"label PNG must be indexed or 8-bit grayscale, got mode {mode!r}")
+    return values.astype(np.uint8)
+
+
+def encode_index_png(label: np.ndarray, palette: Optional[np.ndarray] = None) -> bytes:
+    """uint8 [H, W] -> PNG bytes, indexed with `palette` ([K, 3] uint8) or grayscale."""
+    img = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L")
+    if palette is not None:
+        img = img.convert("P")
+        flat = np.zeros((256, 3), np.uint8)
+        flat[:len(palette)] = palette
+        img.putpalette(flat.reshape(-1).tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def encode_image(image: np.ndarray, fmt: str = "PNG", quality: int = 95) -> bytes:
+    """uint8 [H, W, 3] -> encoded bytes ("PNG" or "JPEG")."""
+    buf = io.BytesIO()
+    kwargs = {"quality": quality} if fmt == "JPEG" else {}
+    Image.fromarray(np.asarray(image, dtype=np.uint8), mode="RGB").save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def check_example(image: np.ndarray, label: np.ndarray, num_classes: int,
+                  label_path, image_path) -> None:
+    """Raises BadExampleError unless sizes match and label values are classes or ignore."""
+    if image.shape[:2] != label.shape[:2]:
+        raise BadExampleError(
+            label_path, f"label size {label.shape[0]}x{label.shape[1]} differs from image "
+            f"{image_path} size {image.shape[0]}x{image.shape[1]}")
+    values = np.unique(label)
+    invalid = values[(values >= num_classes) & (values != IGNORE_LABEL)]
+    if invalid.size:
+        raise BadExampleError(
+            label_path, f"label values {invalid[:10].tolist()} are neither a class "
+            f"(0..{num_classes - 1}) nor ignore ({IGNORE_LABEL})")
+
+
+def read_id_list(path) -> list:
+    """Non-empty stripped lines of a text file (first whitespace-separated field)."""
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def write_id_list_atomic(path, ids: Sequence[str]) -> None:
+    """Writes one id per line via a temporary file and rename, so readers never see half."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write("".join(f"{i}\n" for i in ids))
+    os.replace(tmp, path)
+
+
+class Dataset:
+    """Base class: subclasses set `info` and implement `examples` and `load_label`."""
+
+    info: DatasetInfo
+
+    def __init__(self, data_dir):
+        self.data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
+        if not os.path.isdir(self.data_dir):
+            raise FileNotFoundError(f"{self.info.name} data directory not found: {self.data_dir}")
+
+    @property
+    def splits(self) -> Tuple[str, ...]:
+        raise NotImplementedError
+
+    def examples(self, split: str) -> list:
+        """list[ExampleRef] of a split, in a fixed (sorted or list-file) order."""
+        raise NotImplementedError
+
+    def decode_label(self, data: bytes, path) -> np.ndarray:
+        """Label file bytes -> uint8 [H, W] train ids with ignore 255 (unvalidated)."""
+        raise NotImplementedError
+
+    def load(self, ref: ExampleRef):
+        """(image uint8 [H, W, 3], label uint8 [H, W]); label is None without label_path.
+
+        Raises BadExampleError naming the file for corrupt or inconsistent data.
+        """
+        image = decode_image(read_bytes(ref.image_path), ref.image_path)
+        if ref.label_path is None:
+            return image, None
+        label = self.decode_label(read_bytes(ref.label_path), ref.label_path)
+        check_example(image, label, self.info.num_classes, ref.label_path, ref.image_path)
+        return image, label
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"unknown {self.info.name} split {split!r}; "
+                             f"expected one of {list(self.splits)}")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.data_dir!r})"

@@ -1,0 +1,232 @@
+"""Speed and memory benchmark on the current device; prints a table and writes JSON.
+
+    python tools/benchmark.py                       # every case, results in benchmark.json
+    python tools/benchmark.py --cases=forward_mnv2_os16,matmul_peak --repeats=5
+    python tools/benchmark.py --mixed_precision=mixed_bfloat16 --jit_compile
+
+Every case runs in its own subprocess so its peak resident memory (ru_maxrss) is its own. Times
+are medians over `--repeats` runs after `--warmup` runs, with min and max; throughput is
+images/s. Forward cases also report the model's FLOPs per image (TF profiler on the frozen
+graph) and the achieved fraction of the dense float32 matmul peak measured in the same run.
+"""
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("cases", None, "Cases to run (default: all). See --list_cases.")
+flags.DEFINE_bool("list_cases", False, "Print the case names and exit.")
+flags.DEFINE_integer("warmup", 2, "Untimed runs before timing.")
+flags.DEFINE_integer("repeats", 5, "Timed runs (median, min, max reported).")
+flags.DEFINE_integer("image_size", 513, "Forward-pass input size (square).")
+flags.DEFINE_integer("batch_size", 4, "Batch size of the throughput measurements.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the timed functions (slower for conv nets on CPU).")
+flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy for the models.")
+flags.DEFINE_string("output", "benchmark.json", "Where the JSON results go.")
+flags.DEFINE_string("run_case", None, "Internal: run one case in this process and print its JSON.")
+flags.DEFINE_integer("timeout", 900, "Seconds one case may take.")
+
+# Original research/deeplab on the same kind of CPU (shared/golden/README.md), 513x513, batch 1.
+ORIGINAL_ANCHORS_S = {
+    "forward_xception65_os16": 1.65,
+    "forward_mnv2_os16": 0.125,
+    "forward_xception65_os8": 5.10,
+    "forward_mnv2_os8": 0.33,
+}
+
+MODEL_CONFIGS = {
+    "xception65_os16": dict(backbone="xception_65", output_stride=16, atrous_rates=(6, 12, 18),
+                            decoder_output_stride=4),
+    "xception65_os8": dict(backbone="xception_65", output_stride=8, atrous_rates=(12, 24, 36),
+                           decoder_output_stride=4),
+    "mnv2_os16": dict(backbone="mobilenet_v2", output_stride=16, atrous_rates=(),
+                      decoder_output_stride=None),
+    "mnv2_os8": dict(backbone="mobilenet_v2", output_stride=8, atrous_rates=(),
+                     decoder_output_stride=None),
+}
+
+
+def time_calls(fn, warmup, repeats):
+    """Runs fn() warmup + repeats times; returns (median, min, max) seconds of the timed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times)
+
+
+def timing(fn, images_per_call=1):
+    median, low, high = time_calls(fn, FLAGS.warmup, FLAGS.repeats)
+    return {"median_s": median, "min_s": low, "max_s": high,
+            "images_per_s": images_per_call / median}
+
+
+def set_policy():
+    import keras
+    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+
+
+def measure_matmul_peak():
+    """Dense float32 matmul GFLOP/s (the device's practical peak)."""
+    import tensorflow as tf
+    n = 2048
+    a = tf.random.stateless_normal([n, n], seed=[1, 2])
+    b = tf.random.stateless_normal([n, n], seed=[3, 4])
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)), jit_compile=FLAGS.jit_compile)
+    result = timing(lambda: matmul().numpy())
+    result["gflops"] = 2 * n ** 3 / result["median_s"] / 1e9
+    return result
+
+
+def model_flops(model, size):
+    """Float operations per image of the model's inference graph (TF profiler)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import \
+        convert_variables_to_constants_v2
+    fn = tf.function(lambda x: model(x, training=False))
+    frozen = convert_variables_to_constants_v2(
+        fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32)))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph=frozen.graph, options=options).total_float_ops
+
+
+def build_model(key, num_classes=21):
+    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+    return build_deeplab(DeepLabConfig(num_classes=num_classes, **MODEL_CONFIGS[key]))
+
+
+def forward_case(key, saved_model=False):
+    """Forward pass at image_size^2: batch 1 latency, batch-N throughput, FLOPs, % of peak."""
+    import numpy as np
+    import tensorflow as tf
+    set_policy()
+    model = build_model(key)
+    size = FLAGS.image_size
+    if saved_model:
+        from deeplab_load.export import export_saved_model
+        export_dir = os.path.join(tempfile.mkdtemp(prefix="bench_export_"), "saved_model")
+        export_saved_model(model, export_dir)
+        loaded = tf.saved_model.load(export_dir)
+        serve = loaded.signatures["serving_default"]
+
+        def run(batch):
+            images = tf.constant(np.full([batch, size, size, 3], 128, np.uint8))
+            return lambda: [v.numpy() for v in serve(images).values()]
+    else:
+        predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1),
+                              jit_compile=FLAGS.jit_compile, reduce_retracing=True)
+
+        def run(batch):
+            pixels = tf.random.stateless_uniform([batch, size, size, 3], [0, 1], maxval=255.0)
+            return lambda: predict(pixels).numpy()
+    result = {"batch1": timing(run(1)),
+              f"batch{FLAGS.batch_size}": timing(run(FLAGS.batch_size), FLAGS.batch_size)}
+    if not saved_model:
+        result["gflop_per_image"] = model_flops(model, size) / 1e9
+    return result
+
+
+CASES = {
+    "matmul_peak": measure_matmul_peak,
+    **{f"forward_{k}": (lambda k=k: forward_case(k)) for k in MODEL_CONFIGS},
+    **{f"savedmodel_{k}": (lambda k=k: forward_case(k, saved_model=True))
+       for k in ("xception65_os16", "mnv2_os16")},
+}
+
+
+def run_one_case(name):
+    result = CASES[name]()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run_in_subprocess(name):
+    cmd = [sys.executable, os.path.abspath(__file__), f"--run_case={name}",
+           f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}",
+           f"--image_size={FLAGS.image_size}", f"--batch_size={FLAGS.batch_size}",
+           f"--mixed_precision={FLAGS.mixed_precision}",
+           "--jit_compile" if FLAGS.jit_compile else "--nojit_compile"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {FLAGS.timeout} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("BENCHMARK_RESULT "):
+            return json.loads(line[len("BENCHMARK_RESULT "):])
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+
+
+def headline(name, result):
+    """One table row: median, min-max, images/s, peak memory, and extras."""
+    if "error" in result:
+        return f"{name:<28} ERROR {result['error']}"
+    main = result.get("batch1", result)
+    row = (f"{name:<28} {main['median_s'] * 1e3:9.1f} ms  [{main['min_s'] * 1e3:.1f}-"
+           f"{main['max_s'] * 1e3:.1f}]  {main['images_per_s']:8.2f} img/s  "
+           f"{result['peak_rss_mb']:7.0f} MB")
+    batched = [k for k in result if k.startswith("batch") and k != "batch1"]
+    for k in batched:
+        row += f"  {k}: {result[k]['images_per_s']:.2f} img/s"
+    if "gflops" in result:
+        row += f"  {result['gflops']:.0f} GFLOP/s"
+    if "fraction_of_peak" in result:
+        row += f"  {result['gflop_per_image']:.2f} GFLOP/img, {100 * result['fraction_of_peak']:.0f}% of peak"
+    anchor = ORIGINAL_ANCHORS_S.get(name)
+    if anchor:
+        row += f"  original {anchor:.3f} s -> ratio {main['median_s'] / anchor:.2f}x"
+    return row
+
+
+def main(argv):
+    del argv
+    if FLAGS.list_cases:
+        print("\n".join(CASES))
+        return
+    if FLAGS.run_case:
+        print("BENCHMARK_RESULT " + json.dumps(run_one_case(FLAGS.run_case)))
+        return
+    names = FLAGS.cases or list(CASES)
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        raise app.UsageError(f"--cases: unknown {unknown}; known: {sorted(CASES)}")
+    if "matmul_peak" in names:
+        names = ["matmul_peak"] + [n for n in names if n != "matmul_peak"]
+    results = {}
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        results[name] = run_in_subprocess(name)
+        peak = results.get("matmul_peak", {}).get("gflops")
+        res = results[name]
+        if peak and "gflop_per_image" in res and "batch1" in res:
+            res["fraction_of_peak"] = res["gflop_per_image"] / res["batch1"]["median_s"] / peak
+        print(headline(name, res), flush=True)
+    report = {"flags": {"mixed_precision": FLAGS.mixed_precision, "jit_compile": FLAGS.jit_compile,
+                        "image_size": FLAGS.image_size, "warmup": FLAGS.warmup,
+                        "repeats": FLAGS.repeats},
+              "original_anchors_s": ORIGINAL_ANCHORS_S, "results": results}
+    with open(FLAGS.output, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    print("\nsummary")
+    for name, res in results.items():
+        print(headline(name, res))
+    print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -17,6 +17,7 @@ setup(
         "numpy",
         "absl-py",
         "matplotlib",
+        "pillow",
     ],
     extras_require={
         "test": ["pytest", "cityscapesscripts"],

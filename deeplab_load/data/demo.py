@@ -1,0 +1,220 @@
+"""The demo data set: procedurally generated scenes in the PASCAL VOC layout.
+
+Each image shows a textured, noisy background and 2-4 shapes drawn in random order, so later
+shapes occlude earlier ones. Every class has its own hue and texture (stripes, checkers, dots,
+...) with per-instance colour jitter; object borders are 1 px of ignore (255) as in VOC. The set
+is a pure function of (num_train, num_val, image_size, seed): it is written to a cache dir
+(`$DEEPLAB_LOAD_CACHE/demo` or `~/.cache/deeplab_load/demo`) with a `manifest.json`, and
+regenerated when absent or made with other parameters.
+
+    python -m deeplab_load.data.demo --num_train=500 --num_val=100 --output_dir=/tmp/demo500
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, encode_image, \
+    encode_index_png, write_id_list_atomic
+from deeplab_load.data.voc import PALETTE_256, VocDataset
+
+GENERATOR_VERSION = 1
+CLASS_NAMES = ("background", "disk", "square", "triangle", "ring", "cross")
+DEFAULT_NUM_TRAIN = 64
+DEFAULT_NUM_VAL = 24
+DEFAULT_IMAGE_SIZE = (97, 129)
+MANIFEST = "manifest.json"
+
+# Per shape class: base RGB colour and texture kind.
+_CLASS_STYLE = {
+    1: ((210, 60, 50), "hstripes"),
+    2: ((50, 90, 210), "checker"),
+    3: ((60, 180, 70), "dots"),
+    4: ((230, 200, 40), "gradient"),
+    5: ((160, 60, 190), "dstripes"),
+}
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("DEEPLAB_LOAD_CACHE") or os.path.join("~", ".cache", "deeplab_load")
+    return os.path.join(os.path.expanduser(base), "demo")
+
+
+def _shape_mask(kind, u, v, radius):
+    """Boolean mask of a shape in its own rotated frame (u, v: pixel offsets from the centre)."""
+    dist = np.hypot(u, v)
+    if kind == 1:
+        return dist <= radius
+    if kind == 2:
+        return (np.abs(u) <= 0.8 * radius) & (np.abs(v) <= 0.8 * radius)
+    if kind == 3:
+        inside = np.ones_like(u, bool)
+        for angle in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3):
+            inside &= u * np.cos(angle) + v * np.sin(angle) <= 0.5 * radius
+        return inside
+    if kind == 4:
+        return (dist <= radius) & (dist >= 0.55 * radius)
+    arm = radius / 3
+    return ((np.abs(u) <= radius) & (np.abs(v) <= arm)) | ((np.abs(v) <= radius) & (np.abs(u) <= arm))
+
+
+def _texture(kind, u, v, rng):
+    """Brightness modulation in [-1, 1] for a texture kind over the shape frame."""
+    period = rng.uniform(4.0, 7.0)
+    if kind == "hstripes":
+        return np.sign(np.sin(2 * np.pi * v / period))
+    if kind == "checker":
+        return np.where((np.floor(u / period) + np.floor(v / period)) % 2 == 0, 1.0, -1.0)
+    if kind == "dots":
+        return np.where(np.hypot(u % period - period / 2, v % period - period / 2)
+                        < period / 4, 1.0, -0.3)
+    if kind == "gradient":
+        return np.clip(u / (np.abs(u).max() + 1e-6), -1, 1)
+    return np.sign(np.sin(2 * np.pi * (u + v) / period))
+
+
+def render_scene(rng: np.random.Generator, height: int, width: int):
+    """One scene: (image uint8 [H, W, 3], label uint8 [H, W] with class ids and 255 borders)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    # Background: a smooth two-colour gradient with low-frequency blotches.
+    colors = rng.uniform(60, 170, size=(2, 3))
+    direction = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(direction) * xx / width + np.sin(direction) * yy / height + 1) / 2
+    image = colors[0] * (1 - ramp[..., None]) + colors[1] * ramp[..., None]
+    freq = rng.uniform(0.05, 0.15, size=2)
+    image += 15 * (np.sin(freq[0] * xx + rng.uniform(0, 6)) *
+                   np.cos(freq[1] * yy + rng.uniform(0, 6)))[..., None]
+    label = np.zeros((height, width), np.uint8)
+    scale = min(height, width)
+    for _ in range(rng.integers(2, 5)):
+        cls = int(rng.integers(1, len(CLASS_NAMES)))
+        radius = rng.uniform(0.15, 0.32) * scale
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        angle = rng.uniform(0, 2 * np.pi)
+        u = np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy)
+        v = -np.sin(angle) * (xx - cx) + np.cos(angle) * (yy - cy)
+        mask = _shape_mask(cls, u, v, radius)
+        base, texture_kind = _CLASS_STYLE[cls]
+        color = np.clip(np.array(base) + rng.uniform(-25, 25, size=3), 0, 255)
+        shade = color + 35 * _texture(texture_kind, u, v, rng)[..., None]
+        image[mask] = shade[mask]
+        label[mask] = cls
+    image += rng.normal(0, 8, size=image.shape)
+    border = np.zeros_like(label, bool)
+    border[1:] |= label[1:] != label[:-1]
+    border[:-1] |= label[:-1] != label[1:]
+    border[:, 1:] |= label[:, 1:] != label[:, :-1]
+    border[:, :-1] |= label[:, :-1] != label[:, 1:]
+    label[border] = IGNORE_LABEL
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), label
+
+
+def _manifest(num_train, num_val, image_size, seed):
+    return {"generator_version": GENERATOR_VERSION, "num_train": int(num_train),
+            "num_val": int(num_val), "image_size": list(as_size(image_size)), "seed": int(seed)}
+
+
+def _read_manifest(root):
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_demo(root, num_train, num_val, image_size, seed):
+    """Writes the whole set into `root` (a new or empty directory) in the VOC layout."""
+    height, width = as_size(image_size)
+    voc = os.path.join(root, "VOCdevkit", "VOC2012")
+    for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
+        os.makedirs(os.path.join(voc, sub), exist_ok=True)
+    ids = [f"demo_{i:05d}" for i in range(num_train + num_val)]
+    for index, example_id in enumerate(ids):
+        image, label = render_scene(np.random.default_rng([seed, index]), height, width)
+        with open(os.path.join(voc, "JPEGImages", example_id + ".jpg"), "wb") as f:
+            f.write(encode_image(image, "JPEG", quality=92))
+        with open(os.path.join(voc, "SegmentationClass", example_id + ".png"), "wb") as f:
+            f.write(encode_index_png(label, PALETTE_256))
+    lists = os.path.join(voc, "ImageSets", "Segmentation")
+    write_id_list_atomic(os.path.join(lists, "train.txt"), ids[:num_train])
+    write_id_list_atomic(os.path.join(lists, "val.txt"), ids[num_train:])
+    write_id_list_atomic(os.path.join(lists, "trainval.txt"), ids)
+    with open(os.path.join(root, MANIFEST), "w") as f:
+        json.dump(_manifest(num_train, num_val, image_size, seed), f, indent=1)
+
+
+def ensure_demo(root=None, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
+                image_size=DEFAULT_IMAGE_SIZE, seed=0) -> str:
+    """The demo root directory, (re)generated unless its manifest matches the parameters.
+
+    Generation happens in a temporary sibling directory that is renamed into place, so a
+    concurrent or interrupted run never sees a partial set. A non-empty `root` without a
+    manifest is never deleted.
+    """
+    root = os.path.abspath(os.path.expanduser(root or default_cache_dir()))
+    wanted = _manifest(num_train, num_val, image_size, seed)
+    if _read_manifest(root) == wanted:
+        return root
+    if os.path.isdir(root) and os.listdir(root) and _read_manifest(root) is None:
+        raise FileExistsError(f"{root} exists, is not empty and is not a demo data set "
+                              f"(no {MANIFEST}); choose another directory")
+    parent = os.path.dirname(root)
+    os.makedirs(parent, exist_ok=True)
+    start = time.time()
+    tmp = tempfile.mkdtemp(prefix=".demo_tmp_", dir=parent)
+    try:
+        write_demo(tmp, num_train, num_val, image_size, seed)
+        if os.path.isdir(root) and _read_manifest(root) != wanted:
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if _read_manifest(root) != wanted:  # not a concurrent writer of the same set
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logging.info("generated demo data set (%d train, %d val, %s) in %s in %.2f s",
+                 num_train, num_val, as_size(image_size), root, time.time() - start)
+    return root
+
+
+class DemoDataset(VocDataset):
+    """The generated set read with the VOC loader; splits train / val / trainval."""
+
+    def __init__(self, data_dir=None, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
+                 image_size=DEFAULT_IMAGE_SIZE, seed=0):
+        height, width = as_size(image_size)
+        root = ensure_demo(data_dir, num_train, num_val, (height, width), seed)
+        side = min(height, width)
+        self.info = DatasetInfo(
+            name="demo", num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES,
+            crop_size=(side, side), eval_crop_size=(height, width),
+            palette=PALETTE_256[:len(CLASS_NAMES)])
+        super().__init__(root)
+
+    @property
+    def splits(self):
+        return ("train", "val", "trainval")
+
+
+def main(argv):
+    del argv
+    start = time.time()
+    root = ensure_demo(FLAGS.output_dir, FLAGS.num_train, FLAGS.num_val,
+                       (FLAGS.height, FLAGS.width), FLAGS.seed)
+    print(f"demo data set ready in {root} ({time.time() - start:.2f} s)")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("output_dir", None, "Where to write (default: the cache dir).")
+    flags.DEFINE_integer("num_train", DEFAULT_NUM_TRAIN, "Training images.")
+    flags.DEFINE_integer("num_val", DEFAULT_NUM_VAL, "Validation images.")
+    flags.DEFINE_integer("height", DEFAULT_IMAGE_SIZE[0], "Image height in pixels.")
+    flags.DEFINE_integer("width", DEFAULT_IMAGE_SIZE[1], "Image width in pixels.")
+    flags.DEFINE_integer("seed", 0, "Generator seed.")
+    FLAGS = flags.FLAGS
+    app.run(main)

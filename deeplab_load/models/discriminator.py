@@ -1,0 +1,103 @@
+"""The LoAd discriminator and its class-split inputs.
+
+D is Keras MobileNet (alpha 1, dropout 0.01, random init) on the image split per class: channels
+3c..3c+2 of its input hold the image (scaled to [0, 1]) multiplied by the map of class c. Scaling
+to [0, 1] (not DeepLab's [-1, 1]) keeps "not this class" at 0 = black, so a masked-out pixel never
+looks like a mid-grey one. D returns one logit per example, shape [B, 1] (Keras' MobileNet top:
+pooling, dropout, 1x1 conv, reshape); "real" = ground truth.
+
+Generator maps reach D as `generator_class_maps(logits, ...)`: the logits are upsampled to the
+crop (bilinear, align_corners, as DeepLab does) and encoded as
+- "straight_through" (default): forward = one-hot of the argmax (what the buffer stores and D is
+  trained on), backward = the gradient of the softmax;
+- "soft": the softmax probabilities.
+"""
+import keras
+import tensorflow as tf
+
+from deeplab_load.inference import resize_bilinear_align_corners
+
+DEFAULT_INPUT_SIZE = 224
+MAP_ENCODINGS = ("straight_through", "soft")
+IGNORE_LABEL = 255
+
+
+def build_discriminator(num_classes, input_size=DEFAULT_INPUT_SIZE, alpha=1.0, dropout=0.01,
+                        name="discriminator"):
+    """MobileNet on [B, input_size, input_size, 3*num_classes] -> logits [B, 1] (float32).
+
+    `input_size` must be >= 32 (MobileNet downsamples by 32); tests use 32 to stay fast.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if input_size < 32:
+        raise ValueError(f"discriminator input_size must be >= 32, got {input_size}")
+    mobilenet = keras.applications.MobileNet(
+        input_shape=(input_size, input_size, 3 * num_classes), alpha=alpha, dropout=dropout,
+        weights=None, include_top=True, classes=1, classifier_activation=None)
+    inputs = keras.Input((input_size, input_size, 3 * num_classes), name="class_split_image")
+    logits = mobilenet(inputs)
+    return keras.Model(inputs, logits, name=name)
+
+
+def discriminator_input_size(discriminator):
+    """The spatial size D was built for."""
+    return int(discriminator.input_shape[1])
+
+
+def one_hot_maps(label_map, num_classes):
+    """int [B,H,W] label map -> float32 [B,H,W,K]; labels outside 0..K-1 (e.g. 255) -> all zeros."""
+    label_map = tf.cast(label_map, tf.int32)
+    in_range = (label_map >= 0) & (label_map < num_classes)
+    return tf.one_hot(tf.where(in_range, label_map, -1), num_classes, dtype=tf.float32)
+
+
+def straight_through_one_hot(probabilities):
+    """Forward: one-hot of argmax over the last axis; backward: identity onto `probabilities`."""
+    hard = tf.one_hot(tf.argmax(probabilities, axis=-1), tf.shape(probabilities)[-1],
+                      dtype=probabilities.dtype)
+    return probabilities + tf.stop_gradient(hard - probabilities)
+
+
+def generator_class_maps(logits, output_size, encoding="straight_through"):
+    """Generator logits [B,h,w,K] -> class maps [B,H,W,K] float32 for D at `output_size` (H, W).
+
+    encoding: "straight_through" (one-hot forward, softmax gradient) or "soft" (softmax).
+    """
+    if encoding not in MAP_ENCODINGS:
+        raise ValueError(f"map_encoding must be one of {MAP_ENCODINGS}, got {encoding!r}")
+    logits = resize_bilinear_align_corners(tf.cast(logits, tf.float32), output_size)
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    if encoding == "soft":
+        return probabilities
+    return straight_through_one_hot(probabilities)
+
+
+def discriminator_inputs(pixels, class_maps, ignore_mask, size=DEFAULT_INPUT_SIZE):
+    """Class-split image for D: float32 [B, size, size, 3K].
+
+    pixels: float [B,H,W,3] in [0, 255]. class_maps: float [B,H,W,K] (one-hot, straight-through
+    or soft). ignore_mask: bool [B,H,W], True where the GROUND TRUTH is ignore; those pixels are
+    zeroed in every class, for real and generated maps alike.
+
+    Image and maps are resized to size x size first (bilinear, half-pixel centres; differentiable
+    in the maps) and multiplied afterwards: memory is B*size^2*3K instead of B*H*W*3K, and the
+    result equals resize-after-multiply wherever the map is constant around a sample point.
+    """
+    keep = 1.0 - tf.cast(ignore_mask, tf.float32)
+    class_maps = tf.cast(class_maps, tf.float32) * keep[..., tf.newaxis]
+    image = tf.cast(pixels, tf.float32) / 255.0
+    image = tf.image.resize(image, (size, size), method="bilinear")
+    class_maps = tf.image.resize(class_maps, (size, size), method="bilinear")
+    num_classes = class_maps.shape[-1]
+    if num_classes is None:
+        raise ValueError("class_maps need a static number of classes (last axis)")
+    split = class_maps[..., :, tf.newaxis] * image[..., tf.newaxis, :]     # [B,s,s,K,3]
+    return tf.reshape(split, [-1, size, size, 3 * num_classes])
+
+
+def real_discriminator_inputs(pixels, labels, num_classes, size=DEFAULT_INPUT_SIZE,
+                              ignore_label=IGNORE_LABEL):
+    """D input of ground-truth maps: labels int [B,H,W] with `ignore_label` -> [B,size,size,3K]."""
+    ignore_mask = tf.equal(tf.cast(labels, tf.int32), ignore_label)
+    return discriminator_inputs(pixels, one_hot_maps(labels, num_classes), ignore_mask, size)

@@ -1,0 +1,375 @@
+"""Distributed training steps of both stages, as tf.functions built under a tf.distribute strategy.
+
+Usage (the model, discriminator and optimizers must be created inside `strategy.scope()`):
+
+    strategy = make_strategy()
+    with strategy.scope():
+        model = build_deeplab(config)
+        discriminator = build_discriminator(num_classes)
+        stage1 = Stage1Trainer(model, stage1_optimizer(), strategy, num_classes)
+    for pixels, labels in stage1.distribute(train_dataset):     # GLOBAL batches
+        loss = stage1.step(pixels, labels)
+
+Batches are global: each replica receives global / replicas examples, and every loss is divided
+by a count summed over all replicas (valid pixels, or examples), so the summed replica gradients
+equal the single-device gradient of the global batch. Each step returns the global-batch loss.
+Functions are traced once per input shape (`reduce_retracing=True`); `trace_count` counts traces.
+"""
+import keras
+import tensorflow as tf
+
+from deeplab_load import losses
+from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models import discriminator as disc
+from deeplab_load.training.strategy import distribute_dataset
+
+IGNORE_LABEL = losses.IGNORE_LABEL
+
+
+def stage1_optimizer(learning_rate=1e-4, momentum=0.9):
+    """Stage 1 (pixel-wise CE): momentum SGD, constant lr, as in the paper / original DeepLab."""
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+
+
+def generator_optimizer(learning_rate=5e-6, momentum=0.95):
+    """Stage 2 generator (adversarial): momentum SGD, lr 5e-6, momentum 0.95 (paper)."""
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+
+
+def discriminator_optimizer(learning_rate=0.01):
+    """Discriminator: Adagrad, lr 0.01 (paper)."""
+    return keras.optimizers.Adagrad(learning_rate=learning_rate)
+
+
+def _global_sum(value):
+    """Sum of a per-replica scalar over all replicas (call in replica context); no gradient."""
+    context = tf.distribute.get_replica_context()
+    return tf.stop_gradient(context.all_reduce(tf.distribute.ReduceOp.SUM, value))
+
+
+def _regularization_loss(model, strategy):
+    """The model's weight-decay terms, split across replicas so their sum is counted once."""
+    if not model.losses:
+        return 0.0
+    return tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / strategy.num_replicas_in_sync
+
+
+def _check_created_in_scope(strategy, model, what):
+    for variable in model.variables:
+        if not strategy.extended.variable_created_in_scope(variable):
+            raise ValueError(f"{what} variable {variable.path} was created outside "
+                             f"strategy.scope(): build the model inside `with strategy.scope():`")
+
+
+def _build_optimizer(strategy, optimizer, variables):
+    # MirroredStrategy needs the slots to exist before the first step (see TF_NOTES.md).
+    with strategy.scope():
+        if not optimizer.built:
+            optimizer.build(variables)
+
+
+class _Trainer:
+    """Shared plumbing: the strategy, dataset distribution, the trace counter."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+        self.trace_count = 0
+
+    def distribute(self, dataset):
+        """Global-batch tf.data.Dataset -> distributed dataset whose elements feed `step`."""
+        return distribute_dataset(self.strategy, dataset)
+
+    def _sum(self, per_replica):
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def _apply(self, optimizer, tape, loss, variables):
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+
+
+class Stage1Trainer(_Trainer):
+    """Pixel-wise CE on (pixels [B,H,W,3] in 0..255, labels int32 [B,H,W], 255 = ignore).
+
+    Logits are upsampled to the label size (bilinear, align_corners) as in DeepLab, and the loss
+    is the mean over the global batch's valid pixels. With `class_stats`
+    (`class_weights.ClassPixelStats`) and `use_class_weights=True` it is the paper's weighted CE
+    (`losses.class_balanced_pixel_weights`, clipped to [min_class_weight, max_class_weight]);
+    switch with `set_use_class_weights` (one extra trace).
+    """
+
+    def __init__(self, model, optimizer, strategy, num_classes, class_stats=None,
+                 use_class_weights=False, min_class_weight=0.1, max_class_weight=10.0,
+                 ignore_label=IGNORE_LABEL):
+        super().__init__(strategy)
+        _check_created_in_scope(strategy, model, "segmentation model")
+        self.model, self.optimizer = model, optimizer
+        self.num_classes, self.ignore_label = num_classes, ignore_label
+        self.class_stats = class_stats
+        self.min_class_weight, self.max_class_weight = min_class_weight, max_class_weight
+        self.set_use_class_weights(use_class_weights)
+        _build_optimizer(strategy, optimizer, model.trainable_variables)
+        self._functions = {}
+
+    def set_use_class_weights(self, use_class_weights):
+        if use_class_weights and self.class_stats is None:
+            raise ValueError("weighted cross entropy needs class_stats (training-set statistics)")
+        self.use_class_weights = bool(use_class_weights)
+
+    def _replica_step(self, pixels, labels, weighted):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(pixels, training=True)
+            logits = resize_bilinear_align_corners(tf.cast(logits, tf.float32), tf.shape(labels)[1:3])
+            pixel_weights = None
+            if weighted:
+                pixel_weights = losses.class_balanced_pixel_weights(
+                    labels, self.num_classes, self.class_stats.mean_class_fraction,
+                    self.min_class_weight, self.max_class_weight, self.ignore_label)
+            total, count = losses.cross_entropy_sum_and_count(labels, logits, pixel_weights,
+                                                              self.ignore_label)
+            loss = total / tf.maximum(_global_sum(count), 1.0)
+            loss += _regularization_loss(self.model, self.strategy)
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(self.optimizer, tape, scaled, variables)
+        return loss
+
+    def _function(self, weighted):
+        if weighted not in self._functions:
+            @tf.function(reduce_retracing=True)
+            def step(pixels, labels):
+                self.trace_count += 1
+                per_replica = self.strategy.run(self._replica_step, (pixels, labels, weighted))
+                return self._sum(per_replica)
+            self._functions[weighted] = step
+        return self._functions[weighted]
+
+    def step(self, pixels, labels):
+        """One update on a distributed global batch; returns the global mean CE (float32)."""
+        return self._function(self.use_class_weights)(pixels, labels)
+
+
+class GeneratorTrainer(_Trainer):
+    """Adversarial generator step: loss -log D(G(x)), CE off, D frozen (inference mode, no update).
+
+    `labels` are the ground truth of the batch; only their ignore pixels are used (zeroed in D's
+    input). `map_encoding`: "straight_through" (default) or "soft".
+    """
+
+    def __init__(self, model, discriminator, optimizer, strategy, num_classes,
+                 map_encoding="straight_through", ignore_label=IGNORE_LABEL):
+        super().__init__(strategy)
+        if map_encoding not in disc.MAP_ENCODINGS:
+            raise ValueError(f"map_encoding must be one of {disc.MAP_ENCODINGS}, got {map_encoding!r}")
+        _check_created_in_scope(strategy, model, "segmentation model")
+        _check_created_in_scope(strategy, discriminator, "discriminator")
+        self.model, self.discriminator, self.optimizer = model, discriminator, optimizer
+        self.num_classes, self.ignore_label = num_classes, ignore_label
+        self.map_encoding = map_encoding
+        self.input_size = disc.discriminator_input_size(discriminator)
+        _build_optimizer(strategy, optimizer, model.trainable_variables)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+
+    def _replica_step(self, pixels, labels):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(pixels, training=True)
+            maps = disc.generator_class_maps(logits, tf.shape(pixels)[1:3], self.map_encoding)
+            ignore_mask = tf.equal(tf.cast(labels, tf.int32), self.ignore_label)
+            d_inputs = disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+            d_logits = self.discriminator(d_inputs, training=False)
+            per_example = losses.generator_adversarial_per_example(d_logits)
+            batch = tf.cast(tf.shape(per_example)[0], tf.float32)
+            loss = tf.reduce_sum(per_example) / tf.maximum(_global_sum(batch), 1.0)
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(self.optimizer, tape, scaled, variables)
+        return loss
+
+    def _distributed_step(self, pixels, labels):
+        self.trace_count += 1
+        return self._sum(self.strategy.run(self._replica_step, (pixels, labels)))
+
+    def step(self, pixels, labels):
+        """One generator update on a distributed global batch; returns mean -log D(G(x))."""
+        return self._step(pixels, labels)
+
+
+class DiscriminatorTrainer(_Trainer):
+    """Weighted binary CE on class-split images; real = ground truth (target 1).
+
+    Batch elements: (pixels float32 [B,H,W,3] 0..255, label_map int32 [B,H,W] (ground truth with
+    255, or a generated argmax map), ignore_mask bool [B,H,W] (ground-truth ignore pixels),
+    is_real float32 [B], weight float32 [B]) -- what `discriminator_dataset` produces. The loss is
+    sum(weight * BCE) / global batch size.
+    """
+
+    def __init__(self, discriminator, optimizer, strategy, num_classes):
+        super().__init__(strategy)
+        _check_created_in_scope(strategy, discriminator, "discriminator")
+        self.discriminator, self.optimizer = discriminator, optimizer
+        self.num_classes = num_classes
+        self.input_size = disc.discriminator_input_size(discriminator)
+        _build_optimizer(strategy, optimizer, discriminator.trainable_variables)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+        self._evaluate = tf.function(self._distributed_evaluate, reduce_retracing=True)
+
+    def _inputs(self, pixels, label_map, ignore_mask):
+        maps = disc.one_hot_maps(label_map, self.num_classes)
+        return disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+
+    def _replica_step(self, pixels, label_map, ignore_mask, is_real, weight):
+        variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(self._inputs(pixels, label_map, ignore_mask), training=True)
+            per_example = losses.discriminator_bce_per_example(logits, is_real)
+            batch = _global_sum(tf.cast(tf.shape(per_example)[0], tf.float32))
+            loss = tf.reduce_sum(per_example * tf.cast(weight, tf.float32)) / tf.maximum(batch, 1.0)
+            loss += _regularization_loss(self.discriminator, self.strategy)
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(self.optimizer, tape, scaled, variables)
+        correct = tf.cast(tf.equal(tf.reshape(logits, [-1]) > 0.0, tf.cast(is_real, tf.float32) > 0.5),
+                          tf.float32)
+        return loss, tf.reduce_sum(correct) / tf.maximum(batch, 1.0)
+
+    def _distributed_step(self, pixels, label_map, ignore_mask, is_real, weight):
+        self.trace_count += 1
+        loss, accuracy = self.strategy.run(self._replica_step,
+                                           (pixels, label_map, ignore_mask, is_real, weight))
+        return self._sum(loss), self._sum(accuracy)
+
+    def step(self, pixels, label_map, ignore_mask, is_real, weight):
+        """One D update on a distributed global batch; returns (weighted BCE, accuracy)."""
+        return self._step(pixels, label_map, ignore_mask, is_real, weight)
+
+    def _replica_evaluate(self, pixels, label_map, ignore_mask, is_real):
+        logits = self.discriminator(self._inputs(pixels, label_map, ignore_mask), training=False)
+        real = tf.cast(is_real, tf.float32) > 0.5
+        correct = tf.cast(tf.equal(tf.reshape(logits, [-1]) > 0.0, real), tf.float32)
+        real = tf.cast(real, tf.float32)
+        return tf.stack([tf.reduce_sum(correct * real), tf.reduce_sum(real),
+                         tf.reduce_sum(correct * (1.0 - real)), tf.reduce_sum(1.0 - real)])
+
+    def _distributed_evaluate(self, pixels, label_map, ignore_mask, is_real):
+        return self._sum(self.strategy.run(self._replica_evaluate,
+                                           (pixels, label_map, ignore_mask, is_real)))
+
+    def evaluate_accuracy(self, dataset):
+        """D's accuracy on a global-batch dataset of `discriminator_dataset` elements.
+
+        Returns {"accuracy": mean of the real and fake accuracies, "real_accuracy",
+        "fake_accuracy", "examples"}; a side without examples counts as accuracy 0.
+        """
+        totals = tf.zeros([4])
+        for pixels, label_map, ignore_mask, is_real, _ in self.distribute(dataset):
+            totals += self._evaluate(pixels, label_map, ignore_mask, is_real)
+        real_correct, real, fake_correct, fake = (float(v) for v in totals.numpy())
+        real_accuracy = real_correct / real if real else 0.0
+        fake_accuracy = fake_correct / fake if fake else 0.0
+        return {"accuracy": 0.5 * (real_accuracy + fake_accuracy), "real_accuracy": real_accuracy,
+                "fake_accuracy": fake_accuracy, "examples": int(real + fake)}
+
+
+def _as_dataset(source):
+    """A tf.data.Dataset, or a zero-argument callable returning one (called once per use)."""
+    dataset = source() if callable(source) else source
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f"expected a tf.data.Dataset or a callable returning one, got {type(dataset)}")
+    return dataset
+
+
+def _real_examples(real, weight, ignore_label):
+    def to_example(pixels, labels):
+        labels = tf.cast(labels, tf.int32)
+        return (tf.cast(pixels, tf.float32), labels, tf.equal(labels, ignore_label),
+                tf.constant(1.0), tf.constant(weight, tf.float32))
+    return _as_dataset(real).map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _fake_examples(fake, weight):
+    def to_example(pixels, label_map, ignore_mask):
+        return (tf.cast(pixels, tf.float32), tf.cast(label_map, tf.int32),
+                tf.cast(ignore_mask, tf.bool), tf.constant(0.0), tf.constant(weight, tf.float32))
+    return _as_dataset(fake).map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
+                          ignore_label=IGNORE_LABEL, balance=True):
+    """Batched D data: ground truth (real) + every buffer set (fake), randomly interleaved.
+
+    real: unbatched (pixels [H,W,3], labels [H,W] with 255) -- D_t.
+    fakes: list of unbatched (pixels, label_map [H,W], ignore_mask [H,W] bool) -- one per buffer
+        set, ignore_mask being the ground truth's ignore pixels of the same image.
+    Examples are weighted by `losses.balanced_example_weights` (real and fake sides weigh the
+    same whatever len(fakes) is) when `balance`, else 1. All examples need one spatial size.
+    Elements: (pixels, label_map, ignore_mask, is_real, weight), batched by `batch_size` (global).
+    """
+    if not fakes:
+        raise ValueError("discriminator data needs at least one fake (generated) map set")
+    sets = len(fakes)
+    real_weight = (1.0 + sets) / 2.0 if balance else 1.0
+    fake_weight = (1.0 + sets) / (2.0 * sets) if balance else 1.0
+    sources = [_real_examples(real, real_weight, ignore_label)]
+    sources += [_fake_examples(fake, fake_weight) for fake in fakes]
+    if shuffle:
+        mixed = tf.data.Dataset.sample_from_datasets(sources, seed=seed,
+                                                     stop_on_empty_dataset=False)
+    else:
+        mixed = sources[0]
+        for source in sources[1:]:
+            mixed = mixed.concatenate(source)
+    return mixed.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_size=16,
+                      max_epochs=20, patience=3, target_accuracy=None, min_delta=0.0, seed=0,
+                      restore_best=True, log=None):
+    """Trains D for one LoAd cycle until its hold-out accuracy stops improving.
+
+    real, fakes: as in `discriminator_dataset` (training images; sources may be callables that
+        return a fresh dataset, e.g. re-reading a buffer set's PNGs each epoch).
+    holdout_real: (pixels, labels) of the hold-out images (real); holdout_fake: (pixels,
+        label_map, ignore_mask) of the current generator's maps on the same images (fake).
+    Stops after `max_epochs`, when the hold-out accuracy (mean of real and fake accuracies) has not
+    improved by more than `min_delta` for `patience` epochs, or when it reaches
+    `target_accuracy`. With `restore_best`, D ends with the weights of its best epoch.
+    `log(epoch, metrics_dict)` is called after every epoch when given.
+    Returns {"epochs", "accuracy" (final, after restoring), "best_epoch", "loss" (last epoch's
+    mean), "train_accuracy", "stopped" ("target" | "patience" | "max_epochs")}.
+    """
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+    holdout = discriminator_dataset(holdout_real, [holdout_fake], batch_size, shuffle=False,
+                                    balance=False)
+    best_accuracy, best_epoch, best_weights = -1.0, 0, None
+    epochs_without_gain, stopped = 0, "max_epochs"
+    loss = train_accuracy = float("nan")
+    for epoch in range(1, max_epochs + 1):
+        data = discriminator_dataset(real, fakes, batch_size, seed=seed + epoch)
+        loss_sum, accuracy_sum, batches = 0.0, 0.0, 0
+        for batch in trainer.distribute(data):
+            batch_loss, batch_accuracy = trainer.step(*batch)
+            loss_sum += float(batch_loss)
+            accuracy_sum += float(batch_accuracy)
+            batches += 1
+        loss, train_accuracy = loss_sum / max(batches, 1), accuracy_sum / max(batches, 1)
+        metrics = trainer.evaluate_accuracy(holdout)
+        if log is not None:
+            log(epoch, dict(metrics, loss=loss, train_accuracy=train_accuracy))
+        if best_epoch == 0 or metrics["accuracy"] > best_accuracy + min_delta:
+            best_accuracy, best_epoch = metrics["accuracy"], epoch
+            best_weights = trainer.discriminator.get_weights() if restore_best else None
+            epochs_without_gain = 0
+        else:
+            epochs_without_gain += 1
+        if target_accuracy is not None and metrics["accuracy"] >= target_accuracy:
+            stopped = "target"
+            break
+        if epochs_without_gain >= patience:
+            stopped = "patience"
+            break
+    final_accuracy = metrics["accuracy"]
+    if restore_best and best_epoch != epoch:
+        with trainer.strategy.scope():
+            trainer.discriminator.set_weights(best_weights)
+        final_accuracy = best_accuracy
+    return {"epochs": epoch, "accuracy": final_accuracy, "best_epoch": best_epoch, "loss": loss,
+            "train_accuracy": train_accuracy, "stopped": stopped}

@@ -35,7 +35,7 @@ def test_rows_and_marks():
     assert "| DLv3+&LoAd | **75.00** | 72.73 |" in markdown
     assert "| DLv3+ | 72.73 | **75.00** |" in markdown
     assert markdown.count("| Method |") == 2  # wrapped into two blocks like the paper
-    assert "100.00 | 100.00" in markdown and "**100.00**" not in markdown
+    assert "| DLv3+ | 100.00 | 82.58 |" in markdown and "**100.00**" not in markdown
     text = compare_runs.format_text(rows, ["base", "boost"])
     assert "75.00*" in text and "+2.27" in text
 

@@ -1,0 +1,44 @@
+"""Converts a data-set split into TFRecord shards the training/eval pipeline reads.
+
+    python tools/build_tfrecords.py --dataset=cityscapes --data_dir=/data/cityscapes \
+        --split=train --output_dir=/data/cityscapes/tfrecord --num_shards=10
+
+Then pass the output dir as `tfrecord_dir` to `deeplab_load.data.get_dataset`. Every example is
+decoded and validated while writing; a bad one stops the conversion with an error naming the
+file, unless --skip_bad_examples (then it is left out and listed in `<split>.json`).
+"""
+import os
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deeplab_load.data import DATASET_NAMES, get_dataset  # noqa: E402
+from deeplab_load.data import tfrecords  # noqa: E402
+
+flags.DEFINE_enum("dataset", None, list(DATASET_NAMES), "Data set to convert.")
+flags.DEFINE_string("data_dir", None, "Root of the data set in its standard layout.")
+flags.DEFINE_list("split", ["train", "val"], "Split(s) to convert.")
+flags.DEFINE_string("output_dir", None, "Where to write the shards.")
+flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_bound=1)
+flags.DEFINE_bool("skip_bad_examples", False, "Leave bad examples out instead of failing.")
+flags.mark_flags_as_required(["dataset", "output_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    ds = get_dataset(FLAGS.dataset, FLAGS.data_dir)
+    for split in FLAGS.split:
+        start = time.time()
+        metadata = tfrecords.write_split(ds, split, FLAGS.output_dir, FLAGS.num_shards,
+                                         FLAGS.skip_bad_examples)
+        print(f"{FLAGS.dataset} {split}: {metadata['num_examples']} examples in "
+              f"{metadata['num_shards']} shards, {len(metadata['skipped'])} skipped, "
+              f"{time.time() - start:.1f} s -> {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -150,25 +150,37 @@ class Xception65Backbone(keras.layers.Layer):
         self.conv1_2 = ConvBN(f"{name}/entry_flow/conv1_2", filters=64, kernel_size=3, **bn)
         schedule = iter(unit_strides_and_rates(blocks, output_stride))
         self.units = []
-        self.low_level_index = None
+        self.unit_scopes = []
         for block in blocks:
             for u in range(block.num_units):
                 stride, rate = next(schedule)
-                unit_scope = f"{block.scope}/unit_{u + 1}"
-                if unit_scope == LOW_LEVEL_UNIT:
-                    self.low_level_index = len(self.units)
+                self.unit_scopes.append(f"{block.scope}/unit_{u + 1}")
                 self.units.append(XceptionModule(
-                    f"{name}/{unit_scope}/xception_module", block.depths, block.skip, stride, rate,
-                    block.activation_in_separable_conv, fine_tune_batch_norm=fine_tune_batch_norm))
+                    f"{name}/{self.unit_scopes[-1]}/xception_module", block.depths, block.skip,
+                    stride, rate, block.activation_in_separable_conv,
+                    fine_tune_batch_norm=fine_tune_batch_norm))
+
+    def endpoints(self, inputs, training=False):
+        """Every intermediate output, keyed by scope below the backbone.
+
+        Keys: ``entry_flow/conv1_1``, ``entry_flow/conv1_2`` (after ReLU), ``<block>/unit_<n>``
+        (unit outputs), ``low_level`` and ``features`` (see the class docstring).
+        """
+        net = self.conv1_1(inputs, training=training)
+        outputs = {"entry_flow/conv1_1": net}
+        net = self.conv1_2(net, training=training)
+        outputs["entry_flow/conv1_2"] = net
+        for scope, unit in zip(self.unit_scopes, self.units):
+            net, separable_outputs = unit(net, training=training)
+            outputs[scope] = net
+            if scope == LOW_LEVEL_UNIT:
+                outputs["low_level"] = separable_outputs[LOW_LEVEL_SEPARABLE_CONV]
+        outputs["features"] = net
+        return outputs
 
     def call(self, inputs, training=False):
-        net = self.conv1_2(self.conv1_1(inputs, training=training), training=training)
-        low_level = None
-        for i, unit in enumerate(self.units):
-            net, separable_outputs = unit(net, training=training)
-            if i == self.low_level_index:
-                low_level = separable_outputs[LOW_LEVEL_SEPARABLE_CONV]
-        return {"features": net, "low_level": low_level}
+        outputs = self.endpoints(inputs, training=training)
+        return {"features": outputs["features"], "low_level": outputs["low_level"]}
 
     def checkpoint_variables(self):
         """{TF1 variable name: Keras variable} of the whole backbone."""

@@ -78,3 +78,11 @@ def test_voc_layout_with_palette_labels(tmp_path):
     assert [r.id for r in ds.examples("trainval")] == ["demo_00000", "demo_00001", "demo_00002"]
     from PIL import Image
     assert Image.open(os.path.join(voc_root, "SegmentationClass", "demo_00000.png")).mode == "P"
+
+
+def test_cache_dirs_differ_by_parameters(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPLAB_LOAD_CACHE", str(tmp_path))
+    assert demo.default_cache_dir() == str(tmp_path / "demo")
+    small = get_dataset("demo", num_train=3, num_val=2, image_size=(17, 25), seed=1)
+    assert small.data_dir == str(tmp_path / "demo_3_2_17x25_seed1")
+    assert len(small.examples("train")) == 3 and not (tmp_path / "demo").exists()

@@ -4,8 +4,9 @@ Each image shows a textured, noisy background and 2-4 shapes drawn in random ord
 shapes occlude earlier ones. Every class has its own hue and texture (stripes, checkers, dots,
 ...) with per-instance colour jitter; object borders are 1 px of ignore (255) as in VOC. The set
 is a pure function of (num_train, num_val, image_size, seed): it is written to a cache dir
-(`$DEEPLAB_LOAD_CACHE/demo` or `~/.cache/deeplab_load/demo`) with a `manifest.json`, and
-regenerated when absent or made with other parameters.
+(`$DEEPLAB_LOAD_CACHE/demo` or `~/.cache/deeplab_load/demo`; `demo_<parameters>` next to it
+for non-default parameters) with a `manifest.json`, and regenerated when absent or made with
+other parameters.
 
     python -m deeplab_load.data.demo --num_train=500 --num_val=100 --output_dir=/tmp/demo500
 """
@@ -39,9 +40,17 @@ _CLASS_STYLE = {
 }
 
 
-def default_cache_dir() -> str:
+def default_cache_dir(num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
+                      image_size=DEFAULT_IMAGE_SIZE, seed=0) -> str:
+    """`<cache>/demo` for the default parameters, `<cache>/demo_<params>` for others, so sets
+    of different sizes (e.g. benchmark variants) do not overwrite each other."""
     base = os.environ.get("DEEPLAB_LOAD_CACHE") or os.path.join("~", ".cache", "deeplab_load")
-    return os.path.join(os.path.expanduser(base), "demo")
+    name = "demo"
+    if (num_train, num_val, as_size(image_size), seed) != (
+            DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_IMAGE_SIZE, 0):
+        height, width = as_size(image_size)
+        name = f"demo_{num_train}_{num_val}_{height}x{width}_seed{seed}"
+    return os.path.join(os.path.expanduser(base), name)
 
 
 def _shape_mask(kind, u, v, radius):
@@ -155,7 +164,8 @@ def ensure_demo(root=None, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
     concurrent or interrupted run never sees a partial set. A non-empty `root` without a
     manifest is never deleted.
     """
-    root = os.path.abspath(os.path.expanduser(root or default_cache_dir()))
+    root = os.path.abspath(os.path.expanduser(
+        root or default_cache_dir(num_train, num_val, image_size, seed)))
     wanted = _manifest(num_train, num_val, image_size, seed)
     if _read_manifest(root) == wanted:
         return root

@@ -203,12 +203,12 @@ def train_dataset(ds, split, global_batch_size, crop_size, seed, random_scale=(1
     """Training batches (pixels float32 [b,ch,cw,3] in [0,255], labels int32 [b,ch,cw]).
 
     b = global_batch_size, or the per-replica batch size with `input_context`. `crop_size` is
-    an int or (height, width). `random_scale` = (min, max) scale factor. Without `repeat`,
+    an int or (height, width); None means `ds.info.crop_size`. `random_scale` = (min, max) scale factor. Without `repeat`,
     one epoch of whole global batches. Batches of step `start_step` come first. With
     `skip_bad_examples`, file data sets are scanned once up front (so resume stays exact) and
     bad examples go to `bad_example_log` (a BadExampleLog) and the log.
     """
-    crop = as_size(crop_size)
+    crop = as_size(ds.info.crop_size if crop_size is None else crop_size)
     global_batch_size = int(global_batch_size)
     num_pipelines, pipeline_id, batch_size = 1, 0, global_batch_size
     if input_context is not None:

@@ -1,0 +1,305 @@
+"""mIoU and per-class IoU of a model on a data-set split, as the original DeepLab eval.py computes it.
+
+    python -m deeplab_load.evaluate --dataset=voc --dataset_dir=/data/VOCdevkit/.. --split=val \
+        --zoo_name=xception65_coco_voc_trainaug --checkpoint=checkpoints/.../model.ckpt \
+        --output_dir=runs/eval
+
+Every image is padded at the bottom/right to the eval crop size (pixels 127.5, labels 255), the
+logits are upsampled to the padded size with align_corners bilinear resizing, and the argmax is
+compared with the padded label, so the padding (label 255) is never counted. This gives the
+numbers of ``inference.predict_labels`` followed by a crop. Writes results.json (see
+``metrics.results_dict``) and results.md, and prints the table.
+
+This module also holds what evaluate, export and predict share: the model flags and
+:func:`restore_checkpoint` (our tf.train checkpoints, Keras ``.weights.h5`` files, or official
+TF1 zoo checkpoints detected by their variable names).
+"""
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from deeplab_load import metrics
+from deeplab_load.inference import PAD_PIXEL_VALUE, resize_bilinear_align_corners
+
+FLAGS = flags.FLAGS
+IGNORE_LABEL = 255
+DEFAULT_CHECKPOINT_TAGS = ("g_best", "g_s", "g_end")
+
+
+# ----------------------------------------------------------------------------------------------
+# Model construction and checkpoints (shared with export.py and predict.py)
+
+def define_model_flags():
+    """Defines the model / checkpoint flags once (idempotent, so several commands can share them)."""
+    if "checkpoint" in FLAGS:
+        return
+    flags.DEFINE_string("checkpoint", None, "Our checkpoint (tf.train prefix, a run's checkpoint "
+                        "folder with tags.json, or a .weights.h5 file) or an official TF1 zoo "
+                        "checkpoint (prefix or folder), told apart by variable names.")
+    flags.DEFINE_string("checkpoint_tag", None, "Tag to read from a folder with tags.json "
+                        f"(default: the first of {', '.join(DEFAULT_CHECKPOINT_TAGS)} present).")
+    flags.DEFINE_string("zoo_name", None, "Official zoo entry whose configuration gives the model "
+                        "flags' defaults (e.g. xception65_coco_voc_trainaug).")
+    flags.DEFINE_enum("model_variant", None, ["xception_65", "mobilenet_v2"],
+                      "Backbone (default: from --zoo_name, else xception_65).")
+    flags.DEFINE_integer("num_classes", None, "Classes (default: the data set's / the zoo's).")
+    flags.DEFINE_integer("output_stride", None, "Output stride 8/16/32 (default: 16).")
+    flags.DEFINE_list("atrous_rates", None, "ASPP atrous rates; empty for none (default: from "
+                      "--zoo_name, else 6,12,18 scaled to the output stride).")
+    flags.DEFINE_integer("decoder_output_stride", None, "4 for the decoder, 0 for none (default: "
+                         "from --zoo_name, else 4).")
+
+
+def model_config_from_flags(num_classes=None):
+    """DeepLabConfig from the model flags: explicit flags > --zoo_name > DeepLab's defaults.
+
+    ``num_classes`` (e.g. the data set's) is used when --num_classes is not given.
+    """
+    from deeplab_load.models.deeplab import DeepLabConfig
+    if FLAGS.zoo_name:
+        from deeplab_load import zoo
+        base = zoo.get_entry(FLAGS.zoo_name).config
+    else:
+        base = DeepLabConfig()
+    changes = {}
+    if FLAGS.model_variant:
+        changes["backbone"] = FLAGS.model_variant
+    if FLAGS.num_classes or num_classes:
+        changes["num_classes"] = FLAGS.num_classes or num_classes
+    if FLAGS.output_stride and FLAGS.output_stride != base.output_stride:
+        changes["output_stride"] = FLAGS.output_stride
+        changes["atrous_rates"] = tuple(r * base.output_stride // FLAGS.output_stride
+                                        for r in base.atrous_rates)
+    if FLAGS.atrous_rates is not None:
+        try:
+            changes["atrous_rates"] = tuple(int(r) for r in FLAGS.atrous_rates if r.strip())
+        except ValueError as err:
+            raise app.UsageError(f"--atrous_rates must be integers: {FLAGS.atrous_rates}") from err
+    if FLAGS.decoder_output_stride is not None:
+        changes["decoder_output_stride"] = FLAGS.decoder_output_stride or None
+    return dataclasses.replace(base, **changes)
+
+
+def _tagged_prefix(folder, tag):
+    with open(os.path.join(folder, "tags.json"), encoding="utf-8") as f:
+        tags = json.load(f)
+    if tag is None:
+        tag = next((t for t in DEFAULT_CHECKPOINT_TAGS if t in tags), None)
+        if tag is None:
+            raise ValueError(f"{folder}/tags.json has none of the tags {DEFAULT_CHECKPOINT_TAGS}; "
+                             f"pass --checkpoint_tag (have {sorted(tags)})")
+    if tag not in tags:
+        raise ValueError(f"{folder}/tags.json has no tag {tag!r} (have {sorted(tags)})")
+    return os.path.join(folder, tags[tag], "ckpt")
+
+
+def restore_checkpoint(model, path, tag=None):
+    """Loads weights into a model from ``build_deeplab``; returns a one-line description.
+
+    ``path``: a ``.weights.h5`` file; a folder with ``tags.json`` (our tagged checkpoint store,
+    ``tag`` picks the snapshot); or a checkpoint prefix / folder. A checkpoint whose variable
+    names carry ``.ATTRIBUTES`` is an object-based TF2 checkpoint of ours (the model stored
+    under the key ``model`` or the only other top-level key); otherwise it is read as an official
+    TF1 DeepLab checkpoint by ``zoo.load_checkpoint``. Errors name the path.
+    """
+    from deeplab_load import zoo
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        model.load_weights(path)
+        return f"Keras weights {path}"
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "tags.json")):
+        path = _tagged_prefix(path, tag)
+    prefix = zoo.resolve_checkpoint_prefix(path)
+    names = [name for name, _ in tf.train.list_variables(prefix)]
+    if not any(".ATTRIBUTES" in name for name in names):
+        report = zoo.load_checkpoint(model, prefix)
+        skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
+        return f"TF1 checkpoint {prefix}: {report.loaded} tensors{skipped}"
+    roots = {name.split("/")[0] for name in names if ".ATTRIBUTES" in name}
+    roots -= {"save_counter", "optimizer", "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    key = "model" if "model" in roots else (roots.pop() if len(roots) == 1 else None)
+    if key is None:
+        raise ValueError(f"{prefix}: cannot tell which object holds the model among {sorted(roots)}")
+    stored = sum(1 for name in names if name.startswith(key + "/")
+                 and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and "/.OPTIMIZER_SLOT/" not in name)
+    if stored < len(model.weights):
+        raise ValueError(f"{prefix}: holds {stored} variables under {key!r}, the model has "
+                         f"{len(model.weights)}; the checkpoint is incomplete (layers kept in "
+                         f"Python lists are not tracked by tf.train.Checkpoint) or of another model")
+    status = tf.train.Checkpoint(**{key: model}).read(prefix)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as err:
+        raise ValueError(f"{prefix}: checkpoint does not match the model ({err})") from err
+    status.expect_partial()
+    return f"checkpoint {prefix} ({key})"
+
+
+def build_model_from_flags(num_classes=None):
+    """(model, config, description) from the model flags and --checkpoint."""
+    from deeplab_load.models.deeplab import build_deeplab
+    if not FLAGS.checkpoint:
+        raise app.UsageError("--checkpoint is required")
+    config = model_config_from_flags(num_classes)
+    model = build_deeplab(config)
+    description = restore_checkpoint(model, FLAGS.checkpoint, FLAGS.checkpoint_tag)
+    logging.info("model %s, weights from %s", config, description)
+    return model, config, description
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+def pad_to(image, label, size):
+    """Pads image (to float32 pixels, 127.5) and label (255) at the bottom/right to ``size``."""
+    height, width = image.shape[:2]
+    pad = ((0, size[0] - height), (0, size[1] - width))
+    pixels = np.pad(image.astype(np.float32), pad + ((0, 0),), constant_values=PAD_PIXEL_VALUE)
+    return pixels, np.pad(label, pad, constant_values=IGNORE_LABEL)
+
+
+def _batches(dataset, refs, batch_size, eval_crop_size):
+    """Yields (pixels float32 [B,Hc,Wc,3], labels uint8 [B,Hc,Wc]) batches of the examples.
+
+    Without an eval crop size, images are not padded and a batch ends where the size changes.
+    """
+    pixels, labels = [], []
+    for ref in refs:
+        image, label = dataset.load(ref)
+        if label is None:
+            raise ValueError(f"{ref.image_path}: no label file; cannot evaluate an unlabelled split")
+        size = image.shape[:2] if eval_crop_size is None else tuple(eval_crop_size)
+        if image.shape[0] > size[0] or image.shape[1] > size[1]:
+            raise ValueError(f"{ref.image_path}: image {image.shape[0]}x{image.shape[1]} is "
+                             f"larger than the eval crop size {size[0]}x{size[1]}")
+        if pixels and pixels[0].shape[:2] != size:
+            yield np.stack(pixels), np.stack(labels)
+            pixels, labels = [], []
+        padded_pixels, padded_label = pad_to(image, label, size)
+        pixels.append(padded_pixels)
+        labels.append(padded_label)
+        if len(pixels) == batch_size:
+            yield np.stack(pixels), np.stack(labels)
+            pixels, labels = [], []
+    if pixels:
+        yield np.stack(pixels), np.stack(labels)
+
+
+def confusion_matrix_function(model, num_classes):
+    """tf.function (pixels [B,H,W,3], labels [B,H,W]) -> int64 [K,K] for the model's argmax."""
+
+    @tf.function(reduce_retracing=True)
+    def batch_confusion(pixels, labels):
+        logits = model(pixels, training=False)
+        logits = resize_bilinear_align_corners(logits, tf.shape(pixels)[1:3])
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return metrics.confusion_matrix_batch(labels, predictions, num_classes)
+
+    return batch_confusion
+
+
+def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
+             progress_interval=10.0, log=logging.info):
+    """Evaluates ``model`` on ``dataset.examples(split)``; returns ``metrics.results_dict``.
+
+    dataset: a ``deeplab_load.data`` data set (``info``, ``examples``, ``load``).
+    eval_crop_size: (H, W) padding size (the original's eval_crop_size); None = no padding.
+    max_images: evaluate only the first N examples (in the split's order).
+    """
+    from deeplab_load.training.progress import Progress
+    info = dataset.info
+    refs = dataset.examples(split)
+    if max_images is not None:
+        refs = refs[:max_images]
+    if not refs:
+        raise ValueError(f"{info.name} split {split!r} has no examples")
+    batch_confusion = confusion_matrix_function(model, info.num_classes)
+    stream = metrics.StreamingConfusionMatrix(info.num_classes)
+    progress = Progress(f"eval {info.name}/{split}", total=len(refs), interval=progress_interval,
+                        log=log)
+    done, start = 0, time.monotonic()
+    for pixels, labels in _batches(dataset, refs, batch_size, eval_crop_size):
+        stream.add_matrix(batch_confusion(tf.constant(pixels), tf.constant(labels)).numpy())
+        done += len(pixels)
+        progress.update(done, force=done == len(refs), images=done,
+                        running_miou=round(100 * stream.mean_iou(), 2))
+    return metrics.results_dict(
+        stream.matrix, info.class_names, dataset=info.name, split=split, num_images=done,
+        eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
+        seconds=round(time.monotonic() - start, 2))
+
+
+def write_results(results, output_dir):
+    """Writes results.json and results.md into ``output_dir``; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, "results.json")
+    markdown_path = os.path.join(output_dir, "results.md")
+    tmp = json_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, json_path)
+    title = f"# {results.get('dataset', '')} {results.get('split', '')}: mIoU\n\n"
+    if results.get("checkpoint"):
+        title += f"Checkpoint: `{results['checkpoint']}`, {results.get('num_images')} images.\n\n"
+    with open(markdown_path, "w", encoding="utf-8") as f:
+        f.write(title + metrics.format_markdown_table(results))
+    return json_path, markdown_path
+
+
+def define_flags():
+    define_model_flags()
+    if "split" in FLAGS:
+        return
+    flags.DEFINE_string("dataset", "demo", "voc, cityscapes, stanford or demo.")
+    flags.DEFINE_string("dataset_dir", None, "Data set root (not needed for demo).")
+    flags.DEFINE_string("split", "val", "Split to evaluate.")
+    flags.DEFINE_list("eval_crop_size", None, "Padding size H,W (default: the data set's, e.g. "
+                      "513,513 VOC, 1025,2049 Cityscapes); 'none' disables padding.")
+    flags.DEFINE_integer("eval_batch_size", 1, "Images per batch.")
+    flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.")
+    flags.DEFINE_string("output_dir", None, "Where results.json and results.md go.")
+
+
+def eval_crop_size_from_flags(info):
+    """The --eval_crop_size flag as (H, W), None for 'none', the data set's when unset."""
+    value = FLAGS.eval_crop_size
+    if value is None:
+        return tuple(info.eval_crop_size)
+    if [v.lower() for v in value] == ["none"]:
+        return None
+    try:
+        size = tuple(int(v) for v in value)
+    except ValueError as err:
+        raise app.UsageError(f"--eval_crop_size must be H,W or none, got {value}") from err
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise app.UsageError(f"--eval_crop_size must be H,W or none, got {value}")
+    return size
+
+
+def main(argv):
+    del argv
+    from deeplab_load.data import get_dataset
+    dataset = get_dataset(FLAGS.dataset, FLAGS.dataset_dir)
+    model, _, description = build_model_from_flags(dataset.info.num_classes)
+    eval_crop_size = eval_crop_size_from_flags(dataset.info)
+    results = evaluate(model, dataset, FLAGS.split, FLAGS.eval_batch_size, eval_crop_size,
+                       FLAGS.max_images)
+    results["checkpoint"] = description
+    print(metrics.format_text_table(results))
+    if FLAGS.output_dir:
+        for path in write_results(results, FLAGS.output_dir):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

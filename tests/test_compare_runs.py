@@ -9,8 +9,7 @@ import pytest
 from deeplab_load import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import compare_runs  # noqa: E402
+from deeplab_load import comparison as compare_runs
 
 
 def _results(matrix, names=("road", "car", "sky")):

@@ -18,6 +18,7 @@ setup(
         "absl-py",
         "matplotlib",
         "pillow",
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest", "cityscapesscripts"],

@@ -1,8 +1,9 @@
 """The demo data set: procedurally generated scenes in the PASCAL VOC layout.
 
-Each image shows a textured, noisy background and 2-4 shapes drawn in random order, so later
-shapes occlude earlier ones. Every class has its own hue and texture (stripes, checkers, dots,
-...) with per-instance colour jitter; object borders are 1 px of ignore (255) as in VOC. The set
+Each image shows a smooth, noisy background with 0-2 distractor blobs and 2-4 shapes drawn in
+random order, so later shapes occlude earlier ones. Every class has its own hue and texture
+(stripes, checkers, dots, ...), but only as a hint: some objects take a random colour or another
+class's texture, so shape matters too. Object borders are 1 px of ignore (255) as in VOC. The set
 is a pure function of (num_train, num_val, image_size, seed): it is written to a cache dir
 (`$DEEPLAB_LOAD_CACHE/demo` or `~/.cache/deeplab_load/demo`; `demo_<parameters>` next to it
 for non-default parameters) with a `manifest.json`, and regenerated when absent or made with
@@ -23,12 +24,15 @@ from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, encode_
     encode_index_png, write_id_list_atomic
 from deeplab_load.data.voc import PALETTE_256, VocDataset
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CLASS_NAMES = ("background", "disk", "square", "triangle", "ring", "cross")
 DEFAULT_NUM_TRAIN = 64
 DEFAULT_NUM_VAL = 24
 DEFAULT_IMAGE_SIZE = (97, 129)
 MANIFEST = "manifest.json"
+COLOR_HINT = 0.6  # probability that an object has its class colour (else a random one)
+TEXTURE_HINT = 0.7  # probability that an object has its class texture
+NOISE_STD = 12.0  # pixel noise, in 0..255 units
 
 # Per shape class: base RGB colour and texture kind.
 _CLASS_STYLE = {
@@ -38,6 +42,7 @@ _CLASS_STYLE = {
     4: ((230, 200, 40), "gradient"),
     5: ((160, 60, 190), "dstripes"),
 }
+_TEXTURES = tuple(kind for _, kind in _CLASS_STYLE.values())
 
 
 def default_cache_dir(num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
@@ -72,7 +77,7 @@ def _shape_mask(kind, u, v, radius):
 
 
 def _texture(kind, u, v, rng):
-    """Brightness modulation in [-1, 1] for a texture kind over the shape frame."""
+    """Brightness modulation in [-1, 1] for a texture kind at shape-frame offsets (u, v)."""
     period = rng.uniform(4.0, 7.0)
     if kind == "hstripes":
         return np.sign(np.sin(2 * np.pi * v / period))
@@ -82,8 +87,23 @@ def _texture(kind, u, v, rng):
         return np.where(np.hypot(u % period - period / 2, v % period - period / 2)
                         < period / 4, 1.0, -0.3)
     if kind == "gradient":
-        return np.clip(u / (np.abs(u).max() + 1e-6), -1, 1)
+        return np.clip(u / (np.abs(u).max(initial=0) + 1e-6), -1, 1)
     return np.sign(np.sin(2 * np.pi * (u + v) / period))
+
+
+def _instance_frame(rng, xx, yy, height, width):
+    """Pixel offsets (u, v) from a random centre in a randomly rotated frame."""
+    cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+    angle = rng.uniform(0, 2 * np.pi)
+    u = np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy)
+    v = -np.sin(angle) * (xx - cx) + np.cos(angle) * (yy - cy)
+    return u, v
+
+
+def _paint(image, mask, color, texture_kind, u, v, rng):
+    """Fills `mask` of float image [H, W, 3] with a colour modulated by a texture."""
+    texture = _texture(texture_kind, u[mask], v[mask], rng)
+    image[mask] = np.clip(color, 0, 255) + 35 * texture[:, None]
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int):
@@ -99,20 +119,26 @@ def render_scene(rng: np.random.Generator, height: int, width: int):
                    np.cos(freq[1] * yy + rng.uniform(0, 6)))[..., None]
     label = np.zeros((height, width), np.uint8)
     scale = min(height, width)
+    # Distractors: background-labelled ellipses with random colours and class textures.
+    for _ in range(rng.integers(0, 3)):
+        u, v = _instance_frame(rng, xx, yy, height, width)
+        axes = rng.uniform(0.06, 0.14, size=2) * scale
+        mask = (u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1
+        _paint(image, mask, rng.uniform(40, 220, size=3), _TEXTURES[rng.integers(5)], u, v, rng)
     for _ in range(rng.integers(2, 5)):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
-        radius = rng.uniform(0.15, 0.32) * scale
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        angle = rng.uniform(0, 2 * np.pi)
-        u = np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy)
-        v = -np.sin(angle) * (xx - cx) + np.cos(angle) * (yy - cy)
-        mask = _shape_mask(cls, u, v, radius)
+        u, v = _instance_frame(rng, xx, yy, height, width)
+        mask = _shape_mask(cls, u, v, rng.uniform(0.15, 0.32) * scale)
         base, texture_kind = _CLASS_STYLE[cls]
-        color = np.clip(np.array(base) + rng.uniform(-25, 25, size=3), 0, 255)
-        shade = color + 35 * _texture(texture_kind, u, v, rng)[..., None]
-        image[mask] = shade[mask]
+        # Colour and texture are only hints: some instances borrow another look, so the
+        # shape must be recognised too.
+        color = (np.array(base) + rng.uniform(-25, 25, size=3) if rng.random() < COLOR_HINT
+                 else rng.uniform(40, 220, size=3))
+        if rng.random() >= TEXTURE_HINT:
+            texture_kind = _TEXTURES[rng.integers(5)]
+        _paint(image, mask, color, texture_kind, u, v, rng)
         label[mask] = cls
-    image += rng.normal(0, 8, size=image.shape)
+    image += rng.normal(0, NOISE_STD, size=image.shape)
     border = np.zeros_like(label, bool)
     border[1:] |= label[1:] != label[:-1]
     border[:-1] |= label[:-1] != label[1:]

@@ -89,6 +89,15 @@ def find_bad_examples(ds, refs, num_threads=4):
     return good, [err for err in errors if err is not None]
 
 
+def _scan_split_once(ds, split, refs):
+    """find_bad_examples over a split, remembered on `ds` so rebuilding a pipeline (e.g. when
+    a run resumes at another step) does not decode the whole split again."""
+    scans = ds.__dict__.setdefault("_bad_example_scans", {})
+    if split not in scans:
+        scans[split] = find_bad_examples(ds, refs)
+    return scans[split]
+
+
 def _file_loader(ds, refs, skip, log, max_size=None):
     """numpy function: example index -> (image uint8 [H,W,3], label uint8 [H,W], ok bool)."""
     def load(index):
@@ -240,7 +249,7 @@ def train_dataset(ds, split, global_batch_size, crop_size, seed, random_scale=(1
     else:
         refs = ds.examples(split)
         if skip_bad_examples:
-            refs, errors = find_bad_examples(ds, refs)
+            refs, errors = _scan_split_once(ds, split, refs)
             for err in errors:
                 log.add(err)
             logging.info("%s %s: %d bad examples skipped, %d left", ds.info.name, split,

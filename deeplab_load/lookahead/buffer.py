@@ -13,8 +13,9 @@ label PNG per training image); the buffer only guarantees whole sets:
 - a set is written into `.tmp_<name>/`, then renamed to `<name>/`;
 - an operation (start / flush / append) becomes visible only when `index.json` is replaced
   atomically (temp file + os.replace); folders no longer listed are deleted after that;
-- opening the buffer deletes `.tmp_*` folders and set folders the index does not list (left by a
-  crash between a rename and the index update), so a half-written set is never read as whole;
+- opening the buffer deletes `.tmp_*` folders, a stale `index.json.tmp` and set folders the index
+  does not list (left by a crash between a rename and the index update), so a half-written set
+  is never read as whole;
 - an operation that fails (writer raises) removes what it wrote and leaves the index untouched.
 
 Operations take an optional `op_id`: when the index's `last_op` already equals it, the call
@@ -81,6 +82,8 @@ class MapBuffer:
             if self._index.get("max_sets") != self.max_sets:
                 raise ValueError(f"{self.index_path}: buffer was created with max_sets="
                                  f"{self._index.get('max_sets')}, opened with {self.max_sets}")
+        if os.path.exists(self.index_path + ".tmp"):
+            os.remove(self.index_path + ".tmp")
         self._remove_unlisted()
 
     # Reading.

@@ -89,3 +89,22 @@ def test_checkpoint_names_and_dilations(backbone):
                  "separable_conv3_depthwise/depthwise_weights"].shape == (3, 3, 728, 1)
     # 2 root convs + 21 units x 3 separable convs x 2 + 4 shortcuts; 5 variables per BN conv.
     assert len(names) == 5 * (2 + 21 * 6 + 4)
+
+
+def test_deeplab_training_mode_keeps_batch_norm_frozen_and_drops_out():
+    """fine_tune_batch_norm=False: moving statistics stay; dropout (keep 0.9) only in training."""
+    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab, checkpoint_variables
+
+    config = DeepLabConfig("xception_65", 5, 16, (6, 12, 18), 4)
+    model = build_deeplab(config, crop_size=(33, 49))
+    assert model.input_shape == (None, 33, 49, 3)
+    assert model.output_shape == (None, 9, 13, 5)
+    pixels = tf.random.stateless_uniform([1, 33, 49, 3], seed=(5, 6), maxval=255)
+    table = checkpoint_variables(model)
+    moving = table["aspp0/BatchNorm/moving_mean"].numpy().copy()
+    tf.random.set_seed(0)
+    train_a, train_b = model(pixels, training=True), model(pixels, training=True)
+    np.testing.assert_array_equal(table["aspp0/BatchNorm/moving_mean"].numpy(), moving)
+    assert np.abs(train_a.numpy() - train_b.numpy()).max() > 0
+    np.testing.assert_array_equal(model(pixels).numpy(), model(pixels, training=False).numpy())
+    assert model.get_layer("aspp").dropout.rate == pytest.approx(0.1)

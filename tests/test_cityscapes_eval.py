@@ -125,4 +125,5 @@ def test_absent_class_convention_matches_the_official_evaluator(tmp_path):
     ours = metrics.results_dict(stream.matrix, CLASS_NAMES)
     assert ours["per_class_iou"]["train"] is None
     official = run_official_evaluator(tree.data_dir, tmp_path / "results", tmp_path)
+    print(f"ours {ours['miou']:.6f} official {official['miou']:.6f}")
     assert_same_scores(ours, official)

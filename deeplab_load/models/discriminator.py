@@ -12,6 +12,8 @@ crop (bilinear, align_corners, as DeepLab does) and encoded as
   trained on), backward = the gradient of the softmax;
 - "soft": the softmax probabilities.
 """
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -23,18 +25,26 @@ IGNORE_LABEL = 255
 
 
 def build_discriminator(num_classes, input_size=DEFAULT_INPUT_SIZE, alpha=1.0, dropout=0.01,
-                        name="discriminator"):
+                        batch_norm_momentum=None, name="discriminator"):
     """MobileNet on [B, input_size, input_size, 3*num_classes] -> logits [B, 1] (float32).
 
     `input_size` must be >= 32 (MobileNet downsamples by 32); tests use 32 to stay fast.
+    `batch_norm_momentum` overrides Keras' 0.99 for the moving statistics D uses in inference
+    mode (hold-out accuracy, generator steps); a lower value suits small data sets.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if input_size < 32:
         raise ValueError(f"discriminator input_size must be >= 32, got {input_size}")
-    mobilenet = keras.applications.MobileNet(
-        input_shape=(input_size, input_size, 3 * num_classes), alpha=alpha, dropout=dropout,
-        weights=None, include_top=True, classes=1, classifier_activation=None)
+    with warnings.catch_warnings():   # "usually expects 1 or 3 input channels": 3K is intended
+        warnings.simplefilter("ignore", UserWarning)
+        mobilenet = keras.applications.MobileNet(
+            input_shape=(input_size, input_size, 3 * num_classes), alpha=alpha, dropout=dropout,
+            weights=None, include_top=True, classes=1, classifier_activation=None)
+    if batch_norm_momentum is not None:
+        for layer in mobilenet.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(batch_norm_momentum)
     inputs = keras.Input((input_size, input_size, 3 * num_classes), name="class_split_image")
     logits = mobilenet(inputs)
     return keras.Model(inputs, logits, name=name)

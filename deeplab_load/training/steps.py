@@ -56,7 +56,8 @@ def _regularization_loss(model, strategy):
 
 def _check_created_in_scope(strategy, model, what):
     for variable in model.variables:
-        if not strategy.extended.variable_created_in_scope(variable):
+        backing = getattr(variable, "value", variable)   # Keras 3 wraps the tf.Variable
+        if not strategy.extended.variable_created_in_scope(backing):
             raise ValueError(f"{what} variable {variable.path} was created outside "
                              f"strategy.scope(): build the model inside `with strategy.scope():`")
 
@@ -95,12 +96,15 @@ class Stage1Trainer(_Trainer):
     (`class_weights.ClassPixelStats`) and `use_class_weights=True` it is the paper's weighted CE
     (`losses.class_balanced_pixel_weights`, clipped to [min_class_weight, max_class_weight]);
     switch with `set_use_class_weights` (one extra trace).
+    `model_training` is the model's `training` argument: True (DeepLab's training mode) enables
+    the concat-projection dropout; BatchNorm follows the model's fine_tune_batch_norm either way.
     """
 
     def __init__(self, model, optimizer, strategy, num_classes, class_stats=None,
                  use_class_weights=False, min_class_weight=0.1, max_class_weight=10.0,
-                 ignore_label=IGNORE_LABEL):
+                 ignore_label=IGNORE_LABEL, model_training=True):
         super().__init__(strategy)
+        self.model_training = model_training
         _check_created_in_scope(strategy, model, "segmentation model")
         self.model, self.optimizer = model, optimizer
         self.num_classes, self.ignore_label = num_classes, ignore_label
@@ -118,7 +122,7 @@ class Stage1Trainer(_Trainer):
     def _replica_step(self, pixels, labels, weighted):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.model(pixels, training=True)
+            logits = self.model(pixels, training=self.model_training)
             logits = resize_bilinear_align_corners(tf.cast(logits, tf.float32), tf.shape(labels)[1:3])
             pixel_weights = None
             if weighted:
@@ -152,12 +156,14 @@ class GeneratorTrainer(_Trainer):
     """Adversarial generator step: loss -log D(G(x)), CE off, D frozen (inference mode, no update).
 
     `labels` are the ground truth of the batch; only their ignore pixels are used (zeroed in D's
-    input). `map_encoding`: "straight_through" (default) or "soft".
+    input). `map_encoding`: "straight_through" (default) or "soft". `model_training`: as in
+    `Stage1Trainer` (the generator's `training` argument; D always runs in inference mode).
     """
 
     def __init__(self, model, discriminator, optimizer, strategy, num_classes,
-                 map_encoding="straight_through", ignore_label=IGNORE_LABEL):
+                 map_encoding="straight_through", ignore_label=IGNORE_LABEL, model_training=True):
         super().__init__(strategy)
+        self.model_training = model_training
         if map_encoding not in disc.MAP_ENCODINGS:
             raise ValueError(f"map_encoding must be one of {disc.MAP_ENCODINGS}, got {map_encoding!r}")
         _check_created_in_scope(strategy, model, "segmentation model")
@@ -172,7 +178,7 @@ class GeneratorTrainer(_Trainer):
     def _replica_step(self, pixels, labels):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.model(pixels, training=True)
+            logits = self.model(pixels, training=self.model_training)
             maps = disc.generator_class_maps(logits, tf.shape(pixels)[1:3], self.map_encoding)
             ignore_mask = tf.equal(tf.cast(labels, tf.int32), self.ignore_label)
             d_inputs = disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)

@@ -80,7 +80,8 @@ def test_offline_fails_naming_the_url(tmp_path):
     def offline(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    with pytest.raises(tool.DownloadError, match=f"could not download {zoo.ZOO[NAME].url}.*offline"):
+    url = zoo.ZOO[NAME].url
+    with pytest.raises(tool.DownloadError, match=f"could not download {url}.*offline"):
         tool.fetch_checkpoint(NAME, str(tmp_path), opener=offline, stream=io.StringIO())
     assert os.listdir(tmp_path) == []
 

@@ -36,7 +36,8 @@ def golden_model(golden, golden_index, make_golden_checkpoint):
     def get(config_name):
         if config_name not in models:
             entry = golden_index["configs"][config_name]
-            variables = json.dumps(json.loads((golden / entry["manifest"]).read_text())["variables"])
+            manifest = json.loads((golden / entry["manifest"]).read_text())
+            variables = json.dumps(manifest["variables"])
             if variables not in checkpoints:  # the OS16 and OS8 manifests are identical
                 checkpoints[variables] = make_golden_checkpoint(entry["manifest"])
             config = config_from_flags(entry["flags"])
@@ -49,7 +50,8 @@ def golden_model(golden, golden_index, make_golden_checkpoint):
 
 
 def load_array(golden, golden_index, config_name, case, key):
-    return np.load(golden / golden_index["configs"][config_name]["cases"][case]["arrays"][key]["file"])
+    arrays = golden_index["configs"][config_name]["cases"][case]["arrays"]
+    return np.load(golden / arrays[key]["file"])
 
 
 def load_input(golden, golden_index, config_name, case):

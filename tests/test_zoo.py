@@ -13,7 +13,8 @@ from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab, checkpoint
 
 XCEPTION_MANIFEST = "manifest_xception65_voc_os16.json"
 XCEPTION_VOC = DeepLabConfig("xception_65", 21, 16, (6, 12, 18), 4)
-DELETED = "xception_65/middle_flow/block1/unit_7/xception_module/separable_conv2_pointwise/BatchNorm/gamma"
+DELETED = ("xception_65/middle_flow/block1/unit_7/xception_module/"
+           "separable_conv2_pointwise/BatchNorm/gamma")
 RESHAPED = "aspp0/weights"
 
 

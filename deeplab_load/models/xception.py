@@ -70,7 +70,8 @@ def unit_strides_and_rates(blocks, output_stride):
                 schedule.append((block.stride, 1))
                 current_stride *= block.stride
     if output_stride is not None and current_stride < output_stride:
-        raise ValueError(f"output_stride {output_stride} is larger than the network's {current_stride}")
+        raise ValueError(f"output_stride {output_stride} is larger than the network's "
+                         f"{current_stride}")
     return schedule
 
 

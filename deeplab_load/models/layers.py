@@ -108,3 +108,20 @@ def collect_checkpoint_variables(layers):
                 raise ValueError(f"two weights claim the TF1 name {name!r}")
             table[name] = variable
     return table
+
+
+def set_batch_norm_decay(model, decay):
+    """Sets the moving-average decay (Keras `momentum`) of every BatchNorm in `model`.
+
+    DeepLab uses 0.9997, right for fine-tuning long runs; training from scratch for a few hundred
+    steps (the demo) needs a faster decay so the moving statistics follow the weights. Call it
+    before the first traced step. Returns the number of layers changed.
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"batch norm decay must be in [0, 1), got {decay}")
+    changed = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = decay
+            changed += 1
+    return changed

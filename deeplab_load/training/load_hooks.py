@@ -1,0 +1,177 @@
+"""The TensorFlow side of the LoAd controller: the hooks of `lookahead.controller.LoAdHooks`.
+
+The working generator is `model`; its snapshots (weights + the adversarial optimizer's slots)
+live in a `CheckpointStore` under the controller's tags ("g_s", "g_best", "g_end") and two
+rotating per-propagation slots used for resume. The discriminator and its optimizer are saved
+once per training round. Data for propagation n is batch n - 1 of the seeded training stream, so
+a resumed run sees exactly the batches an uninterrupted one did.
+"""
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab_load.data import pipeline
+from deeplab_load.training import map_sets
+from deeplab_load.training.steps import fit_discriminator
+
+EVENTS_FILE = "events.jsonl"
+
+
+def working_tag(propagation):
+    return f"working_{propagation % 2}"
+
+
+def discriminator_tag(round_index):
+    return f"round_{round_index}"
+
+
+class LoAdTrainingHooks:
+    """Hooks for `LoAdController` over a generator, a discriminator and their trainers.
+
+    Args:
+      generator_trainer: `steps.GeneratorTrainer` (holds model, discriminator, optimizer).
+      discriminator_trainer: `steps.DiscriminatorTrainer`.
+      generator_store: CheckpointStore(model=..., optimizer=<generator optimizer>).
+      discriminator_store: CheckpointStore(model=<discriminator>, optimizer=<its optimizer>).
+      holdout: `holdout.HoldoutEvaluator` of the working generator.
+      ds: data set; train_refs: training ExampleRefs (the buffer's image set).
+      options: dict with batch_size, crop_size, seed, random_scale, skip_bad_examples,
+        map_batch_size, eval_crop_size, disc_batch_size, disc_max_epochs, disc_patience,
+        disc_target_accuracy, disc_input_size.
+      run_dir: where events.jsonl goes; summary_writer: TensorBoard writer or None.
+    """
+
+    def __init__(self, generator_trainer, discriminator_trainer, generator_store,
+                 discriminator_store, holdout, ds, train_refs, options, run_dir,
+                 summary_writer=None, progress=None):
+        self.generator = generator_trainer
+        self.discriminator = discriminator_trainer
+        self.generator_store = generator_store
+        self.discriminator_store = discriminator_store
+        self.holdout = holdout
+        self.ds = ds
+        self.train_refs = train_refs
+        self.options = options
+        self.events_path = os.path.join(run_dir, EVENTS_FILE)
+        self.summary_writer = summary_writer
+        self.progress = progress
+        self._batches = None
+        self._next_propagation = None
+        self._seen_seq = self._last_logged_seq()
+
+    # Generator.
+
+    def _batch_for(self, propagation):
+        if self._next_propagation != propagation:
+            o = self.options
+            dataset = pipeline.train_dataset(
+                self.ds, "train", o["batch_size"], o["crop_size"], o["seed"],
+                random_scale=o["random_scale"], skip_bad_examples=o["skip_bad_examples"],
+                start_step=propagation - 1)
+            self._batches = iter(self.generator.distribute(dataset))
+        self._next_propagation = propagation + 1
+        return next(self._batches)
+
+    def adversarial_step(self, propagation):
+        pixels, labels = self._batch_for(propagation)
+        loss = float(self.generator.step(pixels, labels))
+        return {"generator_loss": loss}
+
+    def evaluate(self):
+        return float(self.holdout.mean_iou())
+
+    def save_working(self, propagation):
+        self.generator_store.save(working_tag(propagation))
+
+    def restore_working(self, propagation):
+        self.generator_store.restore(working_tag(propagation))
+
+    def save_model(self, tag):
+        self.generator_store.save(tag)
+
+    def copy_model(self, src_tag, dst_tag):
+        self.generator_store.copy(src_tag, dst_tag)
+
+    def restore_model(self, tag):
+        self.generator_store.restore(tag)
+
+    def write_map_set(self, tag, set_dir):
+        self.generator_store.restore(tag)
+        count = map_sets.write_label_map_set(
+            self.generator.model, self.ds, self.train_refs, set_dir,
+            self.options["map_batch_size"], self.options["eval_crop_size"])
+        logging.info("wrote %d label maps of %s into %s", count, tag, set_dir)
+
+    # Discriminator.
+
+    def train_discriminator(self, set_dirs, round):
+        o = self.options
+        if round > 0:
+            self.restore_discriminator(round - 1)
+        size, seed = o["disc_input_size"], o["seed"] + 1000 * (round + 1)
+        # Hold-out fakes come from the generator the next cycle starts from.
+        self.generator_store.restore("g_s")
+        triples = list(self.holdout.examples_with_maps())
+        holdout_real = map_sets.in_memory_examples(triples, size, real=True)
+        holdout_fake = map_sets.in_memory_examples(triples, size, real=False)
+        counter = iter(range(10 ** 9))
+        real = lambda: map_sets.real_examples(self.ds, self.train_refs, size, seed + next(counter))
+        fakes = [(lambda d=d: map_sets.fake_examples(self.ds, self.train_refs, d, size,
+                                                     seed + next(counter)))
+                 for d in set_dirs]
+
+        def log(epoch, values):
+            logging.info("discriminator round %d epoch %d: hold-out accuracy %.4f (real %.3f, "
+                         "fake %.3f), train loss %.4f", round, epoch, values["accuracy"],
+                         values["real_accuracy"], values["fake_accuracy"], values["loss"])
+
+        result = fit_discriminator(
+            self.discriminator, real, fakes, holdout_real, holdout_fake,
+            batch_size=o["disc_batch_size"], max_epochs=o["disc_max_epochs"],
+            patience=o["disc_patience"], target_accuracy=o["disc_target_accuracy"],
+            seed=seed, log=log)
+        self.discriminator_store.save(discriminator_tag(round))
+        self.discriminator_store.delete(discriminator_tag(round - 2))
+        return {k: v for k, v in result.items() if isinstance(v, (int, float))}
+
+    def restore_discriminator(self, round):
+        self.discriminator_store.restore(discriminator_tag(round))
+
+    # Events.
+
+    def _last_logged_seq(self):
+        if not os.path.exists(self.events_path):
+            return 0
+        last = 0
+        with open(self.events_path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    last = max(last, json.loads(line)["seq"])
+        return last
+
+    def on_event(self, event):
+        if event["seq"] <= self._seen_seq:
+            return
+        self._seen_seq = event["seq"]
+        with open(self.events_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event, sort_keys=True) + "\n")
+        kind = event["kind"]
+        if kind == "propagation":
+            if self.progress is not None:
+                self.progress.update(
+                    event["propagation"], mIoU=round(100 * event["mu"], 2),
+                    mu_s=round(100 * event["mu_s"], 2), best=round(100 * event["mu_best"], 2),
+                    cycle=event["cycle"], gamma=event["gamma"], omega=event["omega"],
+                    psi=event["psi"], loss=event.get("losses", {}).get("generator_loss"))
+            if self.summary_writer is not None:
+                with self.summary_writer.as_default(step=event["propagation"]):
+                    tf.summary.scalar("load/holdout_miou", event["mu"])
+                    tf.summary.scalar("load/mu_s", event["mu_s"])
+                    tf.summary.scalar("load/mu_best", event["mu_best"])
+                    for name, value in event.get("losses", {}).items():
+                        tf.summary.scalar(f"load/{name}", value)
+        else:
+            details = {k: v for k, v in event.items() if k not in ("kind", "seq", "history")}
+            logging.info("LoAd %s: %s", kind, details)

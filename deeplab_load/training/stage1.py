@@ -1,0 +1,98 @@
+"""Stage 1: pixel-wise cross entropy before LoAd, for data sets without a trained checkpoint.
+
+The paper's schedule: the weighted CE (class-balanced pixel weights) for the first epochs, then
+plain CE; momentum SGD with a constant learning rate. Resumable: the batch of step t is a pure
+function of (seed, t) (`pipeline.train_dataset(start_step=t)`), and the model + optimizer are
+snapshotted with the step number every `checkpoint_every` steps and at the end.
+"""
+import json
+import math
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab_load.data import pipeline
+from deeplab_load.training.checkpoint_store import write_json_atomic
+from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
+from deeplab_load.training.progress import Progress
+
+STATE_FILE = "stage1_state.json"
+WORKING_TAG = "stage1_working"
+DONE_TAG = "stage1"
+
+
+def training_class_stats(ds, split, path):
+    """Class pixel statistics of `split`, computed once and kept as JSON at `path`."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            stats = ClassPixelStats.from_json(f.read())
+        if stats.num_classes == ds.info.num_classes:
+            return stats
+    labels = (ds.load(ref)[1] for ref in ds.examples(split))
+    stats = compute_class_pixel_stats(labels, ds.info.num_classes)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        f.write(stats.to_json())
+    os.replace(f"{path}.tmp", path)
+    return stats
+
+
+def schedule(num_examples, batch_size, weighted_epochs, plain_epochs):
+    """(steps per epoch, weighted steps, total steps) of the stage-1 run."""
+    steps_per_epoch = max(1, num_examples // batch_size)
+    return (steps_per_epoch, int(math.ceil(weighted_epochs * steps_per_epoch)),
+            int(math.ceil((weighted_epochs + plain_epochs) * steps_per_epoch)))
+
+
+def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_size=513,
+               weighted_epochs=4.0, plain_epochs=8.0, seed=0, random_scale=(1.0, 1.0),
+               skip_bad_examples=False, checkpoint_every=100, summary_writer=None):
+    """Trains `trainer.model` with CE; returns {"steps", "loss"}. Leaves the tag "stage1".
+
+    trainer: `steps.Stage1Trainer` (with class_stats when weighted_epochs > 0).
+    store: `CheckpointStore` tracking the model and the stage-1 optimizer.
+    """
+    state_path = os.path.join(run_dir, STATE_FILE)
+    state = {"step": 0, "done": False}
+    if os.path.exists(state_path):
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    if state["done"]:
+        store.restore(DONE_TAG)
+        logging.info("stage 1 already done (%d steps): restored its checkpoint", state["step"])
+        return state
+    if state["step"] > 0:
+        store.restore(WORKING_TAG)
+        logging.info("stage 1: resuming at step %d", state["step"])
+    num_examples = len(pipeline.split_ids(ds, split))
+    steps_per_epoch, weighted_steps, total = schedule(num_examples, batch_size, weighted_epochs,
+                                                      plain_epochs)
+    logging.info("stage 1: %d steps (%d with weighted CE), %d steps per epoch, batch %d, crop %s",
+                 total, weighted_steps, steps_per_epoch, batch_size, crop_size)
+    dataset = pipeline.train_dataset(ds, split, batch_size, crop_size, seed,
+                                     random_scale=random_scale,
+                                     skip_bad_examples=skip_bad_examples, start_step=state["step"])
+    progress = Progress("stage1", total=total)
+    step, loss = state["step"], float("nan")
+    batches = iter(trainer.distribute(dataset))
+    while step < total:
+        trainer.set_use_class_weights(step < weighted_steps)
+        pixels, labels = next(batches)
+        loss = float(trainer.step(pixels, labels))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"stage 1: loss is {loss} at step {step}")
+        step += 1
+        progress.update(step, loss=loss, epoch=f"{step / steps_per_epoch:.2f}",
+                        weighted=step <= weighted_steps)
+        if summary_writer is not None:
+            with summary_writer.as_default(step=step):
+                tf.summary.scalar("stage1/loss", loss)
+        if step % checkpoint_every == 0 and step < total:
+            store.save(WORKING_TAG)
+            write_json_atomic(state_path, {"step": step, "done": False})
+    store.save(DONE_TAG)
+    store.delete(WORKING_TAG)
+    state = {"step": step, "done": True, "loss": loss}
+    write_json_atomic(state_path, state)
+    progress.update(step, force=True, loss=loss)
+    return state

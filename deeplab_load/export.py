@@ -77,12 +77,13 @@ def _metadata(model, eval_crop_size, with_probabilities, class_names):
 
 
 def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilities=False,
-                       class_names=None, overwrite=False):
+                       class_names=None, overwrite=True):
     """Writes a SavedModel of ``model`` (raw pixels -> logits) to ``export_dir``; returns the path.
 
     The export is written into a temporary sibling folder and renamed into place, so
-    ``export_dir`` never holds half an export. An existing ``export_dir`` is an error unless
-    ``overwrite``, which swaps the new export in and only then deletes the old one.
+    ``export_dir`` never holds half an export. An existing ``export_dir`` is replaced only once
+    the new export is complete (the old one is moved aside, the new one renamed in, then the old
+    one deleted); with ``overwrite=False`` it is an error instead.
     """
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:

@@ -105,7 +105,7 @@ def test_export_never_clobbers_half_way(model, tmp_path):
     export_dir.mkdir()
     (export_dir / "keep.txt").write_text("old")
     with pytest.raises(FileExistsError, match="export"):
-        export.export_saved_model(model, export_dir)
+        export.export_saved_model(model, export_dir, overwrite=False)
     assert (export_dir / "keep.txt").read_text() == "old"
 
     class Broken:  # fails while saving: the old export must survive untouched
@@ -119,7 +119,7 @@ def test_export_never_clobbers_half_way(model, tmp_path):
     assert (export_dir / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp folders left
 
-    export.export_saved_model(model, export_dir, overwrite=True)
+    export.export_saved_model(model, export_dir)  # replaces by default, once complete
     assert (export_dir / "saved_model.pb").exists() and not (export_dir / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 

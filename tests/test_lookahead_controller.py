@@ -5,6 +5,7 @@ import os
 import sys
 import zlib
 
+import numpy as np
 import pytest
 
 from deeplab_load.lookahead import LoAdConfig, LoAdController, MapBuffer, load_state
@@ -240,7 +241,7 @@ def test_psi_cycles_without_peak_end_run_and_return_start(tmp_path):
     assert "g_best" not in disk.tags
 
 
-def test_returned_model_is_best_and_never_worse_than_start(tmp_path):
+def test_returned_model_is_best_and_never_worse_than_start(tmp_path, no_fsync):
     config = LoAdConfig(gamma_max=4, psi_max=2, omega_max=1)
     mu_of = random_walk(seed=3)
     result, state, disk, _ = run_loaded(tmp_path, config, mu_of)
@@ -303,6 +304,40 @@ def test_corrupt_state_file_is_named(tmp_path):
     controller = LoAdController(LoAdConfig(), FakeHooks(Disk(), scripted(0.5, {})),
                                 tmp_path / "state.json", MapBuffer(tmp_path / "buffer", 3))
     with pytest.raises(ValueError, match="state.json"):
+        controller.run()
+
+
+class NumpyHooks(FakeHooks):
+    """Returns numpy scalars, as TensorFlow-side code does."""
+
+    def evaluate(self):
+        return np.float32(super().evaluate())
+
+    def adversarial_step(self, propagation):
+        return {k: np.float32(v) for k, v in super().adversarial_step(propagation).items()}
+
+    def train_discriminator(self, set_dirs, round):
+        return {k: np.float64(v) for k, v in super().train_discriminator(set_dirs, round).items()}
+
+
+def test_numpy_scalars_from_hooks_are_stored_as_json_numbers(tmp_path):
+    config = LoAdConfig(gamma_max=2, psi_max=1)
+    hooks = NumpyHooks(Disk(), scripted(0.5, {1: 0.52, 2: 0.40, 3: 0.40}))
+    controller = LoAdController(config, hooks, tmp_path / "state.json",
+                                MapBuffer(tmp_path / "buffer", 3))
+    result = controller.run()
+    assert result.mu_final == pytest.approx(0.52)
+    state = load_state(tmp_path / "state.json")
+    assert kinds(state, "propagation")[0]["losses"] == {"loss_g": pytest.approx(0.51)}
+    assert kinds(state, "discriminator")[0]["metrics"] == {"accuracy": 0.9}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), None, "high"])
+def test_non_numeric_miou_is_rejected(tmp_path, bad):
+    config = LoAdConfig(gamma_max=2, psi_max=1)
+    controller = LoAdController(config, FakeHooks(Disk(), lambda model: bad),
+                                tmp_path / "state.json", MapBuffer(tmp_path / "buffer", 3))
+    with pytest.raises(ValueError, match="evaluate"):
         controller.run()
 
 

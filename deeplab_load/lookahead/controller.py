@@ -165,6 +165,11 @@ class LoAdResult:
     reason: str
 
 
+def scalars(values):
+    """{name: float} from a hook's dict of numbers / numpy or TF scalars (None -> {})."""
+    return {str(k): float(v) for k, v in (values or {}).items()}
+
+
 def initial_state(config, seed):
     return {
         "version": STATE_VERSION, "config": dataclasses.asdict(config), "seed": seed,
@@ -305,10 +310,14 @@ class LoAdController:
         return lambda set_dir: self.hooks.write_map_set(tag, set_dir)
 
     def _evaluate(self):
-        mu = self.hooks.evaluate()
-        if not isinstance(mu, (int, float)) or not math.isfinite(mu):
-            raise ValueError(f"LoAd hooks.evaluate() returned {mu!r}, expected a finite mIoU")
-        return float(mu)
+        value = self.hooks.evaluate()
+        try:
+            mu = float(value)
+        except (TypeError, ValueError):
+            mu = math.nan
+        if not math.isfinite(mu):
+            raise ValueError(f"LoAd hooks.evaluate() returned {value!r}, expected a finite mIoU")
+        return mu
 
     # Initialisation: mu_s, mu, mu_best <- eval(g_0); B = [g_0(X)]; train D.
 
@@ -329,7 +338,7 @@ class LoAdController:
         metrics = self.hooks.train_discriminator(self.buffer.set_dirs(), 0)
         self._discriminator_ready = True
         self.state.update(discriminator_round=0, phase="cycle_start")
-        self._commit([{"kind": "discriminator", "round": 0, "metrics": dict(metrics or {})}])
+        self._commit([{"kind": "discriminator", "round": 0, "metrics": scalars(metrics)}])
 
     # One cycle.
 
@@ -377,8 +386,7 @@ class LoAdController:
         s["pending_snapshots"] = pending
         events.insert(0, {"kind": "propagation", "mu": mu, "mu_s": s["mu_s"],
                           "mu_best": s["mu_best"], "gamma": s["gamma"], "omega": s["omega"],
-                          "psi": s["psi"], "losses": {k: float(v) for k, v in
-                                                      (losses or {}).items()}})
+                          "psi": s["psi"], "losses": scalars(losses)})
         self._commit(events)
         if pending:
             self._save_pending()
@@ -448,7 +456,7 @@ class LoAdController:
             self._working = None
             s.update(discriminator_round=round_, phase="cycle_start", cycle_end_step=None)
             self._commit([{"kind": "discriminator", "round": round_,
-                           "metrics": dict(metrics or {})}])
+                           "metrics": scalars(metrics)}])
         else:
             raise ValueError(f"{self.state_path}: unknown cycle_end_step {step!r}")
 

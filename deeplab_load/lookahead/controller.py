@@ -64,12 +64,17 @@ adversarial steps update, in memory. Tags are "g_s", "g_best", "g_end".
         the same "seq"; drop a seq you have already seen.
 
 Call order. When `run()` starts a run that has no state yet (or whose state is still in phase
-"init") the working generator must hold g_0. Init: evaluate, save_model("g_s"), write_map_set("g_s", tmp), train_discriminator
-(round 0). Cycle: restore_model("g_s"); per propagation n: adversarial_step(n), evaluate,
-save_working(n), [save_model("g_best") / save_model("g_s") when decided]; cycle end:
-save_model("g_end"), [copy_model("g_best", "g_s") on a peak], write_map_set("g_best" on a peak,
-then "g_end"), train_discriminator (round + 1) unless the run ends. On resume the controller
-first calls restore_discriminator(last round) and restore_working(propagation) or
+"init"), the working generator must hold g_0.
+    init:          evaluate, save_model("g_s"), state written, write_map_set("g_s", tmp_dir),
+                   train_discriminator(sets, 0)
+    cycle start:   restore_model("g_s") (before the first step)
+    propagation n: adversarial_step(n), evaluate, save_working(n), state written, then
+                   save_model("g_best") and/or save_model("g_s") when decided, state written
+    cycle end:     save_model("g_end"), [copy_model("g_best", "g_s") on a peak], state written,
+                   write_map_set("g_best" on a peak, then "g_end"), state written,
+                   train_discriminator(sets, round + 1) unless the run ends
+On resume the controller first re-sends the last committed events, then calls
+restore_discriminator(last round) before the next step and restore_working(propagation) or
 restore_model("g_s") as the phase requires.
 
 State (`state.json`, written atomically after every decision; all JSON):

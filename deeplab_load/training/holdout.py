@@ -5,6 +5,8 @@ each evaluation is one batched pass of a compiled function that returns the conf
 Padding pixels carry the ignore label, so predictions are compared on the padded canvas without
 cropping, which equals the original eval (logits upsampled to the padded crop, then cropped).
 """
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -18,6 +20,19 @@ def padded_label_maps(model, pixels):
     logits = tf.cast(model(pixels, training=False), tf.float32)
     logits = resize_bilinear_align_corners(logits, tf.shape(pixels)[1:3])
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+_LABEL_MAP_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def label_map_function(model):
+    """The compiled `padded_label_maps` of `model`, traced once per model and input shape."""
+    function = _LABEL_MAP_FUNCTIONS.get(model)
+    if function is None:
+        function = tf.function(lambda pixels: padded_label_maps(model, pixels),
+                               reduce_retracing=True)
+        _LABEL_MAP_FUNCTIONS[model] = function
+    return function
 
 
 class HoldoutEvaluator:
@@ -34,8 +49,7 @@ class HoldoutEvaluator:
         self.num_classes = ds.info.num_classes
         self.dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size, cache=True)
         self._confusion = tf.function(self._batch_confusion, reduce_retracing=True)
-        self._maps = tf.function(lambda pixels: padded_label_maps(self.model, pixels),
-                                 reduce_retracing=True)
+        self._maps = label_map_function(model)
 
     def _batch_confusion(self, pixels, labels):
         predictions = padded_label_maps(self.model, pixels)

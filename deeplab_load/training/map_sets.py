@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from deeplab_load.data import pipeline
 from deeplab_load.data.common import IGNORE_LABEL, decode_index_png, encode_index_png, read_bytes
-from deeplab_load.training.holdout import padded_label_maps
+from deeplab_load.training.holdout import label_map_function
 
 
 def map_path(set_dir, example_id):
@@ -24,7 +24,7 @@ def map_path(set_dir, example_id):
 def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
     """Writes `model`'s label maps of `refs` as PNGs into `set_dir`; returns the image count."""
     dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
-    predict = tf.function(lambda pixels: padded_label_maps(model, pixels), reduce_retracing=True)
+    predict = label_map_function(model)
     count = 0
     for batch in dataset:
         maps = predict(batch["pixels"]).numpy().astype(np.uint8)

@@ -1,4 +1,4 @@
-"""mIoU and per-class IoU of a model on a data-set split, as the original DeepLab eval.py computes it.
+"""mIoU and per-class IoU of a model on a data-set split, as the original eval.py computes them.
 
     python -m deeplab_load.evaluate --dataset=voc --dataset_dir=/data/VOCdevkit/.. --split=val \
         --zoo_name=xception65_coco_voc_trainaug --checkpoint=checkpoints/.../model.ckpt \
@@ -34,7 +34,7 @@ DEFAULT_CHECKPOINT_TAGS = ("g_best", "g_s", "g_end")
 # Model construction and checkpoints (shared with export.py and predict.py)
 
 def define_model_flags():
-    """Defines the model / checkpoint flags once (idempotent, so several commands can share them)."""
+    """Defines the model / checkpoint flags once (idempotent: several commands share them)."""
     if "checkpoint" in FLAGS:
         return
     flags.DEFINE_string("checkpoint", None, "Our checkpoint (tf.train prefix, a run's checkpoint "
@@ -125,13 +125,16 @@ def restore_checkpoint(model, path, tag=None):
     roots -= {"save_counter", "optimizer", "_CHECKPOINTABLE_OBJECT_GRAPH"}
     key = "model" if "model" in roots else (roots.pop() if len(roots) == 1 else None)
     if key is None:
-        raise ValueError(f"{prefix}: cannot tell which object holds the model among {sorted(roots)}")
-    stored = sum(1 for name in names if name.startswith(key + "/")
-                 and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and "/.OPTIMIZER_SLOT/" not in name)
+        raise ValueError(f"{prefix}: cannot tell which object holds the model among "
+                         f"{sorted(roots)}")
+    stored = sum(1 for name in names
+                 if name.startswith(key + "/") and "/.OPTIMIZER_SLOT/" not in name
+                 and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE"))
     if stored < len(model.weights):
         raise ValueError(f"{prefix}: holds {stored} variables under {key!r}, the model has "
                          f"{len(model.weights)}; the checkpoint is incomplete (layers kept in "
-                         f"Python lists are not tracked by tf.train.Checkpoint) or of another model")
+                         f"Python lists are not tracked by tf.train.Checkpoint) or of another "
+                         f"model")
     status = tf.train.Checkpoint(**{key: model}).read(prefix)
     try:
         status.assert_existing_objects_matched()
@@ -174,7 +177,7 @@ def confusion_matrix_function(model, num_classes):
 
 
 def _labelled_examples(dataset, split, max_images):
-    """The split's ExampleRefs (or ids with TFRecords), first ``max_images``; errors if unlabelled."""
+    """The split's ExampleRefs (ids with TFRecords), the first ``max_images``; unlabelled: error."""
     from deeplab_load.data import pipeline
     if getattr(dataset, "tfrecord_dir", None) is not None:
         examples = pipeline.split_ids(dataset, split)

@@ -40,7 +40,8 @@ class _Serving(tf.Module):
         # Keras layers kept in Python lists are invisible to TF's object tracking; listing the
         # variables here makes the SavedModel own all of them.
         self.model_variables = [getattr(v, "value", v) for v in model.weights]
-        self.eval_crop_size = None if eval_crop_size is None else tuple(int(s) for s in eval_crop_size)
+        self.eval_crop_size = (None if eval_crop_size is None
+                               else tuple(int(s) for s in eval_crop_size))
         self.with_probabilities = with_probabilities
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
@@ -139,7 +140,8 @@ def main(argv):
     if not FLAGS.export_dir:
         raise app.UsageError("--export_dir is required")
     if os.path.exists(FLAGS.export_dir) and not FLAGS.overwrite:
-        raise app.UsageError(f"--export_dir {FLAGS.export_dir} exists; pass --overwrite to replace it")
+        raise app.UsageError(f"--export_dir {FLAGS.export_dir} exists; pass --overwrite to "
+                             f"replace it")
     info = _dataset_info(FLAGS.dataset) if FLAGS.dataset else None
     eval_crop_size = tuple(info.eval_crop_size) if info else None
     if FLAGS.eval_crop_size:
@@ -149,7 +151,8 @@ def main(argv):
             try:
                 eval_crop_size = tuple(int(v) for v in FLAGS.eval_crop_size)
             except ValueError as err:
-                raise app.UsageError(f"--eval_crop_size must be H,W: {FLAGS.eval_crop_size}") from err
+                raise app.UsageError(
+                    f"--eval_crop_size must be H,W: {FLAGS.eval_crop_size}") from err
             if len(eval_crop_size) != 2:
                 raise app.UsageError(f"--eval_crop_size must be H,W: {FLAGS.eval_crop_size}")
     model, _, description = build_model_from_flags(info.num_classes if info else None)

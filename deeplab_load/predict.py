@@ -35,7 +35,7 @@ _CITYSCAPES_ID = re.compile(r"^([a-z_]+)_(\d{6})_(\d{6})")
 
 
 def cityscapes_frame(example_id):
-    """'aachen_000000_000019[_leftImg8bit]' -> ('aachen', '000000', '000019'); ValueError otherwise."""
+    """'aachen_000000_000019[_leftImg8bit]' -> ('aachen', '000000', '000019'), else ValueError."""
     match = _CITYSCAPES_ID.match(example_id)
     if not match:
         raise ValueError(f"{example_id!r} is not a Cityscapes <city>_<seq>_<frame> name")

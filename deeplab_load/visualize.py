@@ -64,7 +64,7 @@ def full_palette(palette, ignore_color=(255, 255, 255)):
 
 
 def colorize(label_map, palette):
-    """Integer ``[H, W]`` label map -> uint8 ``[H, W, 3]`` colours (255 via :func:`full_palette`)."""
+    """Integer ``[H, W]`` label map -> uint8 ``[H, W, 3]`` colours (255: see full_palette)."""
     label_map = np.asarray(label_map)
     if label_map.ndim != 2:
         raise ValueError(f"label map must be [H, W], got shape {label_map.shape}")

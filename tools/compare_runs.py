@@ -25,7 +25,8 @@ flags.DEFINE_integer("columns_per_block", 11, "Columns per block of the markdown
 
 def main(argv):
     if len(argv) != 3:
-        raise app.UsageError("usage: compare_runs.py A.json B.json [--names=a,b] [--markdown=out.md]")
+        raise app.UsageError(
+            "usage: compare_runs.py A.json B.json [--names=a,b] [--markdown=out.md]")
     path_a, path_b = argv[1], argv[2]
     names = FLAGS.names or [os.path.basename(os.path.dirname(os.path.abspath(p))) or p
                             for p in (path_a, path_b)]

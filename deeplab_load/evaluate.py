@@ -15,6 +15,7 @@ This module also holds what evaluate, export and predict share: the model flags 
 TF1 zoo checkpoints detected by their variable names).
 """
 import dataclasses
+import glob
 import json
 import os
 import time
@@ -100,7 +101,7 @@ def _tagged_prefix(folder, tag):
 def restore_checkpoint(model, path, tag=None):
     """Loads weights into a model from ``build_deeplab``; returns a one-line description.
 
-    ``path``: a ``.weights.h5`` file; a folder with ``tags.json`` (our tagged checkpoint store,
+    ``path``: a ``.weights.h5`` file (or a folder holding just one); a folder with ``tags.json`` (our tagged checkpoint store,
     ``tag`` picks the snapshot); or a checkpoint prefix / folder. A checkpoint whose variable
     names carry ``.ATTRIBUTES`` is an object-based TF2 checkpoint of ours (the model stored
     under the key ``model`` or the only other top-level key); otherwise it is read as an official
@@ -115,6 +116,11 @@ def restore_checkpoint(model, path, tag=None):
         return f"Keras weights {path}"
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "tags.json")):
         path = _tagged_prefix(path, tag)
+    elif os.path.isdir(path) and not tf.train.latest_checkpoint(path):
+        weight_files = glob.glob(os.path.join(path, "*.weights.h5"))
+        if len(weight_files) == 1 and not glob.glob(os.path.join(path, "**", "*.index"),
+                                                    recursive=True):
+            return restore_checkpoint(model, weight_files[0])
     prefix = zoo.resolve_checkpoint_prefix(path)
     names = [name for name, _ in tf.train.list_variables(prefix)]
     if not any(".ATTRIBUTES" in name for name in names):

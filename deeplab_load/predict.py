@@ -150,19 +150,31 @@ def define_flags():
         return
     flags.DEFINE_enum("format", "color", list(FORMATS), "What to write (see the module doc).")
     flags.DEFINE_string("input_dir", None, "Predict the images in this folder instead of a "
-                        "data-set split (--dataset then only names the classes and palette; "
-                        "no padding unless --eval_crop_size).")
+                        "data-set split (--dataset, if given, only names the classes and "
+                        "palette; no padding unless --eval_crop_size).")
 
 
-def _static_info(name):
+def folder_info(dataset_name=None, num_classes=None):
+    """DatasetInfo for images outside a data set: the named data set's classes and palette
+    (nothing is read from disk), or ``num_classes`` generic classes with the VOC palette."""
     import importlib
-    from deeplab_load.data import DATASET_NAMES
-    if name not in DATASET_NAMES:
-        raise app.UsageError(f"--dataset must be one of {list(DATASET_NAMES)}, got {name!r}")
-    if name == "demo":
-        from deeplab_load.data import get_dataset
-        return get_dataset("demo", FLAGS.dataset_dir).info
-    return importlib.import_module(f"deeplab_load.data.{name}").INFO
+    from deeplab_load.data import DATASET_NAMES, DatasetInfo
+    if dataset_name:
+        if dataset_name not in DATASET_NAMES:
+            raise ValueError(f"--dataset must be one of {list(DATASET_NAMES)}, "
+                             f"got {dataset_name!r}")
+        if dataset_name == "demo":
+            from deeplab_load.data import demo
+            names = demo.CLASS_NAMES
+            return DatasetInfo("demo", len(names), names, demo.DEFAULT_IMAGE_SIZE,
+                               demo.DEFAULT_IMAGE_SIZE, palette=demo.PALETTE_256[:len(names)])
+        return importlib.import_module(f"deeplab_load.data.{dataset_name}").INFO
+    if not num_classes:
+        raise ValueError("images without a data set need --dataset (for its classes) or "
+                         "--num_classes / --zoo_name")
+    names = tuple(f"class_{i}" for i in range(num_classes))
+    return DatasetInfo("images", num_classes, names, (0, 0), (0, 0),
+                       palette=visualize.voc_palette()[:num_classes])
 
 
 def main(argv):
@@ -171,7 +183,14 @@ def main(argv):
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
     if FLAGS.input_dir:
-        info = _static_info(FLAGS.dataset)
+        num_classes = FLAGS.num_classes
+        if FLAGS.zoo_name and not num_classes:
+            from deeplab_load import zoo
+            num_classes = zoo.get_entry(FLAGS.zoo_name).config.num_classes
+        try:
+            info = folder_info(FLAGS.dataset if FLAGS["dataset"].present else None, num_classes)
+        except ValueError as err:
+            raise app.UsageError(str(err)) from err
         examples = folder_examples(FLAGS.input_dir)
         eval_crop_size = eval_crop_size_from_flags(info) if FLAGS.eval_crop_size else None
     else:

@@ -124,6 +124,9 @@ def test_restore_keras_weights_file(model, tmp_path):
     fresh = build_deeplab(MNV2_VOC)
     evaluate.restore_checkpoint(fresh, h5)
     assert _weights_equal(model, fresh)
+    fresh = build_deeplab(MNV2_VOC)
+    assert "model.weights.h5" in evaluate.restore_checkpoint(fresh, str(tmp_path))  # its folder
+    assert _weights_equal(model, fresh)
 
 
 def test_restore_rejects_checkpoint_of_another_model(model, tmp_path):

@@ -131,6 +131,16 @@ def test_raw_color_overlay_from_image_folder(voc_model, tmp_path):
                                   visualize.overlay(image, labels, info.palette))
 
 
+def test_folder_info_without_a_data_set():
+    info = predict.folder_info(num_classes=4)
+    assert info.class_names == ("class_0", "class_1", "class_2", "class_3")
+    np.testing.assert_array_equal(info.palette, visualize.voc_palette()[:4])
+    assert predict.folder_info("cityscapes").num_classes == 19
+    assert predict.folder_info("demo").class_names[0] == "background"
+    with pytest.raises(ValueError, match="--num_classes"):
+        predict.folder_info()
+
+
 def test_bad_requests_are_clear_errors(tmp_path):
     info = cityscapes_data.INFO
     with pytest.raises(ValueError, match="voc_submission needs the 21 VOC classes"):
@@ -159,3 +169,21 @@ def test_command_line_voc_submission(voc_model, tf1_checkpoint, tmp_path):
     # default padding: the data set's eval crop size, 513x513
     np.testing.assert_array_equal(
         written, inference.predict_labels(voc_model, image[None], (513, 513)).numpy()[0])
+
+
+@pytest.mark.slow
+def test_command_line_image_folder(tf1_checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = np.random.default_rng(6).integers(0, 256, (37, 52, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / "street.png")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deeplab_load.predict", f"--input_dir={folder}",
+         f"--checkpoint={tf1_checkpoint}", "--zoo_name=mobilenetv2_coco_voc_trainaug",
+         "--format=overlay", f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = np.array(Image.open(tmp_path / "out" / "street.png"))
+    assert written.shape == (37, 52, 3) and not np.array_equal(written, image)
+    assert not (tmp_path / ".cache").exists()

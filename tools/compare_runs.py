@@ -23,6 +23,7 @@ flags.DEFINE_list("names", None, "Two display names for the runs (default: the f
 flags.DEFINE_string("markdown", None, "Write the paper-style markdown table to this file.")
 flags.DEFINE_integer("columns_per_block", 11, "Columns per block of the markdown table.")
 
+
 def main(argv):
     if len(argv) != 3:
         raise app.UsageError(

@@ -138,3 +138,18 @@ def test_command_line(make_golden_checkpoint, tmp_path):
     assert metadata["class_names"][15] == "person"
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     assert proc.returncode != 0 and "--overwrite" in proc.stderr
+
+
+@pytest.mark.slow
+def test_export_reproduces_original_export_model_labels(model, golden, golden_index, tmp_path):
+    """The original export_model.py's SemanticPredictions (golden, MobileNetV2 OS16, a 300x400
+    image padded to 513x513) from our SavedModel in a fresh process (golden tolerance:
+    at most 0.1% of the pixels differ)."""
+    case = golden_index["configs"]["mobilenetv2_voc_os16"]["cases"]["export_300x400"]
+    image = np.load(golden / case["input"])
+    expected = np.load(golden / case["arrays"]["labels"]["file"])
+    export_dir = tmp_path / "export_513"
+    export.export_saved_model(model, export_dir, eval_crop_size=(513, 513))
+    served = _reload_and_run(export_dir, {"golden": image}, tmp_path)["golden/labels"]
+    assert served.shape == expected.shape
+    assert np.mean(served != expected) <= 1e-3

@@ -257,4 +257,4 @@ def test_two_replica_mirrored_equals_default_strategy(checkpoint, tmp_path):
     assert max_weight_diff(single, mirrored, "d_") == 0.0      # D frozen during generator steps
     moved = max(float(np.abs(single[f"g_{i}"] - single[f"g0_{i}"]).max())
                 for i in range(sum(k.startswith("g0_") for k in single.files)))
-    assert moved > 1e-4                                        # the steps did change the weights
+    assert moved > 5e-5                                        # the steps did change the weights

@@ -103,8 +103,8 @@ def restore_checkpoint(model, path, tag=None):
 
     ``path``: a ``.weights.h5`` file (or a folder holding just one); a folder with ``tags.json`` (our tagged checkpoint store,
     ``tag`` picks the snapshot); or a checkpoint prefix / folder. A checkpoint whose variable
-    names carry ``.ATTRIBUTES`` is an object-based TF2 checkpoint of ours (the model stored
-    under the key ``model`` or the only other top-level key); otherwise it is read as an official
+    names carry ``.ATTRIBUTES`` is a TF2 checkpoint of ours (written by ``CheckpointStore``: the
+    model's weights by variable path under the key ``model`` or the only other top-level key); otherwise it is read as an official
     TF1 DeepLab checkpoint by ``zoo.load_checkpoint``. Errors name the path.
     """
     from deeplab_load import zoo
@@ -133,20 +133,8 @@ def restore_checkpoint(model, path, tag=None):
     if key is None:
         raise ValueError(f"{prefix}: cannot tell which object holds the model among "
                          f"{sorted(roots)}")
-    stored = sum(1 for name in names
-                 if name.startswith(key + "/") and "/.OPTIMIZER_SLOT/" not in name
-                 and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE"))
-    if stored < len(model.weights):
-        raise ValueError(f"{prefix}: holds {stored} variables under {key!r}, the model has "
-                         f"{len(model.weights)}; the checkpoint is incomplete (layers kept in "
-                         f"Python lists are not tracked by tf.train.Checkpoint) or of another "
-                         f"model")
-    status = tf.train.Checkpoint(**{key: model}).read(prefix)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as err:
-        raise ValueError(f"{prefix}: checkpoint does not match the model ({err})") from err
-    status.expect_partial()
+    from deeplab_load.training.checkpoint_store import read_model_weights
+    read_model_weights(model, prefix, key)
     return f"checkpoint {prefix} ({key})"
 
 

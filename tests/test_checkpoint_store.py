@@ -62,3 +62,34 @@ def test_progress_line_has_rate_and_eta():
     assert "5.00 it/s" in text and "ETA 10s" in text
     assert len(lines) == 2
     assert format_duration(3725) == "1h02m" and format_duration(185) == "3m05s"
+
+
+def test_deeplab_and_optimizer_round_trip_every_variable(tmp_path):
+    """Regression: Keras 3 keeps sub-layers in Python lists that tf.train.Checkpoint does not
+    follow; the store must still save and restore every weight and optimizer slot."""
+    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+    from deeplab_load.training import steps
+    from deeplab_load.training.strategy import make_strategy
+    strategy = make_strategy()
+    config = DeepLabConfig(backbone="mobilenet_v2", num_classes=4, output_stride=16,
+                           atrous_rates=(), decoder_output_stride=None)
+    with strategy.scope():
+        model = build_deeplab(config)
+        optimizer = steps.generator_optimizer()
+        trainer = steps.Stage1Trainer(model, optimizer, strategy, 4)
+    pixels = tf.random.stateless_uniform([2, 33, 33, 3], [0, 1], maxval=255.0)
+    labels = tf.random.stateless_uniform([2, 33, 33], [0, 2], maxval=4, dtype=tf.int32)
+    trainer.step(pixels, labels)
+    store = CheckpointStore(str(tmp_path), model=model, optimizer=optimizer)
+    store.save("g_best")
+    saved = [v.numpy().copy() for v in model.weights + optimizer.variables]
+    trainer.step(pixels, labels)
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(saved, model.weights))
+    store.restore("g_best")
+    for before, variable in zip(saved, model.weights + optimizer.variables):
+        np.testing.assert_array_equal(before, variable.numpy(), err_msg=variable.path)
+    other = build_deeplab(DeepLabConfig(backbone="mobilenet_v2", num_classes=5,
+                                        output_stride=16, atrous_rates=(),
+                                        decoder_output_stride=None))
+    with pytest.raises(ValueError, match="logits"):
+        CheckpointStore(str(tmp_path), model=other, optimizer=optimizer).restore("g_best")

@@ -10,6 +10,7 @@ import tensorflow as tf
 from deeplab_load import evaluate, inference, metrics
 from deeplab_load.data import get_dataset
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+from deeplab_load.training.checkpoint_store import variable_table
 from fake_datasets import make_fake_voc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,13 +103,14 @@ def _weights_equal(a, b):
 def test_restore_our_checkpoint_formats(model, tmp_path):
     fresh = build_deeplab(MNV2_VOC)
     assert not _weights_equal(model, fresh)
-    prefix = tf.train.Checkpoint(generator=model).write(str(tmp_path / "plain" / "ckpt"))
+    prefix = tf.train.Checkpoint(generator=variable_table(model)).write(
+        str(tmp_path / "plain" / "ckpt"))
     assert "checkpoint" in evaluate.restore_checkpoint(fresh, prefix)
     assert _weights_equal(model, fresh)
 
     # a CheckpointStore-style folder: tags.json -> ckpt_<n>/ckpt
     store = tmp_path / "store"
-    tf.train.Checkpoint(model=model).write(str(store / "ckpt_000003" / "ckpt"))
+    tf.train.Checkpoint(model=variable_table(model)).write(str(store / "ckpt_000003" / "ckpt"))
     (store / "tags.json").write_text(json.dumps({"g_best": "ckpt_000003"}))
     fresh = build_deeplab(MNV2_VOC)
     assert "ckpt_000003" in evaluate.restore_checkpoint(fresh, str(store))
@@ -131,7 +133,8 @@ def test_restore_keras_weights_file(model, tmp_path):
 
 def test_restore_rejects_checkpoint_of_another_model(model, tmp_path):
     other = build_deeplab(DeepLabConfig("mobilenet_v2", 5, 16, (), None))
-    prefix = tf.train.Checkpoint(model=other).write(str(tmp_path / "other" / "ckpt"))
+    prefix = tf.train.Checkpoint(model=variable_table(other)).write(
+        str(tmp_path / "other" / "ckpt"))
     with pytest.raises(Exception, match="ckpt"):
         evaluate.restore_checkpoint(build_deeplab(MNV2_VOC), prefix)
     with pytest.raises(FileNotFoundError, match="missing_dir"):

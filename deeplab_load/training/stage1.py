@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
-from deeplab_load.training.checkpoint_store import write_json_atomic
+from deeplab_load.lookahead.buffer import write_json_atomic
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
 from deeplab_load.training.progress import Progress
 

@@ -1,0 +1,150 @@
+"""`python -m deeplab_load.train` end to end on a tiny demo set, and resume after SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_FLAGS = [
+    "--demo_num_train=12", "--demo_num_val=8", "--demo_image_size=49,65",
+    "--stage1_weighted_epochs=1", "--stage1_plain_epochs=2", "--stage1_batch_size=4",
+    "--gamma_max=3", "--psi_max=2", "--omega_max=1", "--max_propagations=12",
+    "--adv_batch_size=4", "--disc_input_size=32", "--disc_max_epochs=2", "--eval_batch_size=4",
+    "--map_batch_size=4", "--seed=7",
+]
+
+
+def train_command(run_dir, demo_dir, extra=()):
+    return [sys.executable, "-m", "deeplab_load.train", f"--run_dir={run_dir}",
+            f"--dataset_dir={demo_dir}", *TINY_FLAGS, *extra]
+
+
+def environment():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+
+
+def run_to_end(run_dir, demo_dir, extra=()):
+    proc = subprocess.run(train_command(run_dir, demo_dir, extra), cwd=REPO, env=environment(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def decisions(run_dir):
+    """The controller's event log, de-duplicated by seq, without wall-clock-dependent fields."""
+    seen = {}
+    with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            event = json.loads(line)
+            seen.setdefault(event["seq"], event)
+    out = []
+    for seq in sorted(seen):
+        event = dict(seen[seq])
+        event.pop("losses", None)
+        event.pop("result", None)
+        out.append(event)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, demo_dir):
+    run_dir = str(tmp_path_factory.mktemp("run") / "run")
+    proc = run_to_end(run_dir, demo_dir)
+    return run_dir, proc
+
+
+@pytest.mark.slow
+def test_run_dir_holds_every_output(finished_run):
+    run_dir, proc = finished_run
+    for name in ("flags.txt", "state.json", "events.jsonl", "holdout_ids.txt", "convergence.png",
+                 "summary.json", "results/baseline/results.json", "results/final/results.json",
+                 "results/final/results.md", "results/comparison.md", "export/saved_model.pb",
+                 "generator/tags.json", "buffer/index.json"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    # LoAd returns the best generator it saw: never worse than where it started.
+    assert summary["holdout_miou_final"] >= summary["holdout_miou_start"]
+    state = json.load(open(os.path.join(run_dir, "state.json")))
+    assert state["phase"] == "done" and state["propagation"] >= 3
+    assert "--beta_l=0.05" in open(os.path.join(run_dir, "flags.txt")).read()
+    assert "LoAd propagation" in proc.stderr and "ETA" in proc.stderr
+    assert "| DeepLabv3+ & LoAd |" in open(os.path.join(run_dir, "results/comparison.md")).read()
+
+
+@pytest.mark.slow
+def test_exported_model_gives_the_final_label_maps(finished_run, demo_dir):
+    import tensorflow as tf
+    from deeplab_load.data import get_dataset
+    from deeplab_load.evaluate import restore_checkpoint
+    from deeplab_load.inference import predict_labels
+    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+    run_dir, _ = finished_run
+    ds = get_dataset("demo", demo_dir, num_train=12, num_val=8, image_size=(49, 65), seed=7)
+    image, _ = ds.load(ds.examples("val")[0])
+    model = build_deeplab(DeepLabConfig(backbone="mobilenet_v2", num_classes=ds.info.num_classes,
+                                        output_stride=8, atrous_rates=(),
+                                        decoder_output_stride=None))
+    restore_checkpoint(model, os.path.join(run_dir, "generator"), "final")
+    expected = predict_labels(model, image[None], ds.info.eval_crop_size).numpy()
+    loaded = tf.saved_model.load(os.path.join(run_dir, "export"))
+    got = loaded.signatures["serving_default"](tf.constant(image[None]))
+    labels = [v for k, v in got.items() if v.dtype == tf.int32][0].numpy()
+    np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.slow
+def test_existing_run_is_not_touched_without_resume(finished_run, demo_dir):
+    run_dir, _ = finished_run
+    before = open(os.path.join(run_dir, "state.json")).read()
+    proc = subprocess.run(train_command(run_dir, demo_dir, ["--noresume"]), cwd=REPO,
+                          env=environment(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--resume" in proc.stderr
+    assert open(os.path.join(run_dir, "state.json")).read() == before
+
+
+@pytest.mark.slow
+def test_sigkill_mid_cycle_then_resume_makes_the_same_decisions(finished_run, demo_dir,
+                                                                tmp_path):
+    reference_dir, _ = finished_run
+    run_dir = str(tmp_path / "killed")
+    state_path = os.path.join(run_dir, "state.json")
+    proc = subprocess.Popen(train_command(run_dir, demo_dir), cwd=REPO, env=environment(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                state = json.load(open(state_path))
+            except (OSError, ValueError):
+                state = None
+            # Mid-cycle: inside the propagation loop of the second cycle or later.
+            if state and state["phase"] == "propagate" and state["cycle"] >= 1 \
+                    and state["cycle_propagations"] >= 1:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = (state["cycle"], state["propagation"])
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed_at is not None, "the run ended before it could be killed mid-cycle"
+    run_to_end(run_dir, demo_dir)
+    assert decisions(run_dir) == decisions(reference_dir)
+    reference = json.load(open(os.path.join(reference_dir, "summary.json")))
+    resumed = json.load(open(os.path.join(run_dir, "summary.json")))
+    for key in ("final_tag", "propagations", "cycles", "peaks", "holdout_miou_final"):
+        assert resumed[key] == reference[key], key

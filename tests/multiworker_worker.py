@@ -103,6 +103,12 @@ def run(strategy, checkpoint, stage1_steps, generator_steps, stage1_lr, generato
                                            strategy, NUM_CLASSES, map_encoding=map_encoding,
                                            model_training=False)
     initial = model.get_weights()
+    plain_batch_rejected = False
+    if strategy.num_replicas_in_sync > 1 and "TF_CONFIG" not in os.environ:
+        try:
+            stage1.step(*next(iter(make_batches(1))))
+        except ValueError:
+            plain_batch_rejected = True
     stage1_losses = [float(stage1.step(*batch))
                      for batch in stage1.distribute(make_batches(stage1_steps, seed=1))]
     after_stage1 = model.get_weights()
@@ -114,7 +120,8 @@ def run(strategy, checkpoint, stage1_steps, generator_steps, stage1_lr, generato
     arrays.update({f"d_{i}": w for i, w in enumerate(discriminator.get_weights())})
     return dict(arrays, stage1_losses=np.array(stage1_losses),
                 generator_losses=np.array(generator_losses),
-                replicas=np.array(strategy.num_replicas_in_sync))
+                replicas=np.array(strategy.num_replicas_in_sync),
+                plain_batch_rejected=np.array(plain_batch_rejected))
 
 
 def main():

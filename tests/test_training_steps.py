@@ -250,6 +250,7 @@ def test_two_replica_mirrored_equals_default_strategy(checkpoint, tmp_path):
     wait_all(processes, timeout=600)
     single, mirrored = (np.load(tmp_path / f"{kind}.npz") for kind in ("default", "mirrored"))
     assert int(single["replicas"]) == 1 and int(mirrored["replicas"]) == 2
+    assert bool(mirrored["plain_batch_rejected"])              # undistributed input is an error
     np.testing.assert_allclose(mirrored["stage1_losses"], single["stage1_losses"], rtol=1e-6)
     np.testing.assert_allclose(mirrored["generator_losses"], single["generator_losses"], rtol=1e-6)
     assert max_weight_diff(single, mirrored, "s1_") < 1e-5

@@ -54,6 +54,14 @@ def _regularization_loss(model, strategy):
     return tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / strategy.num_replicas_in_sync
 
 
+def _local_replicas(strategy):
+    """Replicas on this worker (the default strategy has one)."""
+    try:
+        return len(strategy.extended.worker_devices)
+    except RuntimeError:      # the default strategy does not list its devices
+        return 1
+
+
 def _check_created_in_scope(strategy, model, what):
     for variable in model.variables:
         backing = getattr(variable, "value", variable)   # Keras 3 wraps the tf.Variable
@@ -79,6 +87,13 @@ class _Trainer:
     def distribute(self, dataset):
         """Global-batch tf.data.Dataset -> distributed dataset whose elements feed `step`."""
         return distribute_dataset(self.strategy, dataset)
+
+    def _check_distributed(self, value):
+        # A plain tensor would reach every local replica whole: the batch would count twice.
+        if (_local_replicas(self.strategy) > 1
+                and not isinstance(value, tf.distribute.DistributedValues)):
+            raise ValueError("with several replicas, step() takes the elements of "
+                             "trainer.distribute(dataset), not plain tensors")
 
     def _sum(self, per_replica):
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
@@ -149,6 +164,7 @@ class Stage1Trainer(_Trainer):
 
     def step(self, pixels, labels):
         """One update on a distributed global batch; returns the global mean CE (float32)."""
+        self._check_distributed(pixels)
         return self._function(self.use_class_weights)(pixels, labels)
 
 
@@ -196,6 +212,7 @@ class GeneratorTrainer(_Trainer):
 
     def step(self, pixels, labels):
         """One generator update on a distributed global batch; returns mean -log D(G(x))."""
+        self._check_distributed(pixels)
         return self._step(pixels, labels)
 
 
@@ -244,6 +261,7 @@ class DiscriminatorTrainer(_Trainer):
 
     def step(self, pixels, label_map, ignore_mask, is_real, weight):
         """One D update on a distributed global batch; returns (weighted BCE, accuracy)."""
+        self._check_distributed(pixels)
         return self._step(pixels, label_map, ignore_mask, is_real, weight)
 
     def _replica_evaluate(self, pixels, label_map, ignore_mask, is_real):
@@ -298,7 +316,7 @@ def _fake_examples(fake, weight):
 
 
 def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
-                          ignore_label=IGNORE_LABEL, balance=True):
+                          ignore_label=IGNORE_LABEL, balance=True, drop_remainder=False):
     """Batched D data: ground truth (real) + every buffer set (fake), randomly interleaved.
 
     real: unbatched (pixels [H,W,3], labels [H,W] with 255) -- D_t.
@@ -306,7 +324,9 @@ def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
         set, ignore_mask being the ground truth's ignore pixels of the same image.
     Examples are weighted by `losses.balanced_example_weights` (real and fake sides weigh the
     same whatever len(fakes) is) when `balance`, else 1. All examples need one spatial size.
-    Elements: (pixels, label_map, ignore_mask, is_real, weight), batched by `batch_size` (global).
+    Elements: (pixels, label_map, ignore_mask, is_real, weight), batched by `batch_size` (global);
+    `drop_remainder` avoids a last batch too small to give every replica an example (D trains
+    with batch-statistics BatchNorm).
     """
     if not fakes:
         raise ValueError("discriminator data needs at least one fake (generated) map set")
@@ -322,7 +342,7 @@ def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
         mixed = sources[0]
         for source in sources[1:]:
             mixed = mixed.concatenate(source)
-    return mixed.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return mixed.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_size=16,
@@ -349,7 +369,8 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
     epochs_without_gain, stopped = 0, "max_epochs"
     loss = train_accuracy = float("nan")
     for epoch in range(1, max_epochs + 1):
-        data = discriminator_dataset(real, fakes, batch_size, seed=seed + epoch)
+        data = discriminator_dataset(real, fakes, batch_size, seed=seed + epoch,
+                                     drop_remainder=trainer.strategy.num_replicas_in_sync > 1)
         loss_sum, accuracy_sum, batches = 0.0, 0.0, 0
         for batch in trainer.distribute(data):
             batch_loss, batch_accuracy = trainer.step(*batch)

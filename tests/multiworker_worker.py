@@ -91,6 +91,7 @@ def tiny_discriminator(weights):
 
 def run(strategy, checkpoint, stage1_steps, generator_steps, stage1_lr, generator_lr, map_encoding):
     from deeplab_load.training import steps
+    from deeplab_load.training.strategy import is_chief
 
     d_weights = calibrated_discriminator_weights(tiny_deeplab(checkpoint))
     with strategy.scope():
@@ -121,7 +122,8 @@ def run(strategy, checkpoint, stage1_steps, generator_steps, stage1_lr, generato
     return dict(arrays, stage1_losses=np.array(stage1_losses),
                 generator_losses=np.array(generator_losses),
                 replicas=np.array(strategy.num_replicas_in_sync),
-                plain_batch_rejected=np.array(plain_batch_rejected))
+                plain_batch_rejected=np.array(plain_batch_rejected),
+                chief=np.array(is_chief(strategy)))
 
 
 def main():

@@ -60,6 +60,7 @@ def test_two_workers_match_each_other_and_a_single_worker(make_golden_checkpoint
     worker0, worker1, single = (np.load(tmp_path / f"{name}.npz")
                                 for name in ("worker0", "worker1", "single"))
     assert int(worker0["replicas"]) == 2 and int(single["replicas"]) == 1
+    assert bool(worker0["chief"]) and not bool(worker1["chief"]) and bool(single["chief"])
     assert max_diff(worker0, worker1, "g_") == 0.0          # replicas stay bit-identical
     assert max_diff(worker0, worker1, "d_") == 0.0
     np.testing.assert_allclose(worker0["stage1_losses"], single["stage1_losses"], rtol=1e-6)

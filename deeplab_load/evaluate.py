@@ -101,11 +101,12 @@ def _tagged_prefix(folder, tag):
 def restore_checkpoint(model, path, tag=None):
     """Loads weights into a model from ``build_deeplab``; returns a one-line description.
 
-    ``path``: a ``.weights.h5`` file (or a folder holding just one); a folder with ``tags.json`` (our tagged checkpoint store,
-    ``tag`` picks the snapshot); or a checkpoint prefix / folder. A checkpoint whose variable
-    names carry ``.ATTRIBUTES`` is a TF2 checkpoint of ours (written by ``CheckpointStore``: the
-    model's weights by variable path under the key ``model`` or the only other top-level key); otherwise it is read as an official
-    TF1 DeepLab checkpoint by ``zoo.load_checkpoint``. Errors name the path.
+    ``path``: a ``.weights.h5`` file (or a folder holding just one); a folder with
+    ``tags.json`` (our tagged checkpoint store, ``tag`` picks the snapshot); or a checkpoint
+    prefix / folder. A checkpoint whose variable names carry ``.ATTRIBUTES`` is a TF2 checkpoint
+    of ours (written by ``CheckpointStore``: the model's weights by variable path under the key
+    ``model`` or the only other top-level key); otherwise it is read as an official TF1 DeepLab
+    checkpoint by ``zoo.load_checkpoint``. Errors name the path.
     """
     from deeplab_load import zoo
     path = os.fspath(path)

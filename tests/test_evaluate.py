@@ -120,6 +120,20 @@ def test_restore_our_checkpoint_formats(model, tmp_path):
 
 
 
+def test_restore_from_a_checkpoint_store_folder(model, tmp_path):
+    import keras
+    from deeplab_load.training.checkpoint_store import CheckpointStore
+    optimizer = keras.optimizers.SGD(momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    store = CheckpointStore(str(tmp_path / "checkpoints"), model=model, optimizer=optimizer)
+    store.save("g_s")
+    store.save("g_best")
+    fresh = build_deeplab(MNV2_VOC)
+    description = evaluate.restore_checkpoint(fresh, str(tmp_path / "checkpoints"))
+    assert store.tags["g_best"] in description  # g_best is preferred over g_s
+    assert _weights_equal(model, fresh)
+
+
 def test_restore_keras_weights_file(model, tmp_path):
     h5 = str(tmp_path / "model.weights.h5")
     model.save_weights(h5)

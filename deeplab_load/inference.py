@@ -20,6 +20,7 @@ def resize_bilinear_align_corners(images, size):
     input's float dtype (the op itself always computes float32, so bfloat16/float16 inputs under
     mixed precision get their dtype back and can be concatenated with other branches).
     """
+    images = tf.convert_to_tensor(images)
     size = tf.cast(tf.convert_to_tensor(size), tf.int32)
     resized = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True,
                                         half_pixel_centers=False)

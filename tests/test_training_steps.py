@@ -251,8 +251,9 @@ def test_two_replica_mirrored_equals_default_strategy(checkpoint, tmp_path):
     single, mirrored = (np.load(tmp_path / f"{kind}.npz") for kind in ("default", "mirrored"))
     assert int(single["replicas"]) == 1 and int(mirrored["replicas"]) == 2
     assert bool(mirrored["plain_batch_rejected"])              # undistributed input is an error
-    np.testing.assert_allclose(mirrored["stage1_losses"], single["stage1_losses"], rtol=1e-6)
-    np.testing.assert_allclose(mirrored["generator_losses"], single["generator_losses"], rtol=1e-6)
+    # Losses are float32 sums whose order differs between 1 and 2 replicas: equal to ~2e-6.
+    np.testing.assert_allclose(mirrored["stage1_losses"], single["stage1_losses"], rtol=1e-5)
+    np.testing.assert_allclose(mirrored["generator_losses"], single["generator_losses"], rtol=1e-5)
     assert max_weight_diff(single, mirrored, "s1_") < 1e-5
     assert max_weight_diff(single, mirrored, "g_") < 1e-5
     assert max_weight_diff(single, mirrored, "d_") == 0.0      # D frozen during generator steps

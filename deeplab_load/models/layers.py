@@ -78,14 +78,38 @@ class ConvBN(keras.layers.Layer):
     def call(self, x, training=False):
         if self.pad is not None:
             x = tf.pad(x, self.pad)
-        x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x, training=bool(training) and self.fine_tune_batch_norm)
+        if self.bn is not None and bool(training) and self.fine_tune_batch_norm:
+            x = self.bn(self.conv(x), training=True)
+        elif self.bn is not None:
+            x = self._conv_with_folded_batch_norm(x)
+        else:
+            x = self.conv(x)
         if self.activation == "relu":
             x = tf.nn.relu(x)
         elif self.activation == "relu6":
             x = tf.nn.relu6(x)
         return x
+
+    def _conv_with_folded_batch_norm(self, x):
+        """conv(x, kernel * s) + (beta - mean * s), s = gamma / sqrt(var + eps): the same as conv
+        then BatchNorm with moving statistics, as one conv + bias that oneDNN fuses with the
+        activation (Keras' BatchNorm would add two passes over the activation). Gradients reach
+        kernel, gamma and beta through the fold."""
+        bn = self.bn
+        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        bias = bn.beta - bn.moving_mean * scale
+        conv = self.conv
+        strides = conv.strides
+        dilations = conv.dilation_rate
+        padding = conv.padding.upper()
+        if self.depthwise:
+            kernel = conv.kernel * scale[tf.newaxis, tf.newaxis, :, tf.newaxis]
+            y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, x.dtype), [1, *strides, 1], padding,
+                                       dilations=dilations)
+        else:
+            kernel = conv.kernel * scale
+            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides, padding, dilations=dilations)
+        return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
 
     def checkpoint_variables(self):
         """{TF1 variable name: Keras variable} for this conv (and its BatchNorm)."""

@@ -310,6 +310,14 @@ def headline(name, result):
         row += f"  {result['gflops']:.0f} GFLOP/s"
     if "fraction_of_peak" in result:
         row += f"  {result['gflop_per_image']:.2f} GFLOP/img, {100 * result['fraction_of_peak']:.0f}% of peak"
+    if "ratio_to_separate" in result:
+        row += (f"  = {result['ratio_to_separate']:.2f}x (generator step "
+                f"{result['generator_step']['median_s'] * 1e3:.0f} ms + hold-out eval "
+                f"{result['holdout_eval']['median_s'] * 1e3:.0f} ms timed apart), "
+                f"{result['generator_traces']} trace(s)")
+    if "train_process_peak_rss_mb" in result:
+        row += (f"  train process peak {result['train_process_peak_rss_mb']:.0f} MB for "
+                f"{result['num_train']} training images")
     anchor = ORIGINAL_ANCHORS_S.get(name)
     if anchor:
         row += f"  original {anchor:.3f} s -> ratio {main['median_s'] / anchor:.2f}x"

@@ -3,7 +3,6 @@ and the names it documents exist."""
 import pathlib
 import re
 
-import numpy as np
 
 from deeplab_load import zoo
 

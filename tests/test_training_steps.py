@@ -2,14 +2,13 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import multiworker_worker as tiny
+from worker_runs import max_weight_diff, run_worker, wait_all
 from deeplab_load.models import discriminator as disc
 from deeplab_load.training import class_weights, steps
 from deeplab_load.training import strategy as strategy_lib
@@ -220,32 +219,10 @@ def test_make_strategy_and_chief(monkeypatch, tmp_path):
         strategy_lib.make_strategy()
 
 
-def run_worker(strategy, out, checkpoint, env=None, **kwargs):
-    command = [sys.executable, str(HERE / "multiworker_worker.py"), "--strategy", strategy,
-               "--out", str(out), "--checkpoint", checkpoint]
-    command += [f"--{key}={value}" for key, value in kwargs.items()]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-def wait_all(processes, timeout):
-    for process in processes:
-        output, _ = process.communicate(timeout=timeout)
-        assert process.returncode == 0, output[-3000:]
-
-
-def max_weight_diff(first, second, prefix):
-    keys = [k for k in first.files if k.startswith(prefix)]
-    assert keys
-    return max(float(np.abs(first[k] - second[k]).max()) for k in keys)
-
-
 @pytest.mark.slow
 def test_two_replica_mirrored_equals_default_strategy(checkpoint, tmp_path):
     """Same global batches, 3 stage-1 + 3 generator steps: 1 vs 2 replicas (2 logical CPUs)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    processes = [run_worker(kind, tmp_path / f"{kind}.npz", checkpoint, env)
+    processes = [run_worker(kind, tmp_path / f"{kind}.npz", checkpoint)
                  for kind in ("default", "mirrored")]
     wait_all(processes, timeout=600)
     single, mirrored = (np.load(tmp_path / f"{kind}.npz") for kind in ("default", "mirrored"))

@@ -23,8 +23,7 @@ import time
 import tensorflow as tf
 from absl import app, flags, logging
 
-from deeplab_load import metrics
-from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load import inference, metrics
 
 FLAGS = flags.FLAGS
 IGNORE_LABEL = 255
@@ -163,9 +162,7 @@ def confusion_matrix_function(model, num_classes):
 
     @tf.function(reduce_retracing=True)
     def batch_confusion(pixels, labels):
-        logits = model(pixels, training=False)
-        logits = resize_bilinear_align_corners(logits, tf.shape(pixels)[1:3])
-        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        predictions = inference.padded_label_maps(model, pixels)
         return metrics.confusion_matrix_batch(labels, predictions, num_classes)
 
     return batch_confusion

@@ -92,3 +92,23 @@ def predict_labels(model, images_uint8, eval_crop_size=None):
     """Label map int32 ``[B,H,W]``: argmax of :func:`predict_logits`."""
     logits = predict_logits(model, images_uint8, eval_crop_size)
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def padded_label_maps(model, pixels):
+    """Label maps int32 [B,H,W] of padded pixels [B,H,W,3]: logits upsampled with align_corners."""
+    logits = tf.cast(model(pixels, training=False), tf.float32)
+    logits = resize_bilinear_align_corners(logits, tf.shape(pixels)[1:3])
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+_LABEL_MAP_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def label_map_function(model):
+    """The compiled `padded_label_maps` of `model`, traced once per model and input shape."""
+    function = _LABEL_MAP_FUNCTIONS.get(model)
+    if function is None:
+        function = tf.function(lambda pixels: padded_label_maps(model, pixels),
+                               reduce_retracing=True)
+        _LABEL_MAP_FUNCTIONS[model] = function
+    return function

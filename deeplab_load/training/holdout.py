@@ -5,34 +5,12 @@ each evaluation is one batched pass of a compiled function that returns the conf
 Padding pixels carry the ignore label, so predictions are compared on the padded canvas without
 cropping, which equals the original eval (logits upsampled to the padded crop, then cropped).
 """
-import weakref
-
 import numpy as np
 import tensorflow as tf
 
 from deeplab_load import metrics
 from deeplab_load.data import pipeline
-from deeplab_load.inference import resize_bilinear_align_corners
-
-
-def padded_label_maps(model, pixels):
-    """Label maps int32 [B,H,W] of padded pixels [B,H,W,3]: logits upsampled with align_corners."""
-    logits = tf.cast(model(pixels, training=False), tf.float32)
-    logits = resize_bilinear_align_corners(logits, tf.shape(pixels)[1:3])
-    return tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-
-_LABEL_MAP_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def label_map_function(model):
-    """The compiled `padded_label_maps` of `model`, traced once per model and input shape."""
-    function = _LABEL_MAP_FUNCTIONS.get(model)
-    if function is None:
-        function = tf.function(lambda pixels: padded_label_maps(model, pixels),
-                               reduce_retracing=True)
-        _LABEL_MAP_FUNCTIONS[model] = function
-    return function
+from deeplab_load.inference import label_map_function, padded_label_maps
 
 
 class HoldoutEvaluator:

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from deeplab_load.data import pipeline
 from deeplab_load.data.common import IGNORE_LABEL, decode_index_png, encode_index_png, read_bytes
-from deeplab_load.training.holdout import label_map_function
+from deeplab_load.inference import label_map_function
 
 
 def map_path(set_dir, example_id):

@@ -5,6 +5,7 @@ Every data set turns its on-disk layout into `ExampleRef`s and decodes one examp
 (a dependency of matplotlib, which the package requires), because TensorFlow's PNG decoder
 expands palette PNGs to RGB and the PASCAL VOC labels are palette indices.
 """
+import abc
 import dataclasses
 import io
 import os
@@ -144,8 +145,8 @@ def write_id_list_atomic(path, ids: Sequence[str]) -> None:
     os.replace(tmp, path)
 
 
-class Dataset:
-    """Base class: subclasses set `info` and implement `examples` and `load_label`."""
+class Dataset(abc.ABC):
+    """Base class: subclasses set `info` and implement `splits`, `examples` and `decode_label`."""
 
     info: DatasetInfo
 
@@ -155,16 +156,17 @@ class Dataset:
             raise FileNotFoundError(f"{self.info.name} data directory not found: {self.data_dir}")
 
     @property
+    @abc.abstractmethod
     def splits(self) -> Tuple[str, ...]:
-        raise NotImplementedError
+        """Names of the splits this data set has."""
 
+    @abc.abstractmethod
     def examples(self, split: str) -> list:
         """list[ExampleRef] of a split, in a fixed (sorted or list-file) order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode_label(self, data: bytes, path) -> np.ndarray:
         """Label file bytes -> uint8 [H, W] train ids with ignore 255 (unvalidated)."""
-        raise NotImplementedError
 
     def load(self, ref: ExampleRef):
         """(image uint8 [H, W, 3], label uint8 [H, W]); label is None without label_path.

@@ -148,3 +148,49 @@ def test_sigkill_mid_cycle_then_resume_makes_the_same_decisions(finished_run, de
     resumed = json.load(open(os.path.join(run_dir, "summary.json")))
     for key in ("final_tag", "propagations", "cycles", "peaks", "holdout_miou_final"):
         assert resumed[key] == reference[key], key
+
+
+def launch_two_workers(run_dir, demo_dir, extra):
+    from worker_runs import free_ports
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = dict(environment(), TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(train_command(run_dir, demo_dir, extra), cwd=REPO,
+                                          env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=600)
+            results.append((process.returncode, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    return results
+
+
+@pytest.mark.slow
+def test_two_workers_run_the_same_load_decisions(finished_run, demo_dir, tmp_path):
+    """The same train command under MultiWorkerMirroredStrategy (TF_CONFIG, two workers on
+    localhost), with DeepLab's frozen BatchNorm: both workers make every LoAd decision alike."""
+    run_dir = str(tmp_path / "multiworker")
+    for returncode, err in launch_two_workers(
+            run_dir, demo_dir, ["--noexport", "--max_propagations=6", "--nofine_tune_batch_norm"]):
+        assert returncode == 0, err[-4000:]
+    worker_dir = os.path.join(run_dir, "worker_tmp_1")
+    assert decisions(run_dir) == decisions(worker_dir)
+    assert any(e["kind"] == "cycle_end" for e in decisions(run_dir))
+    chief = json.load(open(os.path.join(run_dir, "summary.json")))
+    other = json.load(open(os.path.join(worker_dir, "summary.json")))
+    for key in ("final_tag", "propagations", "cycles", "holdout_miou_final", "final_miou"):
+        assert chief[key] == other[key], key
+
+
+@pytest.mark.slow
+def test_two_workers_refuse_per_replica_batch_norm(finished_run, demo_dir, tmp_path):
+    results = launch_two_workers(str(tmp_path / "refused"), demo_dir, ["--fine_tune_batch_norm"])
+    for returncode, err in results:
+        assert returncode != 0 and "--fine_tune_batch_norm" in err

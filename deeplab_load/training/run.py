@@ -37,7 +37,7 @@ from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
 from deeplab_load.training.progress import format_duration, Progress
 from deeplab_load.training.stage1 import run_stage1, training_class_stats
-from deeplab_load.training.strategy import is_chief, make_strategy, worker_directory
+from deeplab_load.training.strategy import make_strategy, worker_directory
 
 
 def size_flag(value, default, flag_name):
@@ -111,8 +111,15 @@ def run_training(f, demo_profile=None):
     config = evaluate_lib.model_config_from_flags(info.num_classes)
     config = dataclasses.replace(config, fine_tune_batch_norm=f.fine_tune_batch_norm)
     strategy = make_strategy(f.strategy)
-    chief = is_chief(strategy)
+    if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
+        raise ValueError(
+            f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "
+            f"supported: BatchNorm statistics would be per replica, so the workers' hold-out mIoU "
+            f"and LoAd decisions could differ. Use --nofine_tune_batch_norm (DeepLab's default "
+            f"for fine-tuning) or one replica.")
     run_dir = os.path.abspath(f.run_dir or os.path.join("runs", f"{info.name}_{config.backbone}"))
+    # Every worker runs the same deterministic controller; non-chief workers keep their state
+    # and snapshots in their own scratch folder (run_dir/worker_tmp_<i>), the chief in run_dir.
     local_dir = worker_directory(run_dir, strategy)
     resumed = prepare_run_dir(f, local_dir)
     if demo_profile:
@@ -146,7 +153,7 @@ def run_training(f, demo_profile=None):
             trainer = steps.Stage1Trainer(model, stage1_opt, strategy, info.num_classes,
                                           class_stats=stats, min_class_weight=f.min_class_weight,
                                           max_class_weight=f.max_class_weight)
-        store = CheckpointStore(os.path.join(local_dir, "stage1"), is_chief=chief, model=model,
+        store = CheckpointStore(os.path.join(local_dir, "stage1"), model=model,
                                 optimizer=stage1_opt)
         run_stage1(trainer, store, ds, local_dir, split=split, batch_size=f.stage1_batch_size,
                    crop_size=crop_size, weighted_epochs=f.stage1_weighted_epochs,
@@ -175,10 +182,10 @@ def run_training(f, demo_profile=None):
                                                    info.num_classes, map_encoding=f.map_encoding)
         discriminator_trainer = steps.DiscriminatorTrainer(discriminator, disc_opt, strategy,
                                                            info.num_classes)
-    generator_store = CheckpointStore(os.path.join(local_dir, "generator"), is_chief=chief,
+    generator_store = CheckpointStore(os.path.join(local_dir, "generator"),
                                       model=model, optimizer=generator_opt)
     discriminator_store = CheckpointStore(os.path.join(local_dir, "discriminator"),
-                                          is_chief=chief, model=discriminator, optimizer=disc_opt)
+                                          model=discriminator, optimizer=disc_opt)
     holdout = HoldoutEvaluator(model, ds, holdout_refs, f.eval_batch_size, eval_crop_size)
     options = dict(batch_size=f.adv_batch_size, crop_size=crop_size, seed=f.seed,
                    random_scale=random_scale, skip_bad_examples=f.skip_bad_examples,

@@ -2,16 +2,15 @@
 
 Models and optimizers are stored as tables {variable path: variable} (`variable_table`), not as
 Keras object graphs: tf.train.Checkpoint does not follow the Python lists of sub-layers Keras 3
-keeps, and would silently save only part of the model. Each save writes a fresh folder `ckpt_<serial>/` and then atomically rewrites `tags.json`
-(tag -> folder), so a crash never leaves a tag pointing at a half-written checkpoint. Folders no
-tag points at are deleted after the pointer update. Under multi-worker training only the chief
-keeps what it writes: other workers write into a temporary folder that is then removed (every
-worker must still call `save`, checkpoint writes are collective there).
+keeps, and would silently save only part of the model. Each save writes a fresh folder
+`ckpt_<serial>/` and then atomically rewrites `tags.json` (tag -> folder), so a crash never leaves
+a tag pointing at a half-written checkpoint. Folders no tag points at are deleted after the
+pointer update. Under multi-worker training every worker keeps its own store in its own folder
+(`strategy.worker_directory`).
 """
 import json
 import os
 import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -85,9 +84,8 @@ def read_model_weights(model, prefix, key="model"):
 class CheckpointStore:
     """Tagged tf.train.Checkpoint snapshots of `trackables` (e.g. model=..., optimizer=...)."""
 
-    def __init__(self, root, is_chief=True, **trackables):
+    def __init__(self, root, **trackables):
         self.root = root
-        self.is_chief = is_chief
         self.tables = {name: variable_table(obj) for name, obj in trackables.items()}
         self.checkpoint = tf.train.Checkpoint(**self.tables)
         os.makedirs(root, exist_ok=True)
@@ -105,17 +103,14 @@ class CheckpointStore:
         return f"ckpt_{max(serials, default=-1) + 1:06d}"
 
     def _collect_garbage(self):
-        if not self.is_chief:
-            return
         keep = set(self.tags.values())
         for name in os.listdir(self.root):
             if name.startswith("ckpt_") and name not in keep:
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
 
     def _commit(self):
-        if self.is_chief:
-            write_json_atomic(self.tags_path, self.tags)
-            self._collect_garbage()
+        write_json_atomic(self.tags_path, self.tags)
+        self._collect_garbage()
 
     def has(self, tag):
         return tag in self.tags
@@ -128,26 +123,13 @@ class CheckpointStore:
 
     def save(self, tag):
         """Snapshots the current values under `tag` (replacing the previous snapshot of the tag)."""
-        if not self.is_chief:
-            scratch = tempfile.mkdtemp(prefix="ckpt_nonchief_")
-            try:
-                self.checkpoint.write(os.path.join(scratch, "ckpt"))
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            return
         folder = self._next_folder()
         self.checkpoint.write(os.path.join(self.root, folder, "ckpt"))
         self.tags[tag] = folder
         self._commit()
 
     def restore(self, tag):
-        """Loads the snapshot of `tag` into the tracked objects (all of them must match).
-
-        Non-chief workers read the chief's `tags.json` (the run dir must be on a shared filesystem).
-        """
-        if not self.is_chief and os.path.exists(self.tags_path):
-            with open(self.tags_path, encoding="utf-8") as f:
-                self.tags = json.load(f)
+        """Loads the snapshot of `tag` into the tracked objects (all of them must match)."""
         prefix = self.prefix(tag)
         check_checkpoint_matches(prefix, self.tables)
         self.checkpoint.read(prefix).assert_consumed()

@@ -75,6 +75,9 @@ flags.DEFINE_float("disc_learning_rate", 0.01, "Discriminator Adagrad learning r
 flags.DEFINE_integer("disc_input_size", 224, "Discriminator input size (MobileNet-224).")
 flags.DEFINE_integer("disc_max_epochs", 20, "Discriminator epochs per cycle, at most.")
 flags.DEFINE_integer("disc_patience", 3, "Epochs without hold-out accuracy gain before D stops.")
+flags.DEFINE_integer("disc_bn_batches", 100, "Batches of D's training data over which its "
+                     "BatchNorm statistics are recomputed after every D epoch (its inference "
+                     "mode then matches its training steps).")
 flags.DEFINE_float("disc_target_accuracy", 0.0, "Stop D at this hold-out accuracy (0: none).")
 flags.DEFINE_integer("eval_batch_size", 4, "Batch of hold-out / validation evaluation.")
 flags.DEFINE_integer("map_batch_size", 4, "Batch of label-map set generation.")

@@ -204,7 +204,8 @@ def propagation_case(key="mnv2_os16"):
     ds = _demo(10, 27, size)
     model, _, generator, disc = _trainers(key, ds.info.num_classes)
     holdout = HoldoutEvaluator(model, ds, ds.examples("val")[:8], 4, (size, size))
-    options = dict(batch_size=5, crop_size=(size, size), seed=0, random_scale=(1.0, 1.0),
+    options = dict(train_split="train", batch_size=5, crop_size=(size, size), seed=0,
+                   random_scale=(1.0, 1.0),
                    skip_bad_examples=False)
     hooks = LoAdTrainingHooks(generator, disc, None, None, holdout, ds, ds.examples("train"),
                               options, tempfile.mkdtemp(prefix="bench_run_"))

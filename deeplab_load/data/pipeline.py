@@ -163,11 +163,21 @@ def augment(image, label, position, seed, crop_size, random_scale=(1.0, 1.0), fl
     image uint8 [H,W,3], label uint8 [H,W] -> (pixels float32 [ch,cw,3], labels int32 [ch,cw]).
     The randomness is a function of (seed, position) only.
     """
+    pixels, maps = augment_with_maps(image, label[..., None], position, seed, crop_size,
+                                     random_scale, flip)
+    return pixels, maps[..., 0]
+
+
+def augment_with_maps(image, maps, position, seed, crop_size, random_scale=(1.0, 1.0),
+                      flip=True):
+    """`augment` of an image and C label-like maps with one crop: maps int [H,W,C] ->
+    (pixels float32 [ch,cw,3], maps int32 [ch,cw,C]); maps are scaled by nearest neighbour
+    and padded with the ignore label. Same random draws as `augment` for (seed, position)."""
     crop_h, crop_w = crop_size
     seeds = tf.random.experimental.stateless_split(
         tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)]), num=4)
     pixels = tf.cast(image, tf.float32)
-    label = label[..., None]
+    label = tf.cast(maps, tf.int32)
     min_scale, max_scale = random_scale
     if (min_scale, max_scale) != (1.0, 1.0):
         scale = tf.random.stateless_uniform([], seeds[0], min_scale, max_scale)
@@ -191,8 +201,8 @@ def augment(image, label, position, seed, crop_size, random_scale=(1.0, 1.0), fl
         pixels = tf.where(mirror, tf.reverse(pixels, [1]), pixels)
         label = tf.where(mirror, tf.reverse(label, [1]), label)
     pixels.set_shape([crop_h, crop_w, 3])
-    label.set_shape([crop_h, crop_w, 1])
-    return pixels, tf.cast(label[..., 0], tf.int32)
+    label.set_shape([crop_h, crop_w, maps.shape[-1]])
+    return pixels, label
 
 
 def _tfrecord_stream(paths, seed, shuffle):

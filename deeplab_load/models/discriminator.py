@@ -50,6 +50,25 @@ def build_discriminator(num_classes, input_size=DEFAULT_INPUT_SIZE, alpha=1.0, d
     return keras.Model(inputs, logits, name=name)
 
 
+def batch_norm_probe(discriminator):
+    """(BatchNormalization layers of D, a model mapping D's input to the inputs of those layers).
+
+    Run in training mode, the probe gives the activations each BN layer normalises during D's
+    training steps; `steps.DiscriminatorTrainer.recompute_batch_norm_statistics` averages their
+    moments into the moving statistics D uses in inference mode.
+    """
+    backbones = [layer for layer in discriminator.layers if isinstance(layer, keras.Model)]
+    if len(backbones) != 1:
+        raise ValueError(f"{discriminator.name}: expected one MobileNet inside, "
+                         f"found {len(backbones)} sub-models")
+    backbone = backbones[0]
+    layers = [layer for layer in backbone.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    probe = keras.Model(backbone.inputs, [layer.input for layer in layers],
+                        name=f"{discriminator.name}_batch_norm_probe")
+    return layers, probe
+
+
 def discriminator_input_size(discriminator):
     """The spatial size D was built for."""
     return int(discriminator.input_shape[1])
@@ -62,11 +81,14 @@ def one_hot_maps(label_map, num_classes):
     return tf.one_hot(tf.where(in_range, label_map, -1), num_classes, dtype=tf.float32)
 
 
-def straight_through_one_hot(probabilities):
-    """Forward: one-hot of argmax over the last axis; backward: identity onto `probabilities`."""
-    hard = tf.one_hot(tf.argmax(probabilities, axis=-1), tf.shape(probabilities)[-1],
+def straight_through_one_hot(probabilities, scores=None):
+    """Forward: exactly the one-hot of argmax over the last axis of `scores` (default:
+    `probabilities`; pass the logits to match the argmax label maps bit for bit, softmax can
+    tie); backward: identity onto `probabilities`."""
+    scores = probabilities if scores is None else scores
+    hard = tf.one_hot(tf.argmax(scores, axis=-1), tf.shape(probabilities)[-1],
                       dtype=probabilities.dtype)
-    return probabilities + tf.stop_gradient(hard - probabilities)
+    return hard + (probabilities - tf.stop_gradient(probabilities))
 
 
 def generator_class_maps(logits, output_size, encoding="straight_through"):
@@ -80,7 +102,7 @@ def generator_class_maps(logits, output_size, encoding="straight_through"):
     probabilities = tf.nn.softmax(logits, axis=-1)
     if encoding == "soft":
         return probabilities
-    return straight_through_one_hot(probabilities)
+    return straight_through_one_hot(probabilities, logits)
 
 
 def discriminator_inputs(pixels, class_maps, ignore_mask, size=DEFAULT_INPUT_SIZE):

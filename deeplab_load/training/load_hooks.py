@@ -17,6 +17,7 @@ from deeplab_load.training import map_sets
 from deeplab_load.training.steps import fit_discriminator
 
 EVENTS_FILE = "events.jsonl"
+CHANCE_ACCURACY = 0.55   # a D round ending at or below this hold-out accuracy is at chance
 
 
 def working_tag(propagation):
@@ -37,9 +38,9 @@ class LoAdTrainingHooks:
       discriminator_store: CheckpointStore(model=<discriminator>, optimizer=<its optimizer>).
       holdout: `holdout.HoldoutEvaluator` of the working generator.
       ds: data set; train_refs: training ExampleRefs (the buffer's image set).
-      options: dict with batch_size, crop_size, seed, random_scale, skip_bad_examples,
-        map_batch_size, eval_crop_size, disc_batch_size, disc_max_epochs, disc_patience,
-        disc_target_accuracy, disc_input_size.
+      options: dict with train_split, batch_size, crop_size, seed, random_scale,
+        skip_bad_examples, map_batch_size, eval_crop_size, disc_batch_size, disc_max_epochs,
+        disc_patience, disc_target_accuracy, disc_bn_batches.
       run_dir: where events.jsonl goes; summary_writer: TensorBoard writer or None.
     """
 
@@ -67,7 +68,7 @@ class LoAdTrainingHooks:
         if self._next_propagation != propagation:
             o = self.options
             dataset = pipeline.train_dataset(
-                self.ds, "train", o["batch_size"], o["crop_size"], o["seed"],
+                self.ds, o["train_split"], o["batch_size"], o["crop_size"], o["seed"],
                 random_scale=o["random_scale"], skip_bad_examples=o["skip_bad_examples"],
                 start_step=propagation - 1)
             self._batches = iter(self.generator.distribute(dataset))
@@ -110,31 +111,53 @@ class LoAdTrainingHooks:
         o = self.options
         if round > 0:
             self.restore_discriminator(round - 1)
-        size, seed = o["disc_input_size"], o["seed"] + 1000 * (round + 1)
-        # Hold-out fakes come from the generator the next cycle starts from.
+        crop, scale, seed = o["crop_size"], o["random_scale"], o["seed"] + 1000 * (round + 1)
+        # Hold-out fakes come from the generator the next cycle starts from; the hold-out crops
+        # are the same in every round, so the rounds' accuracies compare.
         self.generator_store.restore("g_s")
         triples = list(self.holdout.examples_with_maps())
-        holdout_real = map_sets.in_memory_examples(triples, size, real=True)
-        holdout_fake = map_sets.in_memory_examples(triples, size, real=False)
+        holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
+        holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
         counter = iter(range(10 ** 9))
-        real = lambda: map_sets.real_examples(self.ds, self.train_refs, size, seed + next(counter))
-        fakes = [(lambda d=d: map_sets.fake_examples(self.ds, self.train_refs, d, size,
-                                                     seed + next(counter)))
+        real = lambda: map_sets.real_examples(self.ds, self.train_refs, crop,
+                                              seed + next(counter), scale)
+        fakes = [(lambda d=d: map_sets.fake_examples(self.ds, self.train_refs, d, crop,
+                                                     seed + next(counter), scale))
                  for d in set_dirs]
 
         def log(epoch, values):
             logging.info("discriminator round %d epoch %d: hold-out accuracy %.4f (real %.3f, "
-                         "fake %.3f), train loss %.4f", round, epoch, values["accuracy"],
-                         values["real_accuracy"], values["fake_accuracy"], values["loss"])
+                         "fake %.3f), train loss %.4f, train accuracy %.3f", round, epoch,
+                         values["accuracy"], values["real_accuracy"], values["fake_accuracy"],
+                         values["loss"], values["train_accuracy"])
+            if self.summary_writer is not None:
+                with self.summary_writer.as_default(step=round * o["disc_max_epochs"] + epoch):
+                    for name in ("accuracy", "real_accuracy", "fake_accuracy"):
+                        tf.summary.scalar(f"discriminator_epoch/holdout_{name}", values[name])
+                    tf.summary.scalar("discriminator_epoch/train_loss", values["loss"])
+                    tf.summary.scalar("discriminator_epoch/train_accuracy",
+                                      values["train_accuracy"])
 
         result = fit_discriminator(
             self.discriminator, real, fakes, holdout_real, holdout_fake,
             batch_size=o["disc_batch_size"], max_epochs=o["disc_max_epochs"],
             patience=o["disc_patience"], target_accuracy=o["disc_target_accuracy"],
-            seed=seed, log=log)
+            seed=seed, log=log, batch_norm_batches=o["disc_bn_batches"])
+        if result["accuracy"] <= CHANCE_ACCURACY:
+            logging.warning(
+                "discriminator round %d ends at hold-out accuracy %.3f (real %.3f, fake %.3f), "
+                "chance is 0.5: D cannot tell ground truth from the generator's maps on the "
+                "hold-out images, so the generator's adversarial loss -log D(G(x)) carries "
+                "no information in the next cycle. More D epochs (--disc_max_epochs, "
+                "--disc_patience) or D data may help.", round, result["accuracy"],
+                result["real_accuracy"], result["fake_accuracy"])
         self.discriminator_store.save(discriminator_tag(round))
         self.discriminator_store.delete(discriminator_tag(round - 2))
-        return {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        for entry in result["history"]:
+            for name in ("accuracy", "real_accuracy", "fake_accuracy"):
+                metrics[f"epoch_{entry['epoch']}_holdout_{name}"] = entry[name]
+        return metrics
 
     def restore_discriminator(self, round):
         self.discriminator_store.restore(discriminator_tag(round))
@@ -173,5 +196,11 @@ class LoAdTrainingHooks:
                     for name, value in event.get("losses", {}).items():
                         tf.summary.scalar(f"load/{name}", value)
         else:
+            if kind == "discriminator" and self.summary_writer is not None:
+                with self.summary_writer.as_default(step=event["round"]):
+                    for name in ("accuracy", "real_accuracy", "fake_accuracy"):
+                        if name in event["metrics"]:
+                            tf.summary.scalar(f"discriminator/holdout_{name}",
+                                              event["metrics"][name])
             details = {k: v for k, v in event.items() if k not in ("kind", "seq", "history")}
             logging.info("LoAd %s: %s", kind, details)

@@ -4,8 +4,9 @@ A set is one folder with `<example id>.png` (uint8 label map at the image's own 
 training image. Sets are written batch by batch (memory does not grow with the data set); the
 buffer (`lookahead.buffer`) makes a whole set appear atomically.
 
-The discriminator sees every example at one fixed size (`size` x `size`): images are resized
-bilinearly, label maps and the ground-truth ignore mask by nearest neighbour.
+The discriminator sees every example as the generator's adversarial batches show it
+(`discriminator_view`): a training crop (scale, pad, crop, flip of `pipeline.augment`) of the
+image with its ground truth or its generated map; docs/DISCRIMINATOR.md states the choice.
 """
 import os
 
@@ -13,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_load.data import pipeline
-from deeplab_load.data.common import IGNORE_LABEL, decode_index_png, encode_index_png, read_bytes
+from deeplab_load.data.common import IGNORE_LABEL, as_size, decode_index_png, encode_index_png, \
+    read_bytes
 from deeplab_load.inference import label_map_function
 
 
@@ -38,60 +40,85 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
     return count
 
 
-def _resize_example(image, label_map, ignore_mask, size):
-    image = tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
-    nearest = lambda x: tf.image.resize(x[..., tf.newaxis], (size, size), method="nearest")[..., 0]
-    return image, nearest(tf.cast(label_map, tf.int32)), nearest(tf.cast(ignore_mask, tf.int32)) > 0
+def _load_triple(ds, refs, set_dir):
+    """numpy function: index -> (image uint8 [H,W,3], [ground truth, map] int32 [H,W,2]).
 
-
-def _example_stream(ds, refs, size, seed, set_dir=None):
-    """tf.data over refs in a seeded order: (pixels [s,s,3], map [s,s], gt ignore mask [s,s])."""
+    Without `set_dir` the map channel repeats the ground truth (the real side)."""
     def load(index):
         ref = refs[int(index)]
         image, label = ds.load(ref)
-        if set_dir is None:
-            return image, label.astype(np.int32), label == IGNORE_LABEL
-        path = map_path(set_dir, ref.id)
-        label_map = decode_index_png(read_bytes(path), path)
-        if label_map.shape != label.shape:
-            raise ValueError(f"{path}: map size {label_map.shape} != label size {label.shape}")
-        return image, label_map.astype(np.int32), label == IGNORE_LABEL
+        label_map = label
+        if set_dir is not None:
+            path = map_path(set_dir, ref.id)
+            label_map = decode_index_png(read_bytes(path), path)
+            if label_map.shape != label.shape:
+                raise ValueError(f"{path}: map size {label_map.shape} != label size {label.shape}")
+        return image, np.stack([label, label_map], axis=-1).astype(np.int32)
+    return load
 
-    def load_and_resize(index):
-        image, label_map, ignore = tf.numpy_function(load, [index], [tf.uint8, tf.int32, tf.bool])
+
+def discriminator_view(image, label, label_map, position, seed, crop_size,
+                       random_scale=(1.0, 1.0), flip=True):
+    """The one geometry of D's data: the generator's training crop of an image and its maps.
+
+    image uint8 [H,W,3], label (ground truth) and label_map int [H,W] -> (pixels float32
+    [ch,cw,3], label_map int32 [ch,cw], ignore_mask bool [ch,cw] = ground truth is ignore,
+    padding included). Crop, scale and flip are `pipeline.augment`'s for (seed, position), as in
+    the generator's adversarial batches; `discriminator.discriminator_inputs` then resizes the
+    crop to D's input size for every input of D alike.
+    """
+    maps = tf.stack([tf.cast(label, tf.int32), tf.cast(label_map, tf.int32)], axis=-1)
+    pixels, maps = pipeline.augment_with_maps(image, maps, position, seed, crop_size,
+                                              random_scale, flip)
+    return pixels, maps[..., 1], tf.equal(maps[..., 0], IGNORE_LABEL)
+
+
+def _example_stream(ds, refs, crop_size, seed, set_dir=None, random_scale=(1.0, 1.0)):
+    """tf.data over refs in a seeded order: `discriminator_view` of each example."""
+    load = _load_triple(ds, refs, set_dir)
+    crop_size = as_size(crop_size)
+
+    def load_and_crop(position, index):
+        image, maps = tf.numpy_function(load, [index], [tf.uint8, tf.int32])
         image.set_shape([None, None, 3])
-        label_map.set_shape([None, None])
-        ignore.set_shape([None, None])
-        return _resize_example(image, label_map, ignore, size)
+        maps.set_shape([None, None, 2])
+        return discriminator_view(image, maps[..., 0], maps[..., 1], position, seed, crop_size,
+                                  random_scale)
 
     order = tf.data.Dataset.range(len(refs)).shuffle(len(refs), seed=seed,
                                                      reshuffle_each_iteration=False)
-    return order.map(load_and_resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return order.enumerate().map(load_and_crop, num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True)
 
 
-def real_examples(ds, refs, size, seed):
-    """Ground truth (real side of D): (pixels float32 [s,s,3], labels int32 [s,s] with 255)."""
-    def to_real(image, labels, ignore):
-        del ignore
-        return image, labels
-    return _example_stream(ds, refs, size, seed).map(to_real)
+def real_examples(ds, refs, crop_size, seed, random_scale=(1.0, 1.0)):
+    """Ground truth (real side of D): (pixels float32 [ch,cw,3], labels int32 [ch,cw], 255 =
+    ignore) in `discriminator_view` geometry."""
+    def to_real(pixels, labels, ignore):
+        return pixels, tf.where(ignore, IGNORE_LABEL, labels)
+    return _example_stream(ds, refs, crop_size, seed, random_scale=random_scale).map(to_real)
 
 
-def fake_examples(ds, refs, set_dir, size, seed):
-    """One buffer set (fake side of D): (pixels, label_map int32 [s,s], gt ignore mask bool)."""
-    return _example_stream(ds, refs, size, seed, set_dir=set_dir)
+def fake_examples(ds, refs, set_dir, crop_size, seed, random_scale=(1.0, 1.0)):
+    """One buffer set (fake side of D): (pixels, label_map int32 [ch,cw], ground-truth ignore
+    mask bool [ch,cw]) in `discriminator_view` geometry."""
+    return _example_stream(ds, refs, crop_size, seed, set_dir=set_dir, random_scale=random_scale)
 
 
-def in_memory_examples(triples, size, real):
-    """Hold-out data for D from (image uint8, labels uint8, map uint8) triples at their own size.
+def in_memory_examples(triples, crop_size, real, seed=0):
+    """Hold-out data for D from (image uint8, labels uint8, map uint8) triples at their own size:
+    one seeded `discriminator_view` crop per image (the same crop for real and fake).
 
     real=True gives (pixels, labels) with the ground truth; False gives (pixels, map, ignore).
     """
+    crop_size = as_size(crop_size)
     images, maps, masks = [], [], []
-    for image, label, label_map in triples:
-        resized = _resize_example(image, label if real else label_map, label == IGNORE_LABEL, size)
-        for store, value in zip((images, maps, masks), resized):
-            store.append(value.numpy())
+    for position, (image, label, label_map) in enumerate(triples):
+        pixels, cropped, ignore = discriminator_view(image, label, label if real else label_map,
+                                                     position, seed, crop_size)
+        images.append(pixels.numpy())
+        maps.append(tf.where(ignore, IGNORE_LABEL, cropped).numpy() if real else cropped.numpy())
+        masks.append(ignore.numpy())
     if real:
         return tf.data.Dataset.from_tensor_slices((np.stack(images), np.stack(maps)))
     return tf.data.Dataset.from_tensor_slices((np.stack(images), np.stack(maps), np.stack(masks)))

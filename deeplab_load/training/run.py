@@ -187,11 +187,11 @@ def run_training(f, demo_profile=None):
     discriminator_store = CheckpointStore(os.path.join(local_dir, "discriminator"),
                                           model=discriminator, optimizer=disc_opt)
     holdout = HoldoutEvaluator(model, ds, holdout_refs, f.eval_batch_size, eval_crop_size)
-    options = dict(batch_size=f.adv_batch_size, crop_size=crop_size, seed=f.seed,
+    options = dict(train_split=split, batch_size=f.adv_batch_size, crop_size=crop_size, seed=f.seed,
                    random_scale=random_scale, skip_bad_examples=f.skip_bad_examples,
                    map_batch_size=f.map_batch_size, eval_crop_size=eval_crop_size,
                    disc_batch_size=f.disc_batch_size, disc_max_epochs=f.disc_max_epochs,
-                   disc_patience=f.disc_patience, disc_input_size=f.disc_input_size,
+                   disc_patience=f.disc_patience, disc_bn_batches=f.disc_bn_batches,
                    disc_target_accuracy=f.disc_target_accuracy or None)
     load_config = LoAdConfig(beta_l=f.beta_l, beta_u=f.beta_u, gamma_max=f.gamma_max,
                              psi_max=f.psi_max, omega_max=f.omega_max, b_max=f.buffer_max,

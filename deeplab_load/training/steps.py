@@ -191,13 +191,22 @@ class GeneratorTrainer(_Trainer):
         _build_optimizer(strategy, optimizer, model.trainable_variables)
         self._step = tf.function(self._distributed_step, reduce_retracing=True)
 
+    def discriminator_inputs(self, pixels, labels, training=None):
+        """D's input [B,s,s,3K] of the generator's maps of a crop batch (differentiable).
+
+        The same `discriminator_inputs` as D's training data: the crop resized to D's size,
+        ground-truth ignore pixels (padding included) zeroed in every class.
+        """
+        training = self.model_training if training is None else training
+        logits = self.model(pixels, training=training)
+        maps = disc.generator_class_maps(logits, tf.shape(pixels)[1:3], self.map_encoding)
+        ignore_mask = tf.equal(tf.cast(labels, tf.int32), self.ignore_label)
+        return disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+
     def _replica_step(self, pixels, labels):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.model(pixels, training=self.model_training)
-            maps = disc.generator_class_maps(logits, tf.shape(pixels)[1:3], self.map_encoding)
-            ignore_mask = tf.equal(tf.cast(labels, tf.int32), self.ignore_label)
-            d_inputs = disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+            d_inputs = self.discriminator_inputs(pixels, labels)
             d_logits = self.discriminator(d_inputs, training=False)
             per_example = losses.generator_adversarial_per_example(d_logits)
             batch = tf.cast(tf.shape(per_example)[0], tf.float32)
@@ -234,15 +243,59 @@ class DiscriminatorTrainer(_Trainer):
         _build_optimizer(strategy, optimizer, discriminator.trainable_variables)
         self._step = tf.function(self._distributed_step, reduce_retracing=True)
         self._evaluate = tf.function(self._distributed_evaluate, reduce_retracing=True)
+        self._probe = None
 
-    def _inputs(self, pixels, label_map, ignore_mask):
+    def inputs(self, pixels, label_map, ignore_mask):
+        """D's input [B,s,s,3K] of label maps int [B,H,W] (one-hot, ignore zeroed)."""
         maps = disc.one_hot_maps(label_map, self.num_classes)
         return disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+
+    def _replica_moments(self, pixels, label_map, ignore_mask):
+        features = self._probe(self.inputs(pixels, label_map, ignore_mask), training=True)
+        count = tf.cast(tf.shape(pixels)[0], tf.float32)
+        sums = []
+        for feature in features:
+            mean, variance = tf.nn.moments(tf.cast(feature, tf.float32), axes=[0, 1, 2])
+            sums.append(tf.stack([mean * count, variance * count]))
+        return count, sums
+
+    def _distributed_moments(self, pixels, label_map, ignore_mask):
+        count, sums = self.strategy.run(self._replica_moments, (pixels, label_map, ignore_mask))
+        return self._sum(count), [self._sum(s) for s in sums]
+
+    def recompute_batch_norm_statistics(self, dataset, max_batches=None):
+        """Sets D's BatchNorm moving mean/variance to the example-weighted average, over the
+        batches of `dataset` (`discriminator_dataset` elements, at most `max_batches`), of the
+        batch moments D normalises with in its training steps ("precise BatchNorm").
+
+        Keras' moving averages (momentum 0.99) stay near their initial 0 / 1 over the few
+        dozen steps of a LoAd round, so D in inference mode -- hold-out accuracy, the
+        generator's steps -- would call every input real or every one fake. Returns the number
+        of examples used.
+        """
+        if self._probe is None:
+            self._bn_layers, self._probe = disc.batch_norm_probe(self.discriminator)
+            self._moments = tf.function(self._distributed_moments, reduce_retracing=True)
+        total, sums = 0.0, None
+        for index, (pixels, label_map, ignore_mask, _, _) in enumerate(self.distribute(dataset)):
+            if max_batches is not None and index >= max_batches:
+                break
+            count, batch_sums = self._moments(pixels, label_map, ignore_mask)
+            total += float(count)
+            batch_sums = [s.numpy() for s in batch_sums]
+            sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
+        if not total:
+            raise ValueError("recompute_batch_norm_statistics: the dataset gave no examples")
+        with self.strategy.scope():
+            for layer, (mean_sum, variance_sum) in zip(self._bn_layers, sums):
+                layer.moving_mean.assign(mean_sum / total)
+                layer.moving_variance.assign(variance_sum / total)
+        return int(total)
 
     def _replica_step(self, pixels, label_map, ignore_mask, is_real, weight):
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.discriminator(self._inputs(pixels, label_map, ignore_mask), training=True)
+            logits = self.discriminator(self.inputs(pixels, label_map, ignore_mask), training=True)
             per_example = losses.discriminator_bce_per_example(logits, is_real)
             batch = _global_sum(tf.cast(tf.shape(per_example)[0], tf.float32))
             loss = tf.reduce_sum(per_example * tf.cast(weight, tf.float32)) / tf.maximum(batch, 1.0)
@@ -265,7 +318,7 @@ class DiscriminatorTrainer(_Trainer):
         return self._step(pixels, label_map, ignore_mask, is_real, weight)
 
     def _replica_evaluate(self, pixels, label_map, ignore_mask, is_real):
-        logits = self.discriminator(self._inputs(pixels, label_map, ignore_mask), training=False)
+        logits = self.discriminator(self.inputs(pixels, label_map, ignore_mask), training=False)
         real = tf.cast(is_real, tf.float32) > 0.5
         correct = tf.cast(tf.equal(tf.reshape(logits, [-1]) > 0.0, real), tf.float32)
         real = tf.cast(real, tf.float32)
@@ -347,7 +400,8 @@ def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
 
 def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_size=16,
                       max_epochs=20, patience=3, target_accuracy=None, min_delta=0.0, seed=0,
-                      restore_best=True, log=None):
+                      restore_best=True, log=None, recompute_batch_norm=True,
+                      batch_norm_batches=100):
     """Trains D for one LoAd cycle until its hold-out accuracy stops improving.
 
     real, fakes: as in `discriminator_dataset` (training images; sources may be callables that
@@ -357,15 +411,22 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
     Stops after `max_epochs`, when the hold-out accuracy (mean of real and fake accuracies) has not
     improved by more than `min_delta` for `patience` epochs, or when it reaches
     `target_accuracy`. With `restore_best`, D ends with the weights of its best epoch.
+    With `recompute_batch_norm` (default), D's BatchNorm moving statistics are recomputed after
+    every epoch over at most `batch_norm_batches` batches of its training data (see
+    `DiscriminatorTrainer.recompute_batch_norm_statistics`) before the hold-out evaluation, so
+    D's inference mode -- the hold-out accuracy and the generator's steps -- judges inputs as
+    its training steps do.
     `log(epoch, metrics_dict)` is called after every epoch when given.
-    Returns {"epochs", "accuracy" (final, after restoring), "best_epoch", "loss" (last epoch's
-    mean), "train_accuracy", "stopped" ("target" | "patience" | "max_epochs")}.
+    Returns {"epochs", "accuracy", "real_accuracy", "fake_accuracy" (hold-out, of the weights D
+    ends with), "best_epoch", "loss" (last epoch's mean), "train_accuracy", "stopped" ("target"
+    | "patience" | "max_epochs"), "history" (per epoch: hold-out accuracies, loss, ...)}.
     """
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
     holdout = discriminator_dataset(holdout_real, [holdout_fake], batch_size, shuffle=False,
                                     balance=False)
-    best_accuracy, best_epoch, best_weights = -1.0, 0, None
+    best_accuracy, best_epoch, best_weights, best_metrics = -1.0, 0, None, None
+    history = []
     epochs_without_gain, stopped = 0, "max_epochs"
     loss = train_accuracy = float("nan")
     for epoch in range(1, max_epochs + 1):
@@ -378,11 +439,17 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
             accuracy_sum += float(batch_accuracy)
             batches += 1
         loss, train_accuracy = loss_sum / max(batches, 1), accuracy_sum / max(batches, 1)
+        if recompute_batch_norm:
+            trainer.recompute_batch_norm_statistics(
+                discriminator_dataset(real, fakes, batch_size, seed=seed - epoch,
+                                      drop_remainder=trainer.strategy.num_replicas_in_sync > 1),
+                max_batches=batch_norm_batches)
         metrics = trainer.evaluate_accuracy(holdout)
         if log is not None:
             log(epoch, dict(metrics, loss=loss, train_accuracy=train_accuracy))
+        history.append(dict(metrics, epoch=epoch, loss=loss, train_accuracy=train_accuracy))
         if best_epoch == 0 or metrics["accuracy"] > best_accuracy + min_delta:
-            best_accuracy, best_epoch = metrics["accuracy"], epoch
+            best_accuracy, best_epoch, best_metrics = metrics["accuracy"], epoch, metrics
             best_weights = trainer.discriminator.get_weights() if restore_best else None
             epochs_without_gain = 0
         else:
@@ -393,10 +460,12 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         if epochs_without_gain >= patience:
             stopped = "patience"
             break
-    final_accuracy = metrics["accuracy"]
+    final = metrics
     if restore_best and best_epoch != epoch:
         with trainer.strategy.scope():
             trainer.discriminator.set_weights(best_weights)
-        final_accuracy = best_accuracy
-    return {"epochs": epoch, "accuracy": final_accuracy, "best_epoch": best_epoch, "loss": loss,
-            "train_accuracy": train_accuracy, "stopped": stopped}
+        final = best_metrics
+    return {"epochs": epoch, "accuracy": final["accuracy"],
+            "real_accuracy": final["real_accuracy"], "fake_accuracy": final["fake_accuracy"],
+            "best_epoch": best_epoch, "loss": loss, "train_accuracy": train_accuracy,
+            "stopped": stopped, "history": history}

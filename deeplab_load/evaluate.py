@@ -27,7 +27,7 @@ from deeplab_load import inference, metrics
 
 FLAGS = flags.FLAGS
 IGNORE_LABEL = 255
-DEFAULT_CHECKPOINT_TAGS = ("g_best", "g_s", "g_end")
+DEFAULT_CHECKPOINT_TAGS = ("final", "g_best", "g_s", "g_end", "stage1")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,9 +21,12 @@ flags.DEFINE_string("tfrecord_dir", None, "Read shards written by tools/build_tf
 flags.DEFINE_string("train_split", None, "Training split (default: train_aug for VOC when "
                     "present, else train).")
 flags.DEFINE_string("eval_split", "val", "Split of the baseline/final evaluation and hold-out set.")
-flags.DEFINE_integer("demo_num_train", 64, "Demo: training images.")
-flags.DEFINE_integer("demo_num_val", 24, "Demo: validation images.")
+flags.DEFINE_integer("demo_num_train", 256, "Demo: training images.")
+flags.DEFINE_integer("demo_num_val", 120, "Demo: validation images (30% of them are the "
+                     "hold-out set).")
 flags.DEFINE_list("demo_image_size", ["97", "129"], "Demo: image height,width.")
+flags.DEFINE_integer("demo_data_seed", 0, "Demo: seed of the generated images (apart from "
+                     "--seed, so runs with several seeds share one data set).")
 flags.DEFINE_string("initial_checkpoint", None, "Starting weights: official TF1 zoo checkpoint "
                     "(prefix or folder) or one of ours. None: random initialisation.")
 flags.DEFINE_bool("fine_tune_batch_norm", False, "Update BatchNorm statistics while training "
@@ -71,10 +74,14 @@ flags.DEFINE_float("adv_momentum", 0.95, "Generator momentum (paper: 0.95).")
 flags.DEFINE_enum("map_encoding", "straight_through", ["straight_through", "soft"],
                   "Generated maps fed to D: one-hot forward / softmax backward, or softmax.")
 flags.DEFINE_integer("disc_batch_size", 16, "Discriminator global batch (paper: 16).")
-flags.DEFINE_float("disc_learning_rate", 0.01, "Discriminator Adagrad learning rate (paper).")
+flags.DEFINE_enum("disc_optimizer", "adagrad", ["adagrad", "adam"],
+                  "Discriminator optimizer (paper: Adagrad).")
+flags.DEFINE_float("disc_learning_rate", 0.01, "Discriminator learning rate (paper: 0.01).")
 flags.DEFINE_integer("disc_input_size", 224, "Discriminator input size (MobileNet-224).")
 flags.DEFINE_integer("disc_max_epochs", 20, "Discriminator epochs per cycle, at most.")
 flags.DEFINE_integer("disc_patience", 3, "Epochs without hold-out accuracy gain before D stops.")
+flags.DEFINE_integer("disc_min_epochs", 0, "Epochs before patience may stop D (a D trained from "
+                     "scratch can sit near chance for its first epochs).")
 flags.DEFINE_integer("disc_bn_batches", 100, "Batches of D's training data over which its "
                      "BatchNorm statistics are recomputed after every D epoch (its inference "
                      "mode then matches its training steps).")
@@ -87,11 +94,13 @@ flags.DEFINE_bool("export", True, "Export the final generator as a SavedModel in
 DEMO_PROFILE = {
     "model_variant": "mobilenet_v2", "output_stride": 8, "atrous_rates": [],
     "decoder_output_stride": 0, "fine_tune_batch_norm": True, "batch_norm_decay": 0.9,
-    "stage1_weighted_epochs": 4, "stage1_plain_epochs": 26, "stage1_batch_size": 8,
+    "stage1_weighted_epochs": 4, "stage1_plain_epochs": 8, "stage1_batch_size": 8,
     "stage1_learning_rate": 0.05,
     "gamma_max": 8, "psi_max": 3, "omega_max": 2, "max_propagations": 80,
-    "adv_learning_rate": 2e-3, "adv_batch_size": 8,
-    "disc_input_size": 64, "disc_max_epochs": 4, "disc_patience": 1,
+    "adv_learning_rate": 5e-4, "adv_batch_size": 8,
+    "disc_optimizer": "adam", "disc_learning_rate": 1e-3, "disc_input_size": 96,
+    "disc_max_epochs": 40, "disc_min_epochs": 20, "disc_patience": 3,
+    "disc_target_accuracy": 0.9, "disc_bn_batches": 16,
     "eval_batch_size": 8, "map_batch_size": 8,
 }
 

@@ -177,3 +177,18 @@ def test_generator_batches_come_from_the_configured_train_split(demo, tmp_path):
         np.testing.assert_array_equal(pixels, want_pixels.numpy())
         np.testing.assert_array_equal(labels, want_labels.numpy())
     assert not np.array_equal(trainer.batches[0][0], other[0].numpy())
+
+
+def test_patience_waits_for_min_epochs():
+    tf.keras.utils.set_random_seed(2)
+    trainer = steps.DiscriminatorTrainer(disc.build_discriminator(K, input_size=SIZE),
+                                         steps.discriminator_optimizer(),
+                                         tf.distribute.get_strategy(), K)
+    data = (synthetic_pair(16, 1, False), [synthetic_pair(16, 2, True)],
+            synthetic_pair(8, 3, False), synthetic_pair(8, 4, True))
+    eager = steps.fit_discriminator(trainer, *data, batch_size=16, max_epochs=4, patience=0)
+    assert eager["epochs"] == 1 and eager["stopped"] == "patience"
+    waited = steps.fit_discriminator(trainer, *data, batch_size=16, max_epochs=4, patience=0,
+                                     min_epochs=3)
+    assert waited["epochs"] == 3 and waited["stopped"] == "patience"
+    assert len(waited["history"]) == 3

@@ -24,14 +24,14 @@ from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, encode_
     encode_index_png, write_id_list_atomic
 from deeplab_load.data.voc import PALETTE_256, VocDataset
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CLASS_NAMES = ("background", "disk", "square", "triangle", "ring", "cross")
-DEFAULT_NUM_TRAIN = 64
-DEFAULT_NUM_VAL = 24
+DEFAULT_NUM_TRAIN = 256
+DEFAULT_NUM_VAL = 120
 DEFAULT_IMAGE_SIZE = (97, 129)
 MANIFEST = "manifest.json"
-COLOR_HINT = 0.6  # probability that an object has its class colour (else a random one)
-TEXTURE_HINT = 0.7  # probability that an object has its class texture
+COLOR_HINT = 0.85  # probability that an object has its class colour (else a random one)
+TEXTURE_HINT = 0.9  # probability that an object has its class texture
 NOISE_STD = 12.0  # pixel noise, in 0..255 units
 
 # Per shape class: base RGB colour and texture kind.

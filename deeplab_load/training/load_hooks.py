@@ -40,7 +40,7 @@ class LoAdTrainingHooks:
       ds: data set; train_refs: training ExampleRefs (the buffer's image set).
       options: dict with train_split, batch_size, crop_size, seed, random_scale,
         skip_bad_examples, map_batch_size, eval_crop_size, disc_batch_size, disc_max_epochs,
-        disc_patience, disc_target_accuracy, disc_bn_batches.
+        disc_patience, disc_min_epochs, disc_target_accuracy, disc_bn_batches.
       run_dir: where events.jsonl goes; summary_writer: TensorBoard writer or None.
     """
 
@@ -142,7 +142,8 @@ class LoAdTrainingHooks:
             self.discriminator, real, fakes, holdout_real, holdout_fake,
             batch_size=o["disc_batch_size"], max_epochs=o["disc_max_epochs"],
             patience=o["disc_patience"], target_accuracy=o["disc_target_accuracy"],
-            seed=seed, log=log, batch_norm_batches=o["disc_bn_batches"])
+            seed=seed, log=log, batch_norm_batches=o["disc_bn_batches"],
+            min_epochs=o["disc_min_epochs"])
         if result["accuracy"] <= CHANCE_ACCURACY:
             logging.warning(
                 "discriminator round %d ends at hold-out accuracy %.3f (real %.3f, fake %.3f), "

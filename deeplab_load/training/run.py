@@ -8,7 +8,8 @@ Run directory layout:
     state.json                 the LoAd controller state; events.jsonl its event log
     buffer/                    label-map sets of the aggregation buffer
     tensorboard/               scalars
-    results/{baseline,final}/results.{json,md}, results/comparison.md
+    results/{baseline,final}[_unselected_val]/results.{json,md}, results/comparison.md
+                               (whole eval split and the split minus the hold-out)
     convergence.png            hold-out mIoU per propagation (paper Fig. 3 style)
     export/                    SavedModel of the final generator
 """
@@ -23,7 +24,6 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load import evaluate as evaluate_lib
-from deeplab_load import metrics
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
 from deeplab_load.lookahead.buffer import MapBuffer
@@ -31,7 +31,7 @@ from deeplab_load.lookahead.controller import STATE_FILE, LoAdConfig, LoAdContro
 from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
-from deeplab_load.training import steps
+from deeplab_load.training import reporting, steps
 from deeplab_load.training.checkpoint_store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
@@ -56,7 +56,7 @@ def size_flag(value, default, flag_name):
 def open_dataset(f):
     kwargs = {}
     if f.dataset == "demo":
-        kwargs = dict(num_train=f.demo_num_train, num_val=f.demo_num_val, seed=f.seed,
+        kwargs = dict(num_train=f.demo_num_train, num_val=f.demo_num_val, seed=f.demo_data_seed,
                       image_size=size_flag(f.demo_image_size, None, "demo_image_size"))
     return get_dataset(f.dataset, f.dataset_dir, tfrecord_dir=f.tfrecord_dir, **kwargs)
 
@@ -82,15 +82,6 @@ def prepare_run_dir(f, run_dir):
     return existing
 
 
-def evaluate_split(model, ds, split, f, eval_crop_size, out_dir, label):
-    results = evaluate_lib.evaluate(model, ds, split, f.eval_batch_size, eval_crop_size)
-    results["checkpoint"] = label
-    evaluate_lib.write_results(results, out_dir)
-    logging.info("%s on %s/%s:\n%s", label, ds.info.name, split,
-                 metrics.format_text_table(results))
-    return results
-
-
 def load_initial_weights(model, f):
     """Loads --initial_checkpoint; returns True when the logits were loaded too."""
     if not f.initial_checkpoint:
@@ -101,9 +92,35 @@ def load_initial_weights(model, f):
     return "skipped" not in description
 
 
-def run_training(f, demo_profile=None):
-    """Runs (or resumes) the whole job described by flag values `f`; returns a summary dict."""
-    start_time = time.monotonic()
+@dataclasses.dataclass
+class Job:
+    """What every part of a run shares: flag values, data, strategy, models, sizes, folders."""
+    f: object
+    ds: object
+    config: object
+    strategy: object
+    run_dir: str
+    local_dir: str
+    resumed: bool
+    crop_size: tuple
+    eval_crop_size: tuple
+    split: str
+    random_scale: tuple
+    writer: object
+    model: object
+    discriminator: object
+    stage1_optimizer: object
+    generator_optimizer: object
+    discriminator_optimizer: object
+    logits_loaded: bool
+
+    @property
+    def results_dir(self):
+        return os.path.join(self.local_dir, "results")
+
+
+def open_job(f, demo_profile=None):
+    """Seeds, data set, strategy, run dir (flags written) and models of flag values `f`."""
     tf.keras.utils.set_random_seed(f.seed)
     keras.mixed_precision.set_global_policy(f.mixed_precision)
     ds = open_dataset(f)
@@ -128,12 +145,6 @@ def run_training(f, demo_profile=None):
                  "dtype policy %s", run_dir, "resuming" if resumed else "new run", config,
                  type(strategy).__name__, strategy.num_replicas_in_sync, f.map_encoding,
                  f.mixed_precision)
-    crop_size = size_flag(f.crop_size, info.crop_size, "crop_size")
-    eval_crop_size = size_flag(f.eval_crop_size, info.eval_crop_size, "eval_crop_size")
-    split = train_split(f, ds)
-    random_scale = (f.min_scale_factor, f.max_scale_factor)
-    writer = tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard"))
-
     with strategy.scope():
         model = build_deeplab(config)
         set_batch_norm_decay(model, f.batch_norm_decay)
@@ -141,65 +152,105 @@ def run_training(f, demo_profile=None):
         discriminator = build_discriminator(info.num_classes, input_size=f.disc_input_size)
         stage1_opt = steps.stage1_optimizer(f.stage1_learning_rate, f.stage1_momentum)
         generator_opt = steps.generator_optimizer(f.adv_learning_rate, f.adv_momentum)
-        disc_opt = steps.discriminator_optimizer(f.disc_learning_rate)
+        disc_opt = steps.discriminator_optimizer(f.disc_learning_rate, f.disc_optimizer)
+    return Job(
+        f=f, ds=ds, config=config, strategy=strategy, run_dir=run_dir, local_dir=local_dir,
+        resumed=resumed, crop_size=size_flag(f.crop_size, info.crop_size, "crop_size"),
+        eval_crop_size=size_flag(f.eval_crop_size, info.eval_crop_size, "eval_crop_size"),
+        split=train_split(f, ds), random_scale=(f.min_scale_factor, f.max_scale_factor),
+        writer=tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard")),
+        model=model, discriminator=discriminator, stage1_optimizer=stage1_opt,
+        generator_optimizer=generator_opt, discriminator_optimizer=disc_opt,
+        logits_loaded=logits_loaded)
 
-    # Stage 1.
-    do_stage1 = f.stage1 == "on" or (f.stage1 == "auto" and not logits_loaded)
-    if do_stage1:
-        stats = None
-        if f.stage1_weighted_epochs > 0:
-            stats = training_class_stats(ds, split, os.path.join(local_dir, "class_stats.json"))
-        with strategy.scope():
-            trainer = steps.Stage1Trainer(model, stage1_opt, strategy, info.num_classes,
-                                          class_stats=stats, min_class_weight=f.min_class_weight,
-                                          max_class_weight=f.max_class_weight)
-        store = CheckpointStore(os.path.join(local_dir, "stage1"), model=model,
-                                optimizer=stage1_opt)
-        run_stage1(trainer, store, ds, local_dir, split=split, batch_size=f.stage1_batch_size,
-                   crop_size=crop_size, weighted_epochs=f.stage1_weighted_epochs,
-                   plain_epochs=f.stage1_plain_epochs, seed=f.seed, random_scale=random_scale,
-                   skip_bad_examples=f.skip_bad_examples, checkpoint_every=f.checkpoint_every,
-                   summary_writer=writer)
-    else:
+
+def run_stage1_if_needed(job):
+    """Stage 1 (pixel-wise CE) when --stage1=on, or auto without a fitting checkpoint."""
+    f, ds, info = job.f, job.ds, job.ds.info
+    if not (f.stage1 == "on" or (f.stage1 == "auto" and not job.logits_loaded)):
         logging.info("stage 1 skipped (--stage1=%s, initial checkpoint with matching logits: %s)",
-                     f.stage1, logits_loaded)
+                     f.stage1, job.logits_loaded)
+        return
+    stats = None
+    if f.stage1_weighted_epochs > 0:
+        stats = training_class_stats(ds, job.split,
+                                     os.path.join(job.local_dir, "class_stats.json"))
+    with job.strategy.scope():
+        trainer = steps.Stage1Trainer(job.model, job.stage1_optimizer, job.strategy,
+                                      info.num_classes, class_stats=stats,
+                                      min_class_weight=f.min_class_weight,
+                                      max_class_weight=f.max_class_weight)
+    store = CheckpointStore(os.path.join(job.local_dir, "stage1"), model=job.model,
+                            optimizer=job.stage1_optimizer)
+    run_stage1(trainer, store, ds, job.local_dir, split=job.split,
+               batch_size=f.stage1_batch_size, crop_size=job.crop_size,
+               weighted_epochs=f.stage1_weighted_epochs, plain_epochs=f.stage1_plain_epochs,
+               seed=f.seed, random_scale=job.random_scale,
+               skip_bad_examples=f.skip_bad_examples, checkpoint_every=f.checkpoint_every,
+               summary_writer=job.writer)
 
-    results_dir = os.path.join(local_dir, "results")
-    baseline_dir = os.path.join(results_dir, "baseline")
+
+def holdout_refs_of(job):
+    """The run's fixed hold-out images (a seeded share of --eval_split, kept in the run dir)."""
+    f = job.f
+    return pipeline.select_refs(job.ds, f.eval_split, pipeline.holdout_ids(
+        job.ds, job.local_dir, f.holdout_fraction, f.seed, split=f.eval_split))
+
+
+def evaluate_model(job, holdout_refs, name, label):
+    """`reporting.evaluate_or_load` of the current model into results/<name>."""
+    return reporting.evaluate_or_load(job.model, job.ds, job.f.eval_split, holdout_refs,
+                                      job.f.eval_batch_size, job.eval_crop_size,
+                                      job.results_dir, name, label)
+
+
+def build_adversarial_hooks(job, holdout_refs, progress=None):
+    """(LoAdTrainingHooks, generator CheckpointStore) over the job's generator and D."""
+    f, info = job.f, job.ds.info
+    with job.strategy.scope():
+        generator_trainer = steps.GeneratorTrainer(job.model, job.discriminator,
+                                                   job.generator_optimizer, job.strategy,
+                                                   info.num_classes, map_encoding=f.map_encoding)
+        discriminator_trainer = steps.DiscriminatorTrainer(
+            job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
+    generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),
+                                      model=job.model, optimizer=job.generator_optimizer)
+    discriminator_store = CheckpointStore(os.path.join(job.local_dir, "discriminator"),
+                                          model=job.discriminator,
+                                          optimizer=job.discriminator_optimizer)
+    holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, f.eval_batch_size,
+                               job.eval_crop_size)
+    options = dict(train_split=job.split, batch_size=f.adv_batch_size, crop_size=job.crop_size,
+                   seed=f.seed, random_scale=job.random_scale,
+                   skip_bad_examples=f.skip_bad_examples, map_batch_size=f.map_batch_size,
+                   eval_crop_size=job.eval_crop_size, disc_batch_size=f.disc_batch_size,
+                   disc_max_epochs=f.disc_max_epochs, disc_patience=f.disc_patience,
+                   disc_min_epochs=f.disc_min_epochs,
+                   disc_bn_batches=f.disc_bn_batches,
+                   disc_target_accuracy=f.disc_target_accuracy or None)
+    hooks = LoAdTrainingHooks(generator_trainer, discriminator_trainer, generator_store,
+                              discriminator_store, holdout, job.ds, job.ds.examples(job.split),
+                              options, job.local_dir, summary_writer=job.writer,
+                              progress=progress)
+    return hooks, generator_store
+
+
+def run_training(f, demo_profile=None):
+    """Runs (or resumes) the whole job described by flag values `f`; returns a summary dict."""
+    start_time = time.monotonic()
+    job = open_job(f, demo_profile)
+    run_dir, local_dir, model = job.run_dir, job.local_dir, job.model
+    run_stage1_if_needed(job)
     state_exists = os.path.exists(os.path.join(local_dir, STATE_FILE))
-    if os.path.exists(os.path.join(baseline_dir, "results.json")):
-        baseline = metrics.load_results(os.path.join(baseline_dir, "results.json"))
-    else:
-        baseline = evaluate_split(model, ds, f.eval_split, f, eval_crop_size, baseline_dir,
-                                  "baseline (before LoAd)")
+    holdout_refs = holdout_refs_of(job)
+    baseline = evaluate_model(job, holdout_refs, "baseline", "baseline (before LoAd)")
 
     # Stage 2: LoAd.
-    holdout_refs = pipeline.select_refs(ds, f.eval_split, pipeline.holdout_ids(
-        ds, local_dir, f.holdout_fraction, f.seed, split=f.eval_split))
-    train_refs = ds.examples(split)
-    with strategy.scope():
-        generator_trainer = steps.GeneratorTrainer(model, discriminator, generator_opt, strategy,
-                                                   info.num_classes, map_encoding=f.map_encoding)
-        discriminator_trainer = steps.DiscriminatorTrainer(discriminator, disc_opt, strategy,
-                                                           info.num_classes)
-    generator_store = CheckpointStore(os.path.join(local_dir, "generator"),
-                                      model=model, optimizer=generator_opt)
-    discriminator_store = CheckpointStore(os.path.join(local_dir, "discriminator"),
-                                          model=discriminator, optimizer=disc_opt)
-    holdout = HoldoutEvaluator(model, ds, holdout_refs, f.eval_batch_size, eval_crop_size)
-    options = dict(train_split=split, batch_size=f.adv_batch_size, crop_size=crop_size, seed=f.seed,
-                   random_scale=random_scale, skip_bad_examples=f.skip_bad_examples,
-                   map_batch_size=f.map_batch_size, eval_crop_size=eval_crop_size,
-                   disc_batch_size=f.disc_batch_size, disc_max_epochs=f.disc_max_epochs,
-                   disc_patience=f.disc_patience, disc_bn_batches=f.disc_bn_batches,
-                   disc_target_accuracy=f.disc_target_accuracy or None)
     load_config = LoAdConfig(beta_l=f.beta_l, beta_u=f.beta_u, gamma_max=f.gamma_max,
                              psi_max=f.psi_max, omega_max=f.omega_max, b_max=f.buffer_max,
                              max_propagations=f.max_propagations or None)
-    hooks = LoAdTrainingHooks(generator_trainer, discriminator_trainer, generator_store,
-                              discriminator_store, holdout, ds, train_refs, options, local_dir,
-                              summary_writer=writer,
-                              progress=Progress("LoAd propagation", total=load_config.max_propagations))
+    hooks, generator_store = build_adversarial_hooks(
+        job, holdout_refs, Progress("LoAd propagation", total=load_config.max_propagations))
     buffer = MapBuffer(os.path.join(local_dir, "buffer"), load_config.b_max)
     controller = LoAdController(load_config, hooks, os.path.join(local_dir, STATE_FILE), buffer,
                                 seed=f.seed)
@@ -211,16 +262,19 @@ def run_training(f, demo_profile=None):
     # Final model: evaluation, tables, graph, export.
     generator_store.restore(result.final_tag)
     generator_store.copy(result.final_tag, "final")
-    final = evaluate_split(model, ds, f.eval_split, f, eval_crop_size,
-                           os.path.join(results_dir, "final"), f"LoAd final ({result.final_tag})")
-    write_comparison(baseline, final, os.path.join(results_dir, "comparison.md"))
+    final = evaluate_model(job, holdout_refs, "final", f"LoAd final ({result.final_tag})")
+    reporting.write_comparison(baseline, final, os.path.join(job.results_dir, "comparison.md"))
     plot_path = write_convergence_plot(controller.state["history"],
                                        os.path.join(local_dir, "convergence.png"))
     export_dir = None
     if f.export:
-        export_dir = export_final(model, os.path.join(local_dir, "export"), eval_crop_size)
+        export_dir = export_final(model, os.path.join(local_dir, "export"), job.eval_crop_size)
     summary = {
-        "run_dir": run_dir, "baseline_miou": baseline["miou"], "final_miou": final["miou"],
+        "run_dir": run_dir, "baseline_miou": baseline["val"]["miou"],
+        "final_miou": final["val"]["miou"],
+        "baseline_unselected_miou": _miou(baseline["unselected_val"]),
+        "final_unselected_miou": _miou(final["unselected_val"]),
+        "holdout_images": len(holdout_refs),
         "holdout_miou_start": result.mu_start, "holdout_miou_final": result.mu_final,
         "final_tag": result.final_tag, "propagations": result.propagations,
         "cycles": result.cycles, "peaks": result.peaks, "stop_reason": result.reason,
@@ -229,18 +283,19 @@ def run_training(f, demo_profile=None):
     }
     with open(os.path.join(local_dir, "summary.json"), "w", encoding="utf-8") as out:
         json.dump(summary, out, indent=1)
-    logging.info("done in %s: val mIoU %.2f%% -> %.2f%% (hold-out %.2f%% -> %.2f%%); run dir %s",
-                 format_duration(summary["wall_time_s"]), 100 * baseline["miou"],
-                 100 * final["miou"], 100 * result.mu_start, 100 * result.mu_final, run_dir)
+    unselected = ""
+    if summary["final_unselected_miou"] is not None:
+        unselected = (f", unselected val {100 * summary['baseline_unselected_miou']:.2f}% -> "
+                      f"{100 * summary['final_unselected_miou']:.2f}%")
+    logging.info("done in %s: val mIoU %.2f%% -> %.2f%%%s (hold-out of %d images %.2f%% -> "
+                 "%.2f%%); run dir %s", format_duration(summary["wall_time_s"]),
+                 100 * summary["baseline_miou"], 100 * summary["final_miou"], unselected,
+                 len(holdout_refs), 100 * result.mu_start, 100 * result.mu_final, run_dir)
     return summary
 
 
-def write_comparison(baseline, final, path):
-    """The paper's Table 1 style markdown: per-class IoU, baseline vs LoAd, better in bold."""
-    from deeplab_load import comparison
-    rows = comparison.compare(baseline, final, "baseline", "LoAd")
-    with open(path, "w", encoding="utf-8") as out:
-        out.write(comparison.format_markdown(rows, ("DeepLabv3+", "DeepLabv3+ & LoAd")))
+def _miou(results):
+    return None if results is None else results["miou"]
 
 
 def write_convergence_plot(history, path):

@@ -36,9 +36,18 @@ def generator_optimizer(learning_rate=5e-6, momentum=0.95):
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
 
 
-def discriminator_optimizer(learning_rate=0.01):
-    """Discriminator: Adagrad, lr 0.01 (paper)."""
-    return keras.optimizers.Adagrad(learning_rate=learning_rate)
+DISCRIMINATOR_OPTIMIZERS = ("adagrad", "adam")
+
+
+def discriminator_optimizer(learning_rate=0.01, name="adagrad"):
+    """Discriminator: Adagrad, lr 0.01 (paper); "adam" for small data sets where a MobileNet
+    trained from scratch must separate the sides within a few epochs (the demo)."""
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(learning_rate=learning_rate)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    raise ValueError(f"discriminator optimizer must be one of {DISCRIMINATOR_OPTIMIZERS}, "
+                     f"got {name!r}")
 
 
 def _global_sum(value):
@@ -401,7 +410,7 @@ def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
 def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_size=16,
                       max_epochs=20, patience=3, target_accuracy=None, min_delta=0.0, seed=0,
                       restore_best=True, log=None, recompute_batch_norm=True,
-                      batch_norm_batches=100):
+                      batch_norm_batches=100, min_epochs=0):
     """Trains D for one LoAd cycle until its hold-out accuracy stops improving.
 
     real, fakes: as in `discriminator_dataset` (training images; sources may be callables that
@@ -410,7 +419,9 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         label_map, ignore_mask) of the current generator's maps on the same images (fake).
     Stops after `max_epochs`, when the hold-out accuracy (mean of real and fake accuracies) has not
     improved by more than `min_delta` for `patience` epochs, or when it reaches
-    `target_accuracy`. With `restore_best`, D ends with the weights of its best epoch.
+    `target_accuracy`; patience applies only from epoch `min_epochs` on (a D trained from
+    scratch can sit near chance for its first epochs). With `restore_best`, D ends with the
+    weights of its best epoch.
     With `recompute_batch_norm` (default), D's BatchNorm moving statistics are recomputed after
     every epoch over at most `batch_norm_batches` batches of its training data (see
     `DiscriminatorTrainer.recompute_batch_norm_statistics`) before the hold-out evaluation, so
@@ -457,7 +468,7 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         if target_accuracy is not None and metrics["accuracy"] >= target_accuracy:
             stopped = "target"
             break
-        if epochs_without_gain >= patience:
+        if epochs_without_gain >= patience and epoch >= min_epochs:
             stopped = "patience"
             break
     final = metrics

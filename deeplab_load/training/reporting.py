@@ -1,0 +1,84 @@
+"""Honest figures of a run: mIoU on the whole evaluation split (the paper's figure) and on the
+split minus the hold-out images LoAd selected its model on ("unselected val").
+
+    results/<name>/results.{json,md}                   the whole split
+    results/<name>_unselected_val/results.{json,md}    the split minus the hold-out images
+    results/comparison.md                              both, baseline vs LoAd (Table 1 style)
+"""
+import os
+
+from absl import logging
+
+from deeplab_load import comparison, metrics
+from deeplab_load import evaluate as evaluate_lib
+
+WHOLE, UNSELECTED = "val", "unselected_val"
+TITLES = {
+    WHOLE: "Whole {split} split (the paper's figure; includes the {holdout} hold-out images the "
+           "run selected its model on)",
+    UNSELECTED: "Unselected {split}: the {split} split minus the {holdout} hold-out images "
+                "(no model selection on them)",
+}
+
+
+def _result_dirs(results_dir, name):
+    return {WHOLE: os.path.join(results_dir, name),
+            UNSELECTED: os.path.join(results_dir, f"{name}_{UNSELECTED}")}
+
+
+def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label):
+    """{"val": results of the whole split, "unselected_val": results without the hold-out}.
+
+    Each image is evaluated once: the whole split's confusion matrix is the sum of the two
+    parts'. "unselected_val" is None when the hold-out is the whole split.
+    """
+    holdout_ids = {ref.id for ref in holdout_refs}
+    unselected_refs = [ref for ref in ds.examples(split) if ref.id not in holdout_ids]
+    holdout = evaluate_lib.evaluate(model, ds, list(holdout_refs), batch_size, eval_crop_size)
+    parts = {UNSELECTED: None}
+    matrix = holdout["confusion_matrix"]
+    images = holdout["num_images"]
+    if unselected_refs:
+        unselected = evaluate_lib.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size)
+        parts[UNSELECTED] = dict(unselected, split=f"{split} minus hold-out", checkpoint=label,
+                                 holdout_images=len(holdout_ids))
+        matrix = [[a + b for a, b in zip(row_a, row_b)]
+                  for row_a, row_b in zip(matrix, unselected["confusion_matrix"])]
+        images += unselected["num_images"]
+    parts[WHOLE] = metrics.results_dict(
+        matrix, ds.info.class_names, dataset=ds.info.name, split=split, num_images=images,
+        eval_crop_size=holdout.get("eval_crop_size"), checkpoint=label,
+        holdout_images=len(holdout_ids))
+    return parts
+
+
+def evaluate_or_load(model, ds, split, holdout_refs, batch_size, eval_crop_size, results_dir,
+                     name, label):
+    """`evaluate_parts`, written under results_dir (see module doc), or read back if there."""
+    dirs = _result_dirs(results_dir, name)
+    paths = {part: os.path.join(d, "results.json") for part, d in dirs.items()}
+    if os.path.exists(paths[WHOLE]):
+        return {part: metrics.load_results(path) if os.path.exists(path) else None
+                for part, path in paths.items()}
+    parts = evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label)
+    for part in (UNSELECTED, WHOLE):          # the whole split last: it marks "done"
+        if parts[part] is not None:
+            evaluate_lib.write_results(parts[part], dirs[part])
+            logging.info("%s on %s/%s:\n%s", label, ds.info.name, parts[part]["split"],
+                         metrics.format_text_table(parts[part]))
+    return parts
+
+
+def write_comparison(baseline, final, path, names=("DeepLabv3+", "DeepLabv3+ & LoAd")):
+    """Markdown: per-class IoU baseline vs LoAd on the whole split and on unselected val."""
+    sections = []
+    for part in (WHOLE, UNSELECTED):
+        if baseline.get(part) is None or final.get(part) is None:
+            continue
+        title = TITLES[part].format(split=baseline[WHOLE]["split"],
+                                    holdout=baseline[WHOLE].get("holdout_images", "?"))
+        rows = comparison.compare(baseline[part], final[part], "baseline", "LoAd")
+        sections.append(f"## {title}\n\n" + comparison.format_markdown(rows, names))
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("\n".join(sections))
+    return path

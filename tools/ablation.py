@@ -1,8 +1,8 @@
 """Does LoAd beat its controls? Five arms from one stage-1 model, for several seeds.
 
     python tools/ablation.py --ablation_dir=runs/ablation_demo --num_seeds=3
-    python tools/ablation.py --flagfile=flags/stanford_xception65.cfg --dataset_dir=/data \
-        --ablation_dir=runs/ablation_stanford
+    python tools/ablation.py --flagfile=flags/stanford_xception65.cfg --dataset_dir=/data
+        --ablation_dir=runs/ablation_stanford      (one command line)
 
 Arms: (a) the stage-1 baseline, (b) continued pixel-wise CE, (c) plain adversarial training
 without lookahead (last model), (d) the same with the best hold-out model selected, (e) LoAd.

@@ -13,7 +13,7 @@ from deeplab_load.training import ablation_report
 from deeplab_load.training.ablation import ARMS, FlagValues
 
 ABLATION_FLAGS = [f for f in TINY_FLAGS if not f.startswith(("--seed", "--max_propagations"))] + [
-    "--max_propagations=6", "--psi_max=1", "--seed=3", "--num_seeds=2"]
+    "--max_propagations=4", "--psi_max=1", "--seed=3", "--num_seeds=2"]
 
 
 def run_ablation(ablation_dir, demo_dir):

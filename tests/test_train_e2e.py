@@ -69,7 +69,9 @@ def test_run_dir_holds_every_output(finished_run):
     run_dir, proc = finished_run
     for name in ("flags.txt", "state.json", "events.jsonl", "holdout_ids.txt", "convergence.png",
                  "summary.json", "results/baseline/results.json", "results/final/results.json",
-                 "results/final/results.md", "results/comparison.md", "export/saved_model.pb",
+                 "results/final/results.md", "results/comparison.md",
+                 "results/baseline_unselected_val/results.json",
+                 "results/final_unselected_val/results.json", "export/saved_model.pb",
                  "generator/tags.json", "buffer/index.json"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
@@ -80,7 +82,38 @@ def test_run_dir_holds_every_output(finished_run):
     assert state["phase"] == "done" and state["propagation"] >= 3
     assert "--beta_l=0.05" in open(os.path.join(run_dir, "flags.txt")).read()
     assert "LoAd propagation" in proc.stderr and "ETA" in proc.stderr
-    assert "| DeepLabv3+ & LoAd |" in open(os.path.join(run_dir, "results/comparison.md")).read()
+    comparison = open(os.path.join(run_dir, "results/comparison.md")).read()
+    assert "| DeepLabv3+ & LoAd |" in comparison and "Unselected val" in comparison
+    # Whole val = hold-out + unselected: the unselected part has the other images.
+    whole = json.load(open(os.path.join(run_dir, "results/final/results.json")))
+    part = json.load(open(os.path.join(run_dir, "results/final_unselected_val/results.json")))
+    holdout = open(os.path.join(run_dir, "holdout_ids.txt")).read().split()
+    assert whole["num_images"] == 8 and part["num_images"] == 8 - len(holdout)
+    assert summary["final_unselected_miou"] == part["miou"]
+
+
+@pytest.mark.slow
+def test_discriminator_accuracy_is_logged_per_round_and_epoch(finished_run):
+    import tensorflow as tf
+    run_dir, proc = finished_run
+    events = [json.loads(line) for line in open(os.path.join(run_dir, "events.jsonl"))]
+    rounds = [e for e in events if e["kind"] == "discriminator"]
+    assert rounds and [e["round"] for e in rounds] == list(range(len(rounds)))
+    for event in rounds:
+        metrics = event["metrics"]
+        for name in ("accuracy", "real_accuracy", "fake_accuracy", "epoch_1_holdout_accuracy"):
+            assert 0.0 <= metrics[name] <= 1.0, (name, metrics)
+        warned = (f"discriminator round {event['round']} ends at hold-out accuracy"
+                  in proc.stderr)
+        assert warned == (metrics["accuracy"] <= 0.55), metrics
+    tags = set()
+    for path in os.listdir(os.path.join(run_dir, "tensorboard")):
+        for record in tf.compat.v1.train.summary_iterator(
+                os.path.join(run_dir, "tensorboard", path)):
+            tags.update(value.tag for value in record.summary.value)
+    assert {"discriminator/holdout_accuracy", "discriminator/holdout_real_accuracy",
+            "discriminator/holdout_fake_accuracy", "discriminator_epoch/holdout_accuracy",
+            "load/holdout_miou"} <= tags, sorted(tags)
 
 
 @pytest.mark.slow
@@ -91,7 +124,7 @@ def test_exported_model_gives_the_final_label_maps(finished_run, demo_dir):
     from deeplab_load.inference import predict_labels
     from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
     run_dir, _ = finished_run
-    ds = get_dataset("demo", demo_dir, num_train=12, num_val=8, image_size=(49, 65), seed=7)
+    ds = get_dataset("demo", demo_dir, num_train=12, num_val=8, image_size=(49, 65), seed=0)
     image, _ = ds.load(ds.examples("val")[0])
     model = build_deeplab(DeepLabConfig(backbone="mobilenet_v2", num_classes=ds.info.num_classes,
                                         output_stride=8, atrous_rates=(),

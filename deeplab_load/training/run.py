@@ -119,8 +119,33 @@ class Job:
         return os.path.join(self.local_dir, "results")
 
 
+def check_discriminator_flags(f):
+    """Refuses bad discriminator-training flags before any work; names every bad one."""
+    problems = []
+    if f.disc_bn_batches < 1:
+        problems.append(f"--disc_bn_batches must be >= 1, got {f.disc_bn_batches}")
+    if f.disc_min_epochs < 0:
+        problems.append(f"--disc_min_epochs must be >= 0, got {f.disc_min_epochs}")
+    if f.disc_max_epochs < 1:
+        problems.append(f"--disc_max_epochs must be >= 1, got {f.disc_max_epochs}")
+    if f.disc_patience < 0:
+        problems.append(f"--disc_patience must be >= 0, got {f.disc_patience}")
+    if f.disc_batch_size < 1:
+        problems.append(f"--disc_batch_size must be >= 1, got {f.disc_batch_size}")
+    if f.disc_input_size < 32:
+        problems.append(f"--disc_input_size must be >= 32 (MobileNet), got {f.disc_input_size}")
+    if not 0.0 <= f.disc_target_accuracy <= 1.0:
+        problems.append(f"--disc_target_accuracy must be in [0, 1], got "
+                        f"{f.disc_target_accuracy}")
+    if f.disc_learning_rate <= 0:
+        problems.append(f"--disc_learning_rate must be > 0, got {f.disc_learning_rate}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def open_job(f, demo_profile=None):
     """Seeds, data set, strategy, run dir (flags written) and models of flag values `f`."""
+    check_discriminator_flags(f)
     tf.keras.utils.set_random_seed(f.seed)
     keras.mixed_precision.set_global_policy(f.mixed_precision)
     ds = open_dataset(f)

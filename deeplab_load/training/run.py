@@ -119,26 +119,23 @@ class Job:
         return os.path.join(self.local_dir, "results")
 
 
+# (flag, test of its value, the valid range as the error states it)
+DISCRIMINATOR_FLAG_RULES = (
+    ("disc_bn_batches", lambda v: v >= 1, ">= 1"),
+    ("disc_min_epochs", lambda v: v >= 0, ">= 0"),
+    ("disc_max_epochs", lambda v: v >= 1, ">= 1"),
+    ("disc_patience", lambda v: v >= 0, ">= 0"),
+    ("disc_batch_size", lambda v: v >= 1, ">= 1"),
+    ("disc_input_size", lambda v: v >= 32, ">= 32 (MobileNet downsamples by 32)"),
+    ("disc_target_accuracy", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (0: no target)"),
+    ("disc_learning_rate", lambda v: v > 0, "> 0"),
+)
+
+
 def check_discriminator_flags(f):
     """Refuses bad discriminator-training flags before any work; names every bad one."""
-    problems = []
-    if f.disc_bn_batches < 1:
-        problems.append(f"--disc_bn_batches must be >= 1, got {f.disc_bn_batches}")
-    if f.disc_min_epochs < 0:
-        problems.append(f"--disc_min_epochs must be >= 0, got {f.disc_min_epochs}")
-    if f.disc_max_epochs < 1:
-        problems.append(f"--disc_max_epochs must be >= 1, got {f.disc_max_epochs}")
-    if f.disc_patience < 0:
-        problems.append(f"--disc_patience must be >= 0, got {f.disc_patience}")
-    if f.disc_batch_size < 1:
-        problems.append(f"--disc_batch_size must be >= 1, got {f.disc_batch_size}")
-    if f.disc_input_size < 32:
-        problems.append(f"--disc_input_size must be >= 32 (MobileNet), got {f.disc_input_size}")
-    if not 0.0 <= f.disc_target_accuracy <= 1.0:
-        problems.append(f"--disc_target_accuracy must be in [0, 1], got "
-                        f"{f.disc_target_accuracy}")
-    if f.disc_learning_rate <= 0:
-        problems.append(f"--disc_learning_rate must be > 0, got {f.disc_learning_rate}")
+    problems = [f"--{name} must be {valid}, got {getattr(f, name)}"
+                for name, ok, valid in DISCRIMINATOR_FLAG_RULES if not ok(getattr(f, name))]
     if problems:
         raise ValueError("; ".join(problems))
 

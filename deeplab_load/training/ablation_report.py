@@ -71,13 +71,15 @@ def format_markdown(summary, title):
              "| arm | unselected-val mIoU (%) | whole-val mIoU (%) | generator steps | "
              "D hold-out acc. round 0 | D hold-out acc. all rounds |",
              "|---|---:|---:|---:|---:|---:|"]
+    def accuracy(values):
+        return _cell(values, 1.0) if values else "-"
+
     for arm in ARMS:
         a = arms[arm]
         steps = ", ".join(str(s) for s in a["steps"])
         lines.append(f"| {ARM_TITLES[arm]} | {_cell(a['unselected_miou'])} | "
-                     f"{_cell(a['val_miou'])} | {steps} | "
-                     f"{_cell(a['d_round0_accuracy'], 1.0) if a['d_round0_accuracy'] else '-'} | "
-                     f"{_cell(a['d_all_round_accuracy'], 1.0) if a['d_all_round_accuracy'] else '-'} |")
+                     f"{_cell(a['val_miou'])} | {steps} | {accuracy(a['d_round0_accuracy'])} | "
+                     f"{accuracy(a['d_all_round_accuracy'])} |")
     diffs = summary["load_minus_adversarial_best"]
     lines += ["", "LoAd minus (d), unselected-val mIoU per seed (points): " +
               ", ".join("n/a" if d is None else f"{100 * d:+.2f}" for d in diffs) +

@@ -37,14 +37,6 @@ flags.DEFINE_string("output", "benchmark.json", "Where the JSON results go.")
 flags.DEFINE_string("run_case", None, "Internal: run one case in this process and print its JSON.")
 flags.DEFINE_integer("timeout", 900, "Seconds one case may take.")
 
-# Original research/deeplab on the same kind of CPU (shared/golden/README.md), 513x513, batch 1.
-ORIGINAL_ANCHORS_S = {
-    "forward_xception65_os16": 1.65,
-    "forward_mnv2_os16": 0.125,
-    "forward_xception65_os8": 5.10,
-    "forward_mnv2_os8": 0.33,
-}
-
 MODEL_CONFIGS = {
     "xception65_os16": dict(backbone="xception_65", output_stride=16, atrous_rates=(6, 12, 18),
                             decoder_output_stride=4),
@@ -319,9 +311,6 @@ def headline(name, result):
     if "train_process_peak_rss_mb" in result:
         row += (f"  train process peak {result['train_process_peak_rss_mb']:.0f} MB for "
                 f"{result['num_train']} training images")
-    anchor = ORIGINAL_ANCHORS_S.get(name)
-    if anchor:
-        row += f"  original {anchor:.3f} s -> ratio {main['median_s'] / anchor:.2f}x"
     return row
 
 
@@ -351,7 +340,7 @@ def main(argv):
     report = {"flags": {"mixed_precision": FLAGS.mixed_precision, "jit_compile": FLAGS.jit_compile,
                         "image_size": FLAGS.image_size, "warmup": FLAGS.warmup,
                         "repeats": FLAGS.repeats},
-              "original_anchors_s": ORIGINAL_ANCHORS_S, "results": results}
+              "results": results}
     with open(FLAGS.output, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     print("\nsummary")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load.data import get_dataset, pipeline
+from deeplab_load.data import pipeline
 from deeplab_load.models import discriminator as disc
-from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 from deeplab_load.training import load_hooks, map_sets, steps
+from test_map_sets_holdout import demo, model  # noqa: F401  (shared module fixtures)
 
 K = 3
 SIZE = 32
@@ -82,20 +82,7 @@ def test_recomputed_statistics_are_the_average_batch_moments():
                                    atol=1e-5)
 
 
-# One geometry for D.
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return get_dataset("demo", str(tmp_path_factory.mktemp("demo") / "demo"), num_train=6,
-                       num_val=3, image_size=(41, 57), seed=3)
-
-
-@pytest.fixture(scope="module")
-def generator(demo):
-    tf.keras.utils.set_random_seed(0)
-    return build_deeplab(DeepLabConfig(backbone="mobilenet_v2",
-                                       num_classes=demo.info.num_classes, output_stride=16,
-                                       atrous_rates=(), decoder_output_stride=None))
+# One geometry for D (the tiny demo set and generator of test_map_sets_holdout).
 
 
 def test_discriminator_crops_are_the_generators_training_crops(demo):
@@ -113,7 +100,7 @@ def test_discriminator_crops_are_the_generators_training_crops(demo):
     np.testing.assert_array_equal(cropped_map.numpy(), expected_map.numpy())
 
 
-def test_training_and_scoring_inputs_of_one_crop_and_map_are_identical(demo, generator):
+def test_training_and_scoring_inputs_of_one_crop_and_map_are_identical(demo, model):
     """D's input of a generated map: the same tensor whether D trains on it (buffer set, D
     step, hold-out) or scores it (generator step, straight-through forward value)."""
     refs = demo.examples("train")[:2]
@@ -124,6 +111,7 @@ def test_training_and_scoring_inputs_of_one_crop_and_map_are_identical(demo, gen
     labels = tf.stack([l for _, l in batch])
     strategy = tf.distribute.get_strategy()
     d_model = disc.build_discriminator(demo.info.num_classes, input_size=SIZE)
+    generator = model
     g_trainer = steps.GeneratorTrainer(generator, d_model, steps.generator_optimizer(), strategy,
                                        demo.info.num_classes, model_training=False)
     d_trainer = steps.DiscriminatorTrainer(d_model, steps.discriminator_optimizer(), strategy,

@@ -7,6 +7,7 @@ split minus the hold-out images LoAd selected its model on ("unselected val").
 """
 import os
 
+import numpy as np
 from absl import logging
 
 from deeplab_load import comparison, metrics
@@ -42,8 +43,7 @@ def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, l
         unselected = evaluate_lib.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size)
         parts[UNSELECTED] = dict(unselected, split=f"{split} minus hold-out", checkpoint=label,
                                  holdout_images=len(holdout_ids))
-        matrix = [[a + b for a, b in zip(row_a, row_b)]
-                  for row_a, row_b in zip(matrix, unselected["confusion_matrix"])]
+        matrix = np.add(matrix, unselected["confusion_matrix"])
         images += unselected["num_images"]
     parts[WHOLE] = metrics.results_dict(
         matrix, ds.info.class_names, dataset=ds.info.name, split=split, num_images=images,

@@ -12,6 +12,7 @@ import re
 import tensorflow as tf
 from absl import logging
 
+from deeplab_load.errors import UserError
 from deeplab_load.models.deeplab import (BACKBONE_SCOPES, LOGITS_SCOPE, DeepLabConfig,
                                          build_deeplab, checkpoint_variables)
 
@@ -145,7 +146,7 @@ def is_ignored_checkpoint_name(name):
     return bool(_IGNORED.search(name))
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint does not fit a model. Lists every offending TF1 name.
 
     Attributes: missing (names), unexpected (names), mismatched ({name: (ckpt_shape, model_shape)}).

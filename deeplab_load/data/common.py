@@ -14,10 +14,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from deeplab_load.errors import UserError
+
 IGNORE_LABEL = 255
 
 
-class BadExampleError(ValueError):
+class BadExampleError(UserError, ValueError):
     """A corrupt file, out-of-range label values or an image/label size mismatch.
 
     `path` is the offending file; the message always starts with it.

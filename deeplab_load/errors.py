@@ -1,0 +1,19 @@
+"""Errors a user can act on.
+
+A :class:`UserError` says what is wrong with an input the user gave (a flag, a file, a data set,
+a checkpoint, a run directory) and how to fix it, naming the flag or file. The command-line entry
+points print its message in one or two lines and exit non-zero, without a traceback; anything
+else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the user's flags, files or data; the message names it and the fix."""
+
+
+class FlagError(UserError, ValueError):
+    """One or more flags are invalid (the message lists every bad flag with its valid range)."""
+
+
+class DamagedFileError(UserError, ValueError):
+    """A file the run wrote or reads is unreadable (truncated, corrupt); the message names it."""

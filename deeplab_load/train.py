@@ -47,6 +47,9 @@ flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) corrupt or inval
 flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16"],
                   "Keras dtype policy: bfloat16 compute with float32 weights speeds up "
                   "Xception-65 1.3-1.8x on CPUs with bf16 units (slower for MobileNetV2).")
+flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on conv kernels (not depthwise), "
+                   "as research/deeplab: weight_decay * sum(w^2) / 2 added to the stage-1 and "
+                   "generator losses (original default 4e-5; 0 = off).")
 flags.DEFINE_string("strategy", "auto", "auto | default | mirrored | multi_worker.")
 # Stage 1.
 flags.DEFINE_enum("stage1", "auto", ["auto", "on", "off"], "Pixel-wise CE before LoAd; auto: "

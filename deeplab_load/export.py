@@ -66,11 +66,13 @@ class _Serving(tf.Module):
 
 
 def _metadata(model, eval_crop_size, with_probabilities, class_names):
+    from deeplab_load.models.precision import compute_dtype
     config = getattr(model, "deeplab_config", None)
     return {
         "config": dataclasses.asdict(config) if config is not None else None,
         "eval_crop_size": None if eval_crop_size is None else list(eval_crop_size),
         "with_probabilities": bool(with_probabilities),
+        "compute_dtype": compute_dtype(model),
         "class_names": None if class_names is None else list(class_names),
         "signature": "serving_default: images uint8 [B,H,W,3] -> labels int32 [B,H,W]"
                      + (", probabilities float32 [B,H,W,K]" if with_probabilities else ""),
@@ -78,14 +80,19 @@ def _metadata(model, eval_crop_size, with_probabilities, class_names):
 
 
 def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilities=False,
-                       class_names=None, overwrite=True):
+                       class_names=None, overwrite=True, dtype="float32"):
     """Writes a SavedModel of ``model`` (raw pixels -> logits) to ``export_dir``; returns the path.
+
+    ``dtype``: "float32" or "bfloat16", the compute dtype of the exported graph
+    (``models.precision.inference_model``; logits and outputs stay float32).
 
     The export is written into a temporary sibling folder and renamed into place, so
     ``export_dir`` never holds half an export. An existing ``export_dir`` is replaced only once
     the new export is complete (the old one is moved aside, the new one renamed in, then the old
     one deleted); with ``overwrite=False`` it is an error instead.
     """
+    from deeplab_load.models.precision import inference_model
+    model = inference_model(model, dtype)
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:
         raise FileExistsError(f"export dir {export_dir} exists; pass overwrite=True "
@@ -157,7 +164,8 @@ def main(argv):
                 raise app.UsageError(f"--eval_crop_size must be H,W: {FLAGS.eval_crop_size}")
     model, _, description = build_model_from_flags(info.num_classes if info else None)
     path = export_saved_model(model, FLAGS.export_dir, eval_crop_size, FLAGS.with_probabilities,
-                              info.class_names if info else None, FLAGS.overwrite)
+                              info.class_names if info else None, FLAGS.overwrite,
+                              dtype=FLAGS.dtype)
     print(f"exported {description} to {path} (eval crop size {eval_crop_size})")
 
 

@@ -102,13 +102,16 @@ def image_folder_examples(input_dir):
 
 
 def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
-                     progress_interval=10.0, log=logging.info):
+                     progress_interval=10.0, log=logging.info, dtype="float32"):
     """Predicts and writes every example; returns the written paths.
 
     examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``.
     eval_crop_size: (H, W) padding size or None (see ``inference.predict_labels``).
+    dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
     """
     from deeplab_load import inference
+    from deeplab_load.models.precision import inference_model
+    model = inference_model(model, dtype)
     from deeplab_load.training.progress import Progress
     check_format(fmt, info)
     examples = list(examples)
@@ -202,7 +205,7 @@ def main(argv):
     check_format(FLAGS.format, info)
     model, _, description = build_model_from_flags(info.num_classes)
     paths = predict_examples(model, examples, info, FLAGS.output_dir, FLAGS.format,
-                             eval_crop_size)
+                             eval_crop_size, dtype=FLAGS.dtype)
     print(f"wrote {len(paths)} {FLAGS.format} PNGs under {FLAGS.output_dir} ({description})")
 
 

@@ -47,8 +47,11 @@ def global_policy(policy):
 
 
 def compute_dtype(model):
-    """"float32" or "bfloat16": the dtype the backbone of a `build_deeplab` model computes in."""
+    """The dtype the backbone of a `build_deeplab` model computes in ("float32", "bfloat16");
+    for another Keras model, its own compute dtype."""
     from deeplab_load.models.deeplab import backbone_layer
+    if getattr(model, "deeplab_config", None) is None:
+        return model.compute_dtype
     return backbone_layer(model).compute_dtype
 
 
@@ -63,6 +66,9 @@ def inference_model(model, dtype):
     new model of the same configuration holding a copy of its current weights."""
     if compute_dtype(model) == check_compute_dtype(dtype):
         return model
+    if getattr(model, "deeplab_config", None) is None:
+        raise ValueError(f"computing in {dtype} needs a model from build_deeplab, got "
+                         f"{type(model).__name__} {model.name!r}")
     copy = build_deeplab_in(model.deeplab_config, dtype)
     copy.set_weights(model.get_weights())
     return copy

@@ -138,3 +138,23 @@ def test_bfloat16_evaluate_and_export_use_the_bfloat16_model(trained_demo, tmp_p
     served = serving.signatures["serving_default"](images=tf.constant(image[None]))["labels"]
     np.testing.assert_array_equal(served.numpy(), predict_labels(fast, image[None]).numpy())
     assert np.mean(served.numpy() == predict_labels(model, image[None]).numpy()) >= 0.99
+
+
+def test_mixed_bfloat16_training_keeps_logits_and_loss_float32(bfloat16_policy):
+    from deeplab_load import losses
+    from deeplab_load.inference import resize_bilinear_align_corners
+    keras.utils.set_random_seed(0)
+    model = build_deeplab(DeepLabConfig("mobilenet_v2", 3, 16, (), None))
+    assert compute_dtype(model) == "bfloat16"
+    rng = np.random.RandomState(0)
+    pixels = tf.constant(rng.uniform(0, 255, (2, 33, 33, 3)).astype(np.float32))
+    labels = tf.constant(rng.randint(0, 3, (2, 33, 33)).astype(np.int32))
+    logits = model(pixels, training=False)
+    assert logits.dtype == tf.float32
+    trainer = steps.Stage1Trainer(model, steps.stage1_optimizer(0.0), tf.distribute.get_strategy(),
+                                  3, model_training=False)
+    loss = trainer.step(pixels, labels)
+    assert loss.dtype == tf.float32
+    total, count = losses.cross_entropy_sum_and_count(
+        labels, resize_bilinear_align_corners(logits, (33, 33)))
+    np.testing.assert_allclose(float(loss), float(total / count), rtol=1e-6)

@@ -393,7 +393,8 @@ def headline(name, dtype, result):
 
 
 def speedups(results):
-    """(case, float32 median / bfloat16 median) for every case run in both dtypes."""
+    """(case, timed key, float32 / bfloat16 of the medians, of the minima) for every case run in
+    both dtypes (the minima are the less load-sensitive figure on a shared machine)."""
     rows = []
     for name, by_dtype in results.items():
         if name == "matmul_peak" or not {"float32", "bfloat16"} <= set(by_dtype):
@@ -402,8 +403,9 @@ def speedups(results):
         if "error" in f32 or "error" in bf16:
             continue
         key = "trace_s" if "trace_s" in f32 else "median_s"
-        a, b = f32.get("batch1", f32)[key], bf16.get("batch1", bf16)[key]
-        rows.append((name, key, a / b))
+        a, b = f32.get("batch1", f32), bf16.get("batch1", bf16)
+        minima = a["min_s"] / b["min_s"] if key == "median_s" else float("nan")
+        rows.append((name, key, a[key] / b[key], minima))
     return rows
 
 
@@ -455,7 +457,8 @@ def main(argv):
                         "image_size": FLAGS.image_size, "warmup": FLAGS.warmup,
                         "repeats": FLAGS.repeats},
               "matmul_peak_gflops": peaks, "results": results,
-              "bfloat16_speedups": {n: r for n, _, r in speedups(results)}}
+              "bfloat16_speedups": {n: {"medians": r, "minima": m}
+                                    for n, _, r, m in speedups(results)}}
     with open(FLAGS.output, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     print(f"\nsummary ({cpu_model()}, {os.cpu_count()} CPUs, whole run {total_s / 60:.1f} min, "
@@ -466,13 +469,14 @@ def main(argv):
             print(headline(name, dtype, res))
     rows = speedups(results)
     if rows:
-        print("\nbfloat16 speed-up in this run (float32 time / bfloat16 time)")
+        print("\nbfloat16 speed-up in this run (float32 time / bfloat16 time: medians, minima)")
         targets = dict(TARGETS)
-        for name, key, ratio in rows:
+        for name, key, ratio, minima in rows:
             target = (f"  (target >= {targets[name]:.1f}x: "
-                      f"{'met' if ratio >= targets[name] else 'NOT met'})"
+                      f"{'met' if min(ratio, minima) >= targets[name] else 'not met'} "
+                      f"by medians and minima)"
                       if name in targets else "")
-            print(f"  {name:<40} {key:<9} {ratio:5.2f}x{target}")
+            print(f"  {name:<40} {key:<9} {ratio:5.2f}x  {minima:5.2f}x{target}")
     print(f"wrote {FLAGS.output}")
 
 

@@ -11,9 +11,10 @@ bfloat16's 8-bit mantissa would move labels or costs more than it saves:
 * the logits layer (`build_deeplab` builds it float32 under any policy), hence the upsampled
   logits, softmax and argmax of inference, and the cross entropy of training.
 
-Depthwise convs and MobileNetV2 stay bfloat16: on this project's CPUs (AVX-512 with
-avx512_bf16) both were faster in bfloat16 than float32 (`tools/benchmark.py`), and depthwise
-convs forced to float32 made Xception-65 slower (the casts around them cost more).
+Depthwise convs and MobileNetV2 compute in bfloat16 too: on this project's CPU (AVX-512 with
+avx512_bf16) `tools/benchmark.py` measured MobileNetV2 faster in bfloat16 than in float32, and a
+probe with Xception-65's depthwise convs forced to float32 was slower than all-bfloat16 (the
+casts around them cost more than they save).
 
     fast = inference_model(model, "bfloat16")       # a copy computing in bfloat16
     labels = inference.predict_labels(fast, images)

@@ -116,8 +116,8 @@ def test_bfloat16_keeps_the_labels_of_a_trained_model(trained_demo):
 
 @pytest.mark.slow
 def test_bfloat16_evaluate_and_export_use_the_bfloat16_model(trained_demo, tmp_path):
-    from deeplab_load import export
-    from deeplab_load.evaluate import evaluate
+    from deeplab_load import serving as export
+    from deeplab_load.evaluation import evaluate
     model, ds = trained_demo
     fast = inference_model(model, "bfloat16")
     low_matrix = 0

@@ -187,7 +187,8 @@ def _labelled_examples(dataset, split, max_images):
 
 
 def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
-             skip_bad_examples=False, progress_interval=10.0, log=logging.info):
+             skip_bad_examples=False, progress_interval=10.0, log=logging.info,
+             bad_example_log=None):
     """Evaluates ``model`` on a split of ``dataset``; returns ``metrics.results_dict``.
 
     dataset: a ``deeplab_load.data`` data set; read through ``pipeline.eval_dataset``.
@@ -195,8 +196,11 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     eval_crop_size: (H, W) padding size (the original's eval_crop_size). None: no padding,
       every image at its own size (then one image per batch, whatever ``batch_size``).
     max_images: evaluate only the first N examples of a named split.
+    skip_bad_examples: skip examples that do not load (added to ``bad_example_log``, a
+      ``pipeline.BadExampleLog``); the results say how many under "skipped_examples".
     """
     from deeplab_load.data import pipeline
+    from deeplab_load.data.batches import Batches
     from deeplab_load.training.progress import Progress
     info = dataset.info
     if isinstance(split, str):
@@ -205,22 +209,28 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
         examples, split_name = list(split), "custom"
     if eval_crop_size is None:
         batch_size = 1
+    bad = pipeline.BadExampleLog()
     batches = pipeline.eval_dataset(dataset, examples, batch_size, eval_crop_size,
-                                    skip_bad_examples=skip_bad_examples)
+                                    skip_bad_examples=skip_bad_examples, bad_example_log=bad)
     batch_confusion = confusion_matrix_function(model, info.num_classes)
     stream = metrics.StreamingConfusionMatrix(info.num_classes)
     progress = Progress(f"eval {info.name}/{split_name}", total=len(examples),
                         interval=progress_interval, log=log)
     done, start = 0, time.monotonic()
-    for batch in batches:
-        stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
-        done += int(batch["pixels"].shape[0])
-        progress.update(done, force=done == len(examples), images=done,
-                        running_miou=round(100 * stream.mean_iou(), 2))
+    with Batches(batches) as stream_of_batches:
+        for batch in stream_of_batches:
+            stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
+            done += int(batch["pixels"].shape[0])
+            progress.update(done, force=done + bad.count == len(examples), images=done,
+                            running_miou=round(100 * stream.mean_iou(), 2))
+    if bad_example_log is not None:
+        for message in bad.messages:
+            bad_example_log.add(message)
+    extra = {"skipped_examples": bad.count} if skip_bad_examples else {}
     return metrics.results_dict(
         stream.matrix, info.class_names, dataset=info.name, split=split_name, num_images=done,
         eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
-        seconds=round(time.monotonic() - start, 2))
+        seconds=round(time.monotonic() - start, 2), **extra)
 
 
 def write_results(results, output_dir):

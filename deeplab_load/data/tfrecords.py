@@ -7,13 +7,17 @@ shard set never holds a bad example; the pipeline re-validates on decode all the
 """
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load.data.common import BadExampleError, check_example, decode_image, \
-    decode_index_png, encode_index_png, read_bytes
+from deeplab_load.data.common import BadExampleError, check_example, check_example_id, \
+    decode_image, decode_index_png, encode_index_png, read_bytes
+from deeplab_load.errors import DamagedFileError
+from deeplab_load.output_folder import inside, write_file_atomic
 
 FEATURES = {
     "id": tf.io.FixedLenFeature([], tf.string),
@@ -21,6 +25,9 @@ FEATURES = {
     "image/filename": tf.io.FixedLenFeature([], tf.string),
     "label/encoded": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
+
+
+_SHARD_NAME = re.compile(r"^-\d{5}-of-\d{5}\.tfrecord$")  # after the split name
 
 
 def shard_path(output_dir, split, index, num_shards):
@@ -45,41 +52,79 @@ def serialize_example(example_id: str, image_bytes: bytes, image_path: str,
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_split(ds, split, output_dir, num_shards, skip_bad_examples=False) -> dict:
+def _remove_stale_tmp(output_dir, split):
+    """Deletes the temporary folders of earlier conversions of `split` that were stopped."""
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if name.startswith(f".tmp_{split}_") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_old_shards(output_dir, split, keep):
+    """Deletes `split`'s shard files not in `keep` (from a conversion with another count)."""
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if (name.startswith(f"{split}-") and _SHARD_NAME.match(name[len(split):])
+                and path not in keep and os.path.isfile(path)):
+            os.remove(path)
+
+
+def write_split(ds, split, output_dir, num_shards, skip_bad_examples=False,
+                bad_example_log=None) -> dict:
     """Writes a split's shards; returns the metadata (also written as `{split}.json`).
 
     Each example is fully decoded and validated first: a bad one raises BadExampleError naming
-    its file, or is left out and listed under "skipped" with `skip_bad_examples`.
+    its file, or is left out and listed under "skipped" with `skip_bad_examples` (and added to
+    `bad_example_log`, a `pipeline.BadExampleLog`, when given). The shards are written into a
+    temporary folder `output_dir/.tmp_<split>_<pid>` and moved into place only when the whole
+    split is done, the metadata last; a failed conversion removes that folder and leaves the
+    split's earlier shards (if any) as they were.
     """
     refs = ds.examples(split)
     num_shards = max(1, min(int(num_shards), len(refs)))
     os.makedirs(output_dir, exist_ok=True)
+    _remove_stale_tmp(output_dir, split)
     skipped, ids = [], []
-    tmp_paths = [shard_path(output_dir, split, i, num_shards) + ".tmp" for i in range(num_shards)]
-    writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
+    tmp_dir = inside(output_dir, f".tmp_{split}_{os.getpid()}")
+    os.makedirs(tmp_dir)
     try:
-        for position, ref in enumerate(refs):
-            try:
-                _, label = ds.load(ref)
-            except BadExampleError as err:
-                if not skip_bad_examples:
-                    raise
-                logging.warning("skipping bad example: %s", err)
-                skipped.append(str(err))
-                continue
-            label_png = b"" if label is None else encode_index_png(label)
-            writers[position % num_shards].write(serialize_example(
-                ref.id, read_bytes(ref.image_path), ref.image_path, label_png))
-            ids.append(ref.id)
+        tmp_paths = [shard_path(tmp_dir, split, i, num_shards) for i in range(num_shards)]
+        writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
+        try:
+            for position, ref in enumerate(refs):
+                try:
+                    _, label = ds.load(ref)
+                except BadExampleError as err:
+                    if not skip_bad_examples:
+                        raise
+                    if bad_example_log is not None:
+                        bad_example_log.add(err)
+                    else:
+                        logging.warning("skipping bad example: %s", err)
+                    skipped.append(str(err))
+                    continue
+                label_png = b"" if label is None else encode_index_png(label)
+                writers[position % num_shards].write(serialize_example(
+                    ref.id, read_bytes(ref.image_path), ref.image_path, label_png))
+                ids.append(ref.id)
+        finally:
+            for writer in writers:
+                writer.close()
+        final_paths = [inside(output_dir, os.path.basename(p)) for p in tmp_paths]
+        metadata_file = inside(output_dir, os.path.basename(metadata_path(output_dir, split)))
+        if os.path.exists(metadata_file):
+            os.remove(metadata_file)  # a stop while moving leaves no split, never a mixed one
+        for tmp, final in zip(tmp_paths, final_paths):
+            os.replace(tmp, final)
+        metadata = {"dataset": ds.info.name, "split": split, "num_examples": len(ids),
+                    "num_shards": num_shards, "ids": ids, "skipped": skipped}
+        write_file_atomic(metadata_file, json.dumps(metadata, indent=1).encode())
     finally:
-        for writer in writers:
-            writer.close()
-    for i, tmp in enumerate(tmp_paths):
-        os.replace(tmp, shard_path(output_dir, split, i, num_shards))
-    metadata = {"dataset": ds.info.name, "split": split, "num_examples": len(ids),
-                "num_shards": num_shards, "ids": ids, "skipped": skipped}
-    with open(metadata_path(output_dir, split), "w") as f:
-        json.dump(metadata, f, indent=1)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    _remove_old_shards(output_dir, split, keep=final_paths)
+    if skipped:
+        logging.warning("%s %s: %d bad examples skipped (listed in %s)", ds.info.name, split,
+                        len(skipped), metadata_path(output_dir, split))
     return metadata
 
 
@@ -88,8 +133,17 @@ def read_metadata(tfrecord_dir, split) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no TFRecords for split {split!r}: {path} is missing "
                                 "(write them with tools/build_tfrecords.py)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            metadata = json.load(f)
+        ids = metadata["ids"]
+        int(metadata["num_shards"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DamagedFileError(f"{path}: not a TFRecord metadata file ({err!r}); rewrite the "
+                               "split with tools/build_tfrecords.py") from err
+    for number, example_id in enumerate(ids):
+        check_example_id(str(example_id), f"{path}: ids[{number}]")
+    return metadata
 
 
 def shard_paths(tfrecord_dir, split):

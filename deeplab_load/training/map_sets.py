@@ -14,13 +14,16 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_load.data import pipeline
-from deeplab_load.data.common import IGNORE_LABEL, as_size, decode_index_png, encode_index_png, \
-    read_bytes
+from deeplab_load.data.batches import Batches, reports_errors
+from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
+    encode_index_png, read_bytes
 from deeplab_load.inference import label_map_function
+from deeplab_load.output_folder import inside
 
 
 def map_path(set_dir, example_id):
-    return os.path.join(set_dir, f"{example_id}.png")
+    """`set_dir/<example_id>.png`, refused if the id would leave `set_dir`."""
+    return inside(set_dir, f"{example_id}.png")
 
 
 def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
@@ -28,15 +31,16 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
     dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
     predict = label_map_function(model)
     count = 0
-    for batch in dataset:
-        maps = predict(batch["pixels"]).numpy().astype(np.uint8)
-        for label_map, (height, width), example_id in zip(maps, batch["sizes"].numpy(),
-                                                          batch["ids"].numpy()):
-            path = map_path(set_dir, example_id.decode())
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(encode_index_png(label_map[:height, :width]))
-            count += 1
+    os.makedirs(set_dir, exist_ok=True)
+    with Batches(dataset) as batches:
+        for batch in batches:
+            maps = predict(batch["pixels"]).numpy().astype(np.uint8)
+            for label_map, (height, width), example_id in zip(maps, batch["sizes"].numpy(),
+                                                              batch["ids"].numpy()):
+                path = map_path(set_dir, example_id.decode())
+                with open(path, "wb") as f:
+                    f.write(encode_index_png(label_map[:height, :width]))
+                count += 1
     return count
 
 
@@ -44,6 +48,7 @@ def _load_triple(ds, refs, set_dir):
     """numpy function: index -> (image uint8 [H,W,3], [ground truth, map] int32 [H,W,2]).
 
     Without `set_dir` the map channel repeats the ground truth (the real side)."""
+    @reports_errors
     def load(index):
         ref = refs[int(index)]
         image, label = ds.load(ref)
@@ -52,7 +57,8 @@ def _load_triple(ds, refs, set_dir):
             path = map_path(set_dir, ref.id)
             label_map = decode_index_png(read_bytes(path), path)
             if label_map.shape != label.shape:
-                raise ValueError(f"{path}: map size {label_map.shape} != label size {label.shape}")
+                raise BadExampleError(path, f"map size {label_map.shape} differs from the label "
+                                      f"size {label.shape}; delete the buffer set and resume")
         return image, np.stack([label, label_map], axis=-1).astype(np.int32)
     return load
 

@@ -84,9 +84,10 @@ def main(pipeline_name, work_dir):
         predict.predict_examples(model, predict.dataset_examples(ds, "train"), ds.info,
                                  os.path.join(work_dir, "predictions"), "raw", SIZE)
     elif pipeline_name == "map_sets":
+        from deeplab_load.data.batches import Batches
         from deeplab_load.training import map_sets
-        try:  # the discriminator's data over the same training images
-            for _ in map_sets.real_examples(ds, train, 33, seed=0):
+        try:  # the discriminator's data over the same training images, read as D reads it
+            for _ in Batches(map_sets.real_examples(ds, train, 33, seed=0)):
                 pass
         except Exception as error:  # noqa: BLE001 -- reported, then the map set runs
             print("D_DATA_ERROR", type(error).__name__, str(error).splitlines()[0], flush=True)

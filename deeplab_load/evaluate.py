@@ -224,8 +224,8 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
             progress.update(done, force=done + bad.count == len(examples), images=done,
                             running_miou=round(100 * stream.mean_iou(), 2))
     if bad_example_log is not None:
-        for message in bad.messages:
-            bad_example_log.add(message)
+        for error in bad.errors:
+            bad_example_log.add(error)
     extra = {"skipped_examples": bad.count} if skip_bad_examples else {}
     return metrics.results_dict(
         stream.matrix, info.class_names, dataset=info.name, split=split_name, num_images=done,

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from deeplab_load.errors import UserError
 
@@ -113,6 +113,9 @@ def decode_image(data: bytes, path) -> np.ndarray:
             rgb = img.convert("RGB")
     except BadExampleError:
         raise
+    except UnidentifiedImageError as err:
+        raise BadExampleError(path, "cannot decode image (not a format Pillow reads, or "
+                                    "damaged)") from err
     except Exception as err:  # Pillow raises several unrelated types for corrupt data.
         raise BadExampleError(path, f"cannot decode image ({err})") from err
     return np.asarray(rgb, dtype=np.uint8)

@@ -50,13 +50,19 @@ class BadExampleLog:
     def __init__(self):
         self._lock = threading.Lock()
         self.messages = []
+        self.errors = []
+        self._keys = set()
 
     def add(self, error):
+        """Records a BadExampleError (or its message); a file already recorded is ignored."""
         message = str(error)
+        key = getattr(error, "path", None) or message
         with self._lock:
-            if message in self.messages:
+            if key in self._keys:
                 return
+            self._keys.add(key)
             self.messages.append(message)
+            self.errors.append(error)
         logging.warning("skipping bad example: %s", message)
 
     @property

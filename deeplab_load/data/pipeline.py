@@ -43,8 +43,8 @@ class BadExampleLog:
     """Thread-safe record of the examples skipped under `skip_bad_examples`.
 
     One log serves a whole run (stage 1, map sets, D data, hold-out, evaluation): an example
-    found bad by several pipelines counts once (errors are told apart by their message, which
-    starts with the file), so `count` is the number of bad files skipped.
+    found bad by several pipelines counts once (told apart by the file, `BadExampleError.path`),
+    so `count` is the number of bad files skipped.
     """
 
     def __init__(self):

@@ -76,10 +76,10 @@ def main(pipeline_name, work_dir):
         run_stage1(trainer, store, ds, os.path.join(work_dir, "run"), split="train",
                    batch_size=2, crop_size=SIZE, weighted_epochs=0, plain_epochs=3, seed=0)
     elif pipeline_name == "evaluate":
-        from deeplab_load import evaluate
+        from deeplab_load import evaluation as evaluate
         evaluate.evaluate(model, ds, "val", batch_size=2, eval_crop_size=SIZE)
     elif pipeline_name == "predict":
-        from deeplab_load import predict
+        from deeplab_load import prediction as predict
         predict.predict_examples(model, predict.dataset_examples(ds, "train"), ds.info,
                                  os.path.join(work_dir, "predictions"), "raw", SIZE)
     elif pipeline_name == "map_sets":

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import predict
+from deeplab_load import prediction as predict
 from deeplab_load.data import BadExampleError, get_dataset, pipeline, tfrecords
 from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import BadIdListError, decode_image

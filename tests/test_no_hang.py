@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_load import evaluate
+from deeplab_load import evaluation as evaluate
 from deeplab_load.data import BadExampleError, get_dataset, pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.training import map_sets, steps

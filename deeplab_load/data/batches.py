@@ -15,10 +15,13 @@ calls finish -- before any error leaves it, whether the error came from the pipe
 loop body (`with Batches(ds) as batches:`), and re-raises a pipeline error as the `UserError`
 the loader raised (e.g. `BadExampleError` naming the file) instead of TensorFlow's long
 `InvalidArgumentError` text. Loaders run inside tf.data are wrapped with `reports_errors` so
-that their user errors can be found again.
+that their user errors can be found again; the loaders of this package do not even raise inside
+tf.data: they return an error number that a graph assertion (`assert_no_error`) turns into a
+one-line pipeline failure, so TensorFlow logs no Python traceback.
 """
 import collections
 import functools
+import re
 import threading
 
 import tensorflow as tf
@@ -26,49 +29,87 @@ import tensorflow as tf
 from deeplab_load.errors import UserError
 
 _RECENT = 64  # user errors remembered from loader threads
+ERROR_TAG = "deeplab_load pipeline error"
 
 
 class _ErrorRegistry:
-    """The last user errors raised inside pipeline functions, by message (thread-safe)."""
+    """The last user errors met inside pipeline functions, by number (thread-safe)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._errors = collections.OrderedDict()
+        self._next = 1
 
-    def add(self, error):
+    def add(self, error) -> int:
         with self._lock:
-            self._errors[str(error)] = error
+            number, self._next = self._next, self._next + 1
+            self._errors[number] = error
             while len(self._errors) > _RECENT:
                 self._errors.popitem(last=False)
+        return number
 
     def pop_match(self, text):
-        """The remembered error whose message occurs in `text` (removed), or None."""
+        """The remembered error that `text` (an OpError message) names by number, or whose
+        message occurs in `text` (removed), or None."""
+        match = re.search(re.escape(ERROR_TAG) + r"\W*#(\d+) ", text)
         with self._lock:
-            for message in reversed(self._errors):
+            if match and int(match.group(1)) in self._errors:
+                return self._errors.pop(int(match.group(1)))
+            for number in reversed(self._errors):
+                message = str(self._errors[number])
                 if message and message in text:
-                    return self._errors.pop(message)
+                    return self._errors.pop(number)
         return None
 
 
 _registry = _ErrorRegistry()
 
 
-def reports_errors(function):
-    """Decorator for functions run inside tf.data (`numpy_function`, `py_function`): a
-    `UserError` they raise is remembered, so `Batches` can re-raise it by its own class."""
+def reports_errors(function, failed_outputs=None):
+    """Decorator for functions run inside tf.data (`numpy_function`, `py_function`).
+
+    With `failed_outputs` (a callable giving placeholder outputs), a `UserError` the function
+    raises is remembered and the function returns `failed_outputs() + (error,)` instead, where
+    `error` is bytes "#<number> <message>"; normal results get `(b"",)` appended. Pass that
+    string to `assert_no_error` in the graph: the pipeline then stops with a one-line assertion
+    naming the file (no Python traceback in TensorFlow's log) that `Batches` turns back into the
+    remembered error. Without `failed_outputs`, the error is
+    remembered and re-raised (TensorFlow logs its traceback; `Batches` still finds it).
+    """
+    if failed_outputs is None:
+        @functools.wraps(function)
+        def reraise(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except UserError as error:
+                _registry.add(error)
+                raise
+        return reraise
+
     @functools.wraps(function)
-    def wrapper(*args, **kwargs):
+    def numbered(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
+            return tuple(function(*args, **kwargs)) + (b"",)
         except UserError as error:
-            _registry.add(error)
-            raise
-    return wrapper
+            number = _registry.add(error)
+            return tuple(failed_outputs()) + (f"#{number} {error}".encode(),)
+    return numbered
+
+
+def reports_errors_with(failed_outputs):
+    """`reports_errors(function, failed_outputs)` as a decorator."""
+    return lambda function: reports_errors(function, failed_outputs)
+
+
+def assert_no_error(error):
+    """Graph op failing with the tagged error unless `error` (string scalar from a
+    `reports_errors(..., failed_outputs)` function) is empty."""
+    return tf.debugging.Assert(tf.equal(error, ""), [ERROR_TAG, error])
 
 
 def pipeline_error(op_error):
     """The exception to raise for a `tf.errors.OpError` from a pipeline: the user error a
-    `reports_errors` function raised (its message names the file), else the OpError itself.
+    `reports_errors` function met (its message names the file), else the OpError itself.
     Either comes without a traceback or context, so it holds no reference to the iterator."""
     error = _registry.pop_match(str(op_error)) or op_error
     error.__context__ = None

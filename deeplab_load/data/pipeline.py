@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import tfrecords
-from deeplab_load.data.batches import reports_errors
+from deeplab_load.data.batches import assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, ExampleRef, as_size, \
     read_id_list, write_id_list_atomic
 
@@ -142,9 +142,15 @@ def usable_refs(ds, split, skip_bad_examples=False, bad_example_log=None) -> lis
     return list(good)
 
 
+def _no_example():
+    """Placeholder loader outputs of an example that is skipped or failed."""
+    return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+
+
 def _file_loader(ds, refs, skip, log, max_size=None):
-    """numpy function: example index -> (image uint8 [H,W,3], label uint8 [H,W], ok bool)."""
-    @reports_errors
+    """numpy function: example index -> (image uint8 [H,W,3], label uint8 [H,W], ok bool,
+    error bytes: empty, or a user error for `batches.assert_no_error`)."""
+    @reports_errors_with(_no_example)
     def load(index):
         ref = refs[int(index)]
         try:
@@ -153,7 +159,7 @@ def _file_loader(ds, refs, skip, log, max_size=None):
             if not skip:
                 raise
             log.add(err)
-            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+            return _no_example()
         if label is None:
             label = np.full(image.shape[:2], IGNORE_LABEL, np.uint8)
         _check_fits(image, max_size, ref.image_path)
@@ -163,7 +169,7 @@ def _file_loader(ds, refs, skip, log, max_size=None):
 
 def _record_loader(num_classes, skip, log, max_size=None):
     """numpy function: parsed record fields -> (image, label, ok) as in _file_loader."""
-    @reports_errors
+    @reports_errors_with(_no_example)
     def load(example_id, image_bytes, filename, label_png):
         try:
             image, label = tfrecords.decode_record(example_id, image_bytes, filename,
@@ -172,7 +178,7 @@ def _record_loader(num_classes, skip, log, max_size=None):
             if not skip:
                 raise
             log.add(err)
-            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+            return _no_example()
         _check_fits(image, max_size, filename.decode())
         return image, label, True
     return load
@@ -186,8 +192,10 @@ def _check_fits(image, max_size, name):
 
 
 def _numpy_decode(fn, args):
-    image, label, ok = tf.numpy_function(fn, args, [tf.uint8, tf.uint8, tf.bool],
-                                         stateful=False)
+    image, label, ok, error = tf.numpy_function(fn, args, [tf.uint8, tf.uint8, tf.bool, tf.string],
+                                                stateful=False)
+    with tf.control_dependencies([assert_no_error(error)]):
+        image, label, ok = tf.identity(image), tf.identity(label), tf.identity(ok)
     image.set_shape([None, None, 3])
     label.set_shape([None, None])
     ok.set_shape([])

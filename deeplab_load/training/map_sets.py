@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_load.data import pipeline
-from deeplab_load.data.batches import Batches, reports_errors
+from deeplab_load.data.batches import Batches, assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
     encode_index_png, read_bytes
 from deeplab_load.inference import label_map_function
@@ -47,8 +47,9 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
 def _load_triple(ds, refs, set_dir):
     """numpy function: index -> (image uint8 [H,W,3], [ground truth, map] int32 [H,W,2]).
 
-    Without `set_dir` the map channel repeats the ground truth (the real side)."""
-    @reports_errors
+    Without `set_dir` the map channel repeats the ground truth (the real side); a bad file gives
+    an error for `batches.assert_no_error` (see `batches.reports_errors`)."""
+    @reports_errors_with(lambda: (np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1, 2), np.int32)))
     def load(index):
         ref = refs[int(index)]
         image, label = ds.load(ref)
@@ -85,7 +86,9 @@ def _example_stream(ds, refs, crop_size, seed, set_dir=None, random_scale=(1.0, 
     crop_size = as_size(crop_size)
 
     def load_and_crop(position, index):
-        image, maps = tf.numpy_function(load, [index], [tf.uint8, tf.int32])
+        image, maps, error = tf.numpy_function(load, [index], [tf.uint8, tf.int32, tf.string])
+        with tf.control_dependencies([assert_no_error(error)]):
+            image, maps = tf.identity(image), tf.identity(maps)
         image.set_shape([None, None, 3])
         maps.set_shape([None, None, 2])
         return discriminator_view(image, maps[..., 0], maps[..., 1], position, seed, crop_size,

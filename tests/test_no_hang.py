@@ -184,7 +184,8 @@ def test_every_pipeline_exits_after_its_error(tmp_path):
         assert process.returncode not in (0, -6), f"{name} exit {process.returncode}:\n{output}"
         bad = bad_record if name == "build_tfrecords" else re.search(
             r"^BAD_FILE (.+)$", output, re.M).group(1)
-        assert f"BadExampleError: {bad}" in output, f"{name}:\n{output[-3000:]}"
+        expected = f"error: {bad}" if name == "build_tfrecords" else f"BadExampleError: {bad}"
+        assert expected in output, f"{name}:\n{output[-3000:]}"
         error_at = re.search(r"^ERROR_AT ([\d.]+)$", output, re.M)
         if name != "build_tfrecords":
             assert finished[name] - float(error_at.group(1)) < EXIT_SECONDS, name

@@ -16,8 +16,8 @@ loop body (`with Batches(ds) as batches:`), and re-raises a pipeline error as th
 the loader raised (e.g. `BadExampleError` naming the file) instead of TensorFlow's long
 `InvalidArgumentError` text. Loaders run inside tf.data are wrapped with `reports_errors` so
 that their user errors can be found again; the loaders of this package do not even raise inside
-tf.data: they return an error number that a graph assertion (`assert_no_error`) turns into a
-one-line pipeline failure, so TensorFlow logs no Python traceback.
+tf.data: they return the error as a numbered string that a graph assertion (`assert_no_error`)
+turns into a one-line pipeline failure naming the file, so TensorFlow logs no Python traceback.
 """
 import collections
 import functools

@@ -39,8 +39,10 @@ def verbosity_requested(argv):
 
 
 # TensorFlow's C++ log lines (absl format "I0000 00:00:17.. 123 file.cc:45] ..."), the line absl
-# prints before its logging is initialised, cpu_feature_guard's second line, and CUDA probing.
+# prints before its logging is initialised, cpu_feature_guard's second line, CUDA probing, and
+# the "[[{{node Assert/Assert}}]]" continuation of a stopped input pipeline's warning.
 _NOISE = re.compile(r"^([IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+\.(cc|h|cpp):\d+\]"
+                    r"|\s+\[\[\{\{node "
                     r"|E\d{4} .*(cuInit|cuda)"
                     r"|WARNING: All log messages before absl::InitializeLog"
                     r"|To enable the following instructions: )")

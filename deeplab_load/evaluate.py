@@ -304,8 +304,30 @@ def write_results(results, output_dir):
     return json_path, markdown_path
 
 
+def define_multi_scale_flags():
+    """--eval_scales and --add_flipped_images (idempotent; evaluate, predict and export)."""
+    if "eval_scales" in FLAGS:
+        return
+    flags.DEFINE_list("eval_scales", ["1.0"], "Multi-scale inference as research/deeplab: image "
+                      "scales whose softmax probabilities are averaged, e.g. "
+                      "0.5,0.75,1.0,1.25,1.5,1.75.")
+    flags.DEFINE_bool("add_flipped_images", False, "Also average the left-right flipped image's "
+                      "probabilities (research/deeplab's add_flipped_images).")
+
+
+def multi_scale_from_flags():
+    """(eval_scales tuple, add_flipped_images) from the flags; UsageError for bad scales."""
+    from deeplab_load import multi_scale
+    try:
+        scales = multi_scale.parse_scales(FLAGS.eval_scales)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from err
+    return scales, FLAGS.add_flipped_images
+
+
 def define_flags():
     define_model_flags()
+    define_multi_scale_flags()
     if "split" in FLAGS:
         return
     flags.DEFINE_string("dataset", "demo", "voc, cityscapes, stanford or demo.")
@@ -346,8 +368,10 @@ def main(argv):
     dataset = get_dataset(FLAGS.dataset, FLAGS.dataset_dir, tfrecord_dir=FLAGS.tfrecord_dir)
     model, _, description = build_model_from_flags(dataset.info.num_classes)
     eval_crop_size = eval_crop_size_from_flags(dataset.info)
+    eval_scales, add_flipped_images = multi_scale_from_flags()
     results = evaluate(model, dataset, FLAGS.split, FLAGS.eval_batch_size, eval_crop_size,
-                       FLAGS.max_images, FLAGS.skip_bad_examples)
+                       FLAGS.max_images, FLAGS.skip_bad_examples, eval_scales=eval_scales,
+                       add_flipped_images=add_flipped_images)
     results["checkpoint"] = description
     print(metrics.format_text_table(results))
     if FLAGS.output_dir:

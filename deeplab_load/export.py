@@ -34,8 +34,12 @@ METADATA_FILE = "deeplab_export.json"
 class _Serving(tf.Module):
     """Holds the model and its variables so tf.saved_model.save finds every one of them."""
 
-    def __init__(self, model, eval_crop_size, with_probabilities):
+    def __init__(self, model, eval_crop_size, with_probabilities, eval_scales=(1.0,),
+                 add_flipped_images=False):
         super().__init__(name="deeplab_serving")
+        from deeplab_load import multi_scale
+        self.eval_scales = multi_scale.normalize_scales(eval_scales)
+        self.add_flipped_images = bool(add_flipped_images)
         self.model = model
         # Keras layers kept in Python lists are invisible to TF's object tracking; listing the
         # variables here makes the SavedModel own all of them.
@@ -57,6 +61,15 @@ class _Serving(tf.Module):
         pixels = tf.pad(tf.cast(images, tf.float32),
                         [[0, 0], [0, padded_size[0] - height], [0, padded_size[1] - width], [0, 0]],
                         constant_values=PAD_PIXEL_VALUE)
+        from deeplab_load import multi_scale
+        if not multi_scale.is_single_scale(self.eval_scales, self.add_flipped_images):
+            probabilities = multi_scale.multi_scale_probabilities(
+                self.model, pixels, self.eval_scales, self.add_flipped_images)
+            probabilities = probabilities[:, :height, :width, :]
+            outputs = {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+            if self.with_probabilities:
+                outputs["probabilities"] = probabilities
+            return outputs
         logits = self.model(pixels, training=False)
         logits = resize_bilinear_align_corners(logits, padded_size)[:, :height, :width, :]
         outputs = {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32)}
@@ -65,9 +78,12 @@ class _Serving(tf.Module):
         return outputs
 
 
-def _metadata(model, eval_crop_size, with_probabilities, class_names):
+def _metadata(model, eval_crop_size, with_probabilities, class_names, eval_scales=(1.0,),
+              add_flipped_images=False):
     config = getattr(model, "deeplab_config", None)
     return {
+        "eval_scales": [float(s) for s in eval_scales],
+        "add_flipped_images": bool(add_flipped_images),
         "config": dataclasses.asdict(config) if config is not None else None,
         "eval_crop_size": None if eval_crop_size is None else list(eval_crop_size),
         "with_probabilities": bool(with_probabilities),
@@ -78,8 +94,12 @@ def _metadata(model, eval_crop_size, with_probabilities, class_names):
 
 
 def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilities=False,
-                       class_names=None, overwrite=True):
+                       class_names=None, overwrite=True, eval_scales=(1.0,),
+                       add_flipped_images=False):
     """Writes a SavedModel of ``model`` (raw pixels -> logits) to ``export_dir``; returns the path.
+
+    ``eval_scales`` / ``add_flipped_images``: the export computes research/deeplab's multi-scale
+    / flipped prediction (``multi_scale.py``; probabilities are then the averaged softmax).
 
     The export is written into a temporary sibling folder and renamed into place, so
     ``export_dir`` never holds half an export. An existing ``export_dir`` is replaced only once
@@ -94,11 +114,12 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp_", dir=parent)
     try:
-        serving = _Serving(model, eval_crop_size, with_probabilities)
+        serving = _Serving(model, eval_crop_size, with_probabilities, eval_scales,
+                           add_flipped_images)
         tf.saved_model.save(serving, tmp, signatures={"serving_default": serving.serve})
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, eval_crop_size, with_probabilities, class_names), f,
-                      indent=1)
+            json.dump(_metadata(model, eval_crop_size, with_probabilities, class_names,
+                                serving.eval_scales, add_flipped_images), f, indent=1)
         if os.path.exists(export_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old_", dir=parent)
             os.rename(export_dir, os.path.join(old, "export"))
@@ -113,8 +134,9 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
 
 
 def define_flags():
-    from deeplab_load.evaluate import define_model_flags
+    from deeplab_load.evaluate import define_model_flags, define_multi_scale_flags
     define_model_flags()
+    define_multi_scale_flags()
     if "export_dir" in FLAGS:
         return
     flags.DEFINE_string("export_dir", None, "Where the SavedModel goes.")
@@ -156,8 +178,11 @@ def main(argv):
             if len(eval_crop_size) != 2:
                 raise app.UsageError(f"--eval_crop_size must be H,W: {FLAGS.eval_crop_size}")
     model, _, description = build_model_from_flags(info.num_classes if info else None)
+    from deeplab_load.evaluate import multi_scale_from_flags
+    eval_scales, add_flipped_images = multi_scale_from_flags()
     path = export_saved_model(model, FLAGS.export_dir, eval_crop_size, FLAGS.with_probabilities,
-                              info.class_names if info else None, FLAGS.overwrite)
+                              info.class_names if info else None, FLAGS.overwrite,
+                              eval_scales=eval_scales, add_flipped_images=add_flipped_images)
     print(f"exported {description} to {path} (eval crop size {eval_crop_size})")
 
 

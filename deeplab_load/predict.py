@@ -102,13 +102,15 @@ def image_folder_examples(input_dir):
 
 
 def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
-                     progress_interval=10.0, log=logging.info):
+                     progress_interval=10.0, log=logging.info, eval_scales=(1.0,),
+                     add_flipped_images=False):
     """Predicts and writes every example; returns the written paths.
 
     examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``.
     eval_crop_size: (H, W) padding size or None (see ``inference.predict_labels``).
+    eval_scales, add_flipped_images: multi-scale / flipped inference (``multi_scale.py``).
     """
-    from deeplab_load import inference
+    from deeplab_load import multi_scale
     from deeplab_load.training.progress import Progress
     check_format(fmt, info)
     examples = list(examples)
@@ -120,7 +122,8 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
         if size is not None and (image.shape[0] > size[0] or image.shape[1] > size[1]):
             raise ValueError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is larger "
                              f"than the eval crop size {size[0]}x{size[1]}")
-        labels = inference.predict_labels(model, image[None], eval_crop_size).numpy()[0]
+        labels = multi_scale.predict_labels(model, image[None], eval_crop_size, eval_scales,
+                                            add_flipped_images).numpy()[0]
         paths.append(write_prediction(fmt, output_dir, example_id, image, labels, info))
         progress.update(index + 1, force=index + 1 == len(examples))
     return paths
@@ -201,8 +204,11 @@ def main(argv):
         eval_crop_size = eval_crop_size_from_flags(info)
     check_format(FLAGS.format, info)
     model, _, description = build_model_from_flags(info.num_classes)
+    from deeplab_load.evaluate import multi_scale_from_flags
+    eval_scales, add_flipped_images = multi_scale_from_flags()
     paths = predict_examples(model, examples, info, FLAGS.output_dir, FLAGS.format,
-                             eval_crop_size)
+                             eval_crop_size, eval_scales=eval_scales,
+                             add_flipped_images=add_flipped_images)
     print(f"wrote {len(paths)} {FLAGS.format} PNGs under {FLAGS.output_dir} ({description})")
 
 

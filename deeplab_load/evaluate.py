@@ -340,7 +340,8 @@ def define_flags():
     flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) corrupt examples instead of "
                       "stopping at the first.")
     flags.DEFINE_string("tfrecord_dir", None, "Read the split from TFRecords written by "
-                        "tools/build_tfrecords.py instead of the files.")
+                        "tools/build_tfrecords.py or research/deeplab's build_*_data.py instead "
+                        "of the files (then --dataset_dir is not needed).")
     flags.DEFINE_string("output_dir", None, "Where results.json and results.md go.")
 
 

@@ -17,7 +17,8 @@ FLAGS = flags.FLAGS
 evaluate_lib.define_model_flags()
 flags.DEFINE_string("dataset", "demo", "voc, cityscapes, stanford or demo.")
 flags.DEFINE_string("dataset_dir", None, "Data set root (demo: the cache dir by default).")
-flags.DEFINE_string("tfrecord_dir", None, "Read shards written by tools/build_tfrecords.py.")
+flags.DEFINE_string("tfrecord_dir", None, "Read shards written by tools/build_tfrecords.py or "
+                    "research/deeplab's build_*_data.py (then --dataset_dir is not needed).")
 flags.DEFINE_string("train_split", None, "Training split (default: train_aug for VOC when "
                     "present, else train).")
 flags.DEFINE_string("eval_split", "val", "Split of the baseline/final evaluation and hold-out set.")

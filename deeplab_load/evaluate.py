@@ -262,8 +262,7 @@ class _InstanceLevelBatches:
         from deeplab_load import multi_scale
         self.evaluation = evaluation
         self.num_classes = num_classes
-        self.label_maps = tf.function(lambda pixels: multi_scale.padded_label_maps(
-            model, pixels, eval_scales, add_flipped_images), reduce_retracing=True)
+        self.label_maps = multi_scale.label_map_function(model, eval_scales, add_flipped_images)
 
     def add(self, batch):
         predictions = self.label_maps(batch["pixels"])

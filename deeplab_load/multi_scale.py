@@ -87,6 +87,23 @@ def padded_label_maps(model, pixels, eval_scales=SINGLE_SCALE, add_flipped_image
     return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
 
 
+_LABEL_MAP_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def label_map_function(model, eval_scales=SINGLE_SCALE, add_flipped_images=False):
+    """The compiled :func:`padded_label_maps` of `model`, traced once per model, (scales, flip)
+    and input shape; single scale without flip is ``inference.label_map_function``."""
+    if is_single_scale(eval_scales, add_flipped_images):
+        return inference.label_map_function(model)
+    functions = _LABEL_MAP_FUNCTIONS.setdefault(model, {})
+    key = (normalize_scales(eval_scales), bool(add_flipped_images))
+    if key not in functions:
+        functions[key] = tf.function(
+            lambda pixels: padded_label_maps(model, pixels, key[0], key[1]),
+            reduce_retracing=True)
+    return functions[key]
+
+
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 
 

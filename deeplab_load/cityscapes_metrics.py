@@ -69,19 +69,23 @@ def instance_ids_path(label_path):
     return label_path[:-len(LABEL_IDS_SUFFIX)] + INSTANCE_IDS_SUFFIX
 
 
-def read_instance_ids(path):
-    """int64 [H, W] instance ids of a ``*_instanceIds.png`` (16-bit); BadExampleError names it."""
+def decode_instance_ids(data, name):
+    """int64 [H, W] instance ids of ``*_instanceIds.png`` bytes (16-bit); BadExampleError
+    names ``name``."""
     try:
-        with Image.open(io.BytesIO(read_bytes(path))) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             values = np.asarray(img)
-    except BadExampleError:
-        raise
     except Exception as err:  # Pillow raises several unrelated types for corrupt data.
-        raise BadExampleError(path, f"cannot decode instance-id PNG ({err})") from err
+        raise BadExampleError(name, f"cannot decode instance-id PNG ({err})") from err
     if values.ndim != 2:
-        raise BadExampleError(path, f"instance ids must be one channel, got shape {values.shape}")
+        raise BadExampleError(name, f"instance ids must be one channel, got shape {values.shape}")
     return values.astype(np.int64)
+
+
+def read_instance_ids(path):
+    """int64 [H, W] instance ids of a ``*_instanceIds.png`` file."""
+    return decode_instance_ids(read_bytes(path), path)
 
 
 class InstanceStats:
@@ -190,21 +194,34 @@ def instance_scores(matrix, stats=None):
 
 
 class InstanceLevelEvaluation:
-    """Adds instance statistics batch by batch during an evaluation of Cityscapes files.
+    """Adds instance statistics batch by batch during an evaluation of Cityscapes.
 
-    ``instance_paths``: example id -> its ``*_gtFine_instanceIds.png``.
+    ``instance_sources``: example id -> its ``*_gtFine_instanceIds.png`` path, or the PNG bytes
+    (from TFRecords written by tools/build_tfrecords.py).
     """
 
-    def __init__(self, instance_paths):
-        self.instance_paths = dict(instance_paths)
+    def __init__(self, instance_sources):
+        self.instance_sources = dict(instance_sources)
         self.stats = InstanceStats()
 
     @classmethod
-    def for_examples(cls, dataset, examples):
-        """An evaluation for these ExampleRefs of the Cityscapes data set when every one has an
-        instance-id file beside its labels; None otherwise (other data sets, TFRecords)."""
-        if dataset.info.name != "cityscapes" or getattr(dataset, "tfrecord_dir", None):
+    def for_examples(cls, dataset, examples, split=None):
+        """An evaluation of these examples (ExampleRefs, or ids of TFRecords of the named
+        ``split``) of the Cityscapes data set when every one has instance ids: files beside
+        the labels, or PNGs in our TFRecords. None otherwise (other data sets, research/deeplab
+        records, missing files)."""
+        if dataset.info.name != "cityscapes":
             return None
+        tfrecord_dir = getattr(dataset, "tfrecord_dir", None)
+        if tfrecord_dir is not None:
+            if not isinstance(split, str):
+                return None
+            from deeplab_load.data import tfrecords
+            pngs = tfrecords.instance_pngs(tfrecord_dir, split, dataset.info.name)
+            ids = [getattr(item, "id", item) for item in examples]
+            if not ids or any(i not in pngs for i in ids):
+                return None
+            return cls({i: pngs[i] for i in ids})
         paths = {}
         for ref in examples:
             label_path = getattr(ref, "label_path", None)
@@ -215,17 +232,22 @@ class InstanceLevelEvaluation:
                 return None
         return cls(paths) if paths else None
 
+    def _instance_ids(self, example_id):
+        source = self.instance_sources[example_id]
+        if isinstance(source, bytes):
+            return decode_instance_ids(source, f"instance ids of TFRecord example {example_id}")
+        return read_instance_ids(source)
+
     def add_batch(self, predictions, sizes, ids):
         """predictions int [B, H, W] (padded), sizes int [B, 2], ids bytes/str [B]."""
         for prediction, (height, width), example_id in zip(predictions, sizes, ids):
             if isinstance(example_id, bytes):
                 example_id = example_id.decode()
-            path = self.instance_paths[example_id]
-            instance_ids = read_instance_ids(path)
+            instance_ids = self._instance_ids(example_id)
             if instance_ids.shape != (height, width):
-                raise BadExampleError(path, f"instance ids {instance_ids.shape[0]}x"
-                                            f"{instance_ids.shape[1]} differ from the image size "
-                                            f"{height}x{width}")
+                raise BadExampleError(
+                    f"instance ids of {example_id}", f"{instance_ids.shape[0]}x"
+                    f"{instance_ids.shape[1]} differ from the image size {height}x{width}")
             self.stats.add(prediction[:height, :width], instance_ids)
 
     def results(self, matrix):

@@ -216,7 +216,7 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
                                     skip_bad_examples=skip_bad_examples)
     batch_confusion = confusion_matrix_function(model, info.num_classes, eval_scales,
                                                 add_flipped_images)
-    instance_level = _instance_level_evaluation(model, dataset, examples, eval_scales,
+    instance_level = _instance_level_evaluation(model, dataset, examples, split, eval_scales,
                                                 add_flipped_images)
     stream = metrics.StreamingConfusionMatrix(info.num_classes)
     progress = Progress(f"eval {info.name}/{split_name}", total=len(examples),
@@ -275,10 +275,11 @@ class _InstanceLevelBatches:
         return self.evaluation.results(matrix)
 
 
-def _instance_level_evaluation(model, dataset, examples, eval_scales, add_flipped_images):
-    """Cityscapes with gtFine_instanceIds.png beside every label: nIoU is computed too."""
+def _instance_level_evaluation(model, dataset, examples, split, eval_scales, add_flipped_images):
+    """Cityscapes with instance ids for every example (gtFine_instanceIds.png beside the labels,
+    or in our TFRecords): nIoU is computed too."""
     from deeplab_load import cityscapes_metrics
-    evaluation = cityscapes_metrics.InstanceLevelEvaluation.for_examples(dataset, examples)
+    evaluation = cityscapes_metrics.InstanceLevelEvaluation.for_examples(dataset, examples, split)
     if evaluation is None:
         return None
     return _InstanceLevelBatches(model, dataset.info.num_classes, evaluation, eval_scales,

@@ -214,3 +214,29 @@ def test_evaluate_without_instance_ids_reports_category_iou_only(tmp_path):
     assert results["category_iou"] == cityscapes_metrics.instance_scores(
         np.array(results["confusion_matrix"]))["category_iou"]
     assert results["mean_category_iou"] > results["miou"]  # merging classes removes errors
+
+
+def test_niou_from_our_tfrecords_without_the_tree(tmp_path):
+    """tools/build_tfrecords.py keeps the instance ids in the records: the scores from the
+    records alone equal those from the files."""
+    import shutil
+    from deeplab_load.data import tfrecords
+    tree = make_fake_cityscapes(tmp_path / "cs", num_train=0, num_val=3, num_test=0, seed=24,
+                                size=(33, 49))
+    dataset = add_instance_ids(tree, "val", seed=9)
+    encode_predictions_in_images(dataset, "val", seed=10)
+    model = color_oracle_model()
+    from_files = evaluate.evaluate(model, dataset, "val", eval_crop_size=(33, 49))
+    out = str(tmp_path / "records")
+    tfrecords.write_split(dataset, "val", out, num_shards=2)
+    shutil.rmtree(tree.data_dir)
+    records = get_dataset("cityscapes", None, tfrecord_dir=out)
+    assert sorted(tfrecords.instance_pngs(out, "val", "cityscapes")) == tree.ids("val")
+    from_records = evaluate.evaluate(model, records, "val", batch_size=2, eval_crop_size=(33, 49))
+    assert from_files["num_instances"] > 5
+    for key in ("category_iou", "num_instances", "confusion_matrix"):
+        assert from_records[key] == from_files[key], key
+    # Records come in shard order, so the weighted sums are added in another order.
+    for key in ("per_class_niou", "category_niou"):
+        assert from_records[key] == pytest.approx(from_files[key], abs=1e-12), key
+    assert from_records["mean_niou"] == pytest.approx(from_files["mean_niou"], abs=1e-12)

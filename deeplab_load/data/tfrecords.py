@@ -45,6 +45,7 @@ _RECORD_FEATURES = {
     "image/segmentation/class/encoded": tf.io.FixedLenFeature([], tf.string,
                                                               default_value=b""),
 }
+INSTANCE_KEY = "image/segmentation/instance/encoded"
 _SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 CITYSCAPES_RESEARCH_SUFFIX = "_fine"
 _CITYSCAPES_ID = re.compile(r"^[a-z_]+_\d{6}_\d{6}$")
@@ -75,11 +76,12 @@ def _int64_feature(value: int):
 
 
 def serialize_example(example_id: str, image_bytes: bytes, image_path: str,
-                      label_png: bytes, image_size=None) -> bytes:
+                      label_png: bytes, image_size=None, instance_png: bytes = b"") -> bytes:
     """One tf.train.Example as bytes (`label_png` empty for unlabelled splits).
 
     Uses research/deeplab's keys (plus `id`), so its data_generator reads our records too;
-    `image_size` = (height, width) fills `image/height` / `image/width`.
+    `image_size` = (height, width) fills `image/height` / `image/width`; `instance_png` (a
+    Cityscapes `*_gtFine_instanceIds.png`) goes under `image/segmentation/instance/encoded`.
     """
     image_path = os.fspath(image_path)
     extension = os.path.splitext(image_path)[1].lstrip(".").lower()
@@ -90,6 +92,8 @@ def serialize_example(example_id: str, image_bytes: bytes, image_path: str,
                "image/channels": _int64_feature(3),
                "image/segmentation/class/encoded": _bytes_feature(label_png),
                "image/segmentation/class/format": _bytes_feature(b"png")}
+    if instance_png:
+        feature[INSTANCE_KEY] = _bytes_feature(instance_png)
     if image_size is not None:
         feature["image/height"] = _int64_feature(image_size[0])
         feature["image/width"] = _int64_feature(image_size[1])
@@ -119,9 +123,10 @@ def write_split(ds, split, output_dir, num_shards, skip_bad_examples=False) -> d
                 skipped.append(str(err))
                 continue
             label_png = b"" if label is None else encode_index_png(label)
+            instance_png = getattr(ds, "instance_png", lambda *_: None)(ref, image.shape[:2])
             writers[position % num_shards].write(serialize_example(
                 ref.id, read_bytes(ref.image_path), ref.image_path, label_png,
-                image.shape[:2]))
+                image.shape[:2], instance_png or b""))
             ids.append(ref.id)
     finally:
         for writer in writers:
@@ -249,6 +254,21 @@ def shard_paths(tfrecord_dir, split, dataset_name=None):
     """The split's shard files in index order; checks they are all there."""
     metadata = read_metadata(tfrecord_dir, split, dataset_name)
     return _complete_shards(os.fspath(tfrecord_dir), metadata["split"])
+
+
+def instance_pngs(tfrecord_dir, split, dataset_name=None) -> dict:
+    """{example id: instance-id PNG bytes} of the split's records that carry one (ours, for
+    Cityscapes trees with `*_gtFine_instanceIds.png`); empty for research/deeplab records."""
+    spec = {key: _RECORD_FEATURES[key] for key in ("id", "image/filename")}
+    spec[INSTANCE_KEY] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+    pngs = {}
+    for record in tf.data.TFRecordDataset(shard_paths(tfrecord_dir, split, dataset_name)):
+        fields = tf.io.parse_single_example(record, spec)
+        png = fields[INSTANCE_KEY].numpy()
+        if png:
+            example_id = fields["id"].numpy() or fields["image/filename"].numpy()
+            pngs[example_id.decode()] = png
+    return pngs
 
 
 def parse(serialized):

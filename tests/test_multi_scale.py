@@ -83,6 +83,11 @@ def test_export_serves_multi_scale(tiny_model, voc, tmp_path):
     outputs = serving.signatures["serving_default"](images=tf.constant(image[None]))
     probabilities = multi_scale.predict_probabilities(tiny_model, image[None], CROP, SCALES, True)
     np.testing.assert_allclose(outputs["probabilities"].numpy(), probabilities.numpy(), atol=1e-6)
+    pixels = np.full((1,) + CROP + (3,), 127.5, np.float32)
+    pixels[0, :image.shape[0], :image.shape[1]] = image
+    eager = multi_scale.multi_scale_probabilities(tiny_model, tf.constant(pixels), SCALES, True)
+    np.testing.assert_allclose(probabilities.numpy(),
+                               eager.numpy()[:, :image.shape[0], :image.shape[1]], atol=1e-6)
     np.testing.assert_array_equal(outputs["labels"].numpy(), tf.argmax(
         probabilities, -1, output_type=tf.int32).numpy())
     assert '"add_flipped_images": true' in (tmp_path / "ms" / export.METADATA_FILE).read_text()
@@ -97,3 +102,41 @@ def test_scale_dimension_and_parse():
     for bad in ("", "0.5,x", "0,1"):
         with pytest.raises(ValueError, match="--eval_scales"):
             multi_scale.parse_scales(bad)
+
+
+@pytest.mark.slow
+def test_evaluate_command_flags(voc, tmp_path):
+    """--eval_scales / --add_flipped_images reach the evaluation of the evaluate command."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+    keras.utils.set_random_seed(6)
+    model = build_deeplab(DeepLabConfig("mobilenet_v2", 21, 16, (), None))
+    weights = str(tmp_path / "model.weights.h5")
+    model.save_weights(weights)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "deeplab_load.evaluate", "--dataset=voc",
+               f"--dataset_dir={voc.data_dir}", "--split=val", f"--checkpoint={weights}",
+               "--model_variant=mobilenet_v2", "--atrous_rates=", "--decoder_output_stride=0",
+               "--eval_crop_size=49,65", "--max_images=2", f"--output_dir={tmp_path / 'out'}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=repo)
+    proc = subprocess.run(command + ["--eval_scales=0.75,1.0", "--add_flipped_images"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["eval_scales"] == [0.75, 1.0] and results["add_flipped_images"] is True
+    expected = np.zeros((21, 21), np.int64)
+    for ref in voc.examples("val")[:2]:
+        image, label = voc.load(ref)
+        pixels = np.full((1, 49, 65, 3), 127.5, np.float32)
+        pixels[0, :image.shape[0], :image.shape[1]] = image
+        labels = multi_scale.padded_label_maps(model, tf.constant(pixels), (0.75, 1.0), True)
+        expected += metrics.confusion_matrix_numpy(
+            label, labels.numpy()[0, :image.shape[0], :image.shape[1]], 21)
+    np.testing.assert_array_equal(results["confusion_matrix"], expected)
+    bad = subprocess.run(command + ["--eval_scales=0.5,x"], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode != 0 and "--eval_scales must be" in bad.stderr
+    assert "Traceback" not in bad.stderr

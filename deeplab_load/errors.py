@@ -7,7 +7,7 @@ else is a bug and keeps its traceback.
 """
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A mistake in the user's flags, files or data; the message names it and the fix."""
 
 
@@ -17,3 +17,9 @@ class FlagError(UserError, ValueError):
 
 class DamagedFileError(UserError, ValueError):
     """A file the run wrote or reads is unreadable (truncated, corrupt); the message names it."""
+
+
+def first_line(error):
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

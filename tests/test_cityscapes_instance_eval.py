@@ -26,7 +26,7 @@ if importlib.util.find_spec("cityscapesscripts") is None:
     pytest.skip("cityscapesscripts not installed (pip install -e .[test])",
                 allow_module_level=True)
 
-from deeplab_load import cityscapes_metrics, evaluate, metrics, predict  # noqa: E402
+from deeplab_load import cityscapes_metrics, evaluation, metrics, prediction  # noqa: E402
 from deeplab_load.data import get_dataset  # noqa: E402
 from deeplab_load.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID  # noqa: E402
 from fake_datasets import make_fake_cityscapes  # noqa: E402
@@ -125,7 +125,7 @@ def test_scores_equal_official_functions(tmp_path):
         noise = rng.random(train_ids.shape)
         predictions = np.where(noise < 0.2, same_category[predictions], predictions)
         predictions = np.where(noise > 0.85, rng.integers(0, 19, train_ids.shape), predictions)
-        pairs.append([predict.write_prediction("cityscapes_submission", str(tmp_path / "pred"),
+        pairs.append([prediction.write_prediction("cityscapes_submission", str(tmp_path / "pred"),
                                                ref.id, None, predictions, dataset.info),
                       ref.label_path])
         stream.update(train_ids, predictions)
@@ -189,15 +189,15 @@ def test_evaluate_reports_niou_equal_to_official(tmp_path):
                                 size=(49, 65))
     dataset = add_instance_ids(tree, "val", seed=6)
     expected = encode_predictions_in_images(dataset, "val", seed=7)
-    results = evaluate.evaluate(color_oracle_model(), dataset, "val", batch_size=2,
+    results = evaluation.evaluate(color_oracle_model(), dataset, "val", batch_size=2,
                                 eval_crop_size=(65, 97))
     assert results["num_instances"] > 10
     assert 0.2 < results["mean_niou"] < 0.95 and results["category_niou"]["vehicle"] > 0.2
-    pairs = [[predict.write_prediction("cityscapes_submission", str(tmp_path / "pred"), ref.id,
+    pairs = [[prediction.write_prediction("cityscapes_submission", str(tmp_path / "pred"), ref.id,
                                        None, expected[ref.id], dataset.info), ref.label_path]
              for ref in dataset.examples("val")]
     assert_scores_equal(results, run_reference(pairs, tmp_path))
-    _, markdown = evaluate.write_results(results, str(tmp_path / "out"))
+    _, markdown = evaluation.write_results(results, str(tmp_path / "out"))
     text = open(markdown).read()
     assert "nIoU (%)" in text and "| vehicle |" in text
     saved = json.load(open(tmp_path / "out" / "results.json"))
@@ -209,7 +209,7 @@ def test_evaluate_without_instance_ids_reports_category_iou_only(tmp_path):
                                 size=(33, 49))
     dataset = get_dataset("cityscapes", tree.data_dir)
     encode_predictions_in_images(dataset, "val", seed=8)
-    results = evaluate.evaluate(color_oracle_model(), dataset, "val", eval_crop_size=(33, 49))
+    results = evaluation.evaluate(color_oracle_model(), dataset, "val", eval_crop_size=(33, 49))
     assert "per_class_niou" not in results
     assert results["category_iou"] == cityscapes_metrics.instance_scores(
         np.array(results["confusion_matrix"]))["category_iou"]
@@ -226,13 +226,13 @@ def test_niou_from_our_tfrecords_without_the_tree(tmp_path):
     dataset = add_instance_ids(tree, "val", seed=9)
     encode_predictions_in_images(dataset, "val", seed=10)
     model = color_oracle_model()
-    from_files = evaluate.evaluate(model, dataset, "val", eval_crop_size=(33, 49))
+    from_files = evaluation.evaluate(model, dataset, "val", eval_crop_size=(33, 49))
     out = str(tmp_path / "records")
     tfrecords.write_split(dataset, "val", out, num_shards=2)
     shutil.rmtree(tree.data_dir)
     records = get_dataset("cityscapes", None, tfrecord_dir=out)
     assert sorted(tfrecords.instance_pngs(out, "val", "cityscapes")) == tree.ids("val")
-    from_records = evaluate.evaluate(model, records, "val", batch_size=2, eval_crop_size=(33, 49))
+    from_records = evaluation.evaluate(model, records, "val", batch_size=2, eval_crop_size=(33, 49))
     assert from_files["num_instances"] > 5
     for key in ("category_iou", "num_instances", "confusion_matrix"):
         assert from_records[key] == from_files[key], key

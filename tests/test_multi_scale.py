@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_load import evaluate, export, inference, metrics, multi_scale, predict
+from deeplab_load import evaluation, inference, metrics, multi_scale, prediction, serving
 from deeplab_load.data import get_dataset
 from fake_datasets import make_fake_voc
 
@@ -52,11 +52,11 @@ def test_evaluate_uses_multi_scale_labels(tiny_model, voc):
                                                         True).numpy()[0])
         single.update(label, inference.predict_labels(tiny_model, image[None], CROP).numpy()[0])
     assert not np.array_equal(stream.matrix, single.matrix)
-    results = evaluate.evaluate(tiny_model, voc, "val", batch_size=2, eval_crop_size=CROP,
+    results = evaluation.evaluate(tiny_model, voc, "val", batch_size=2, eval_crop_size=CROP,
                                 eval_scales=SCALES, add_flipped_images=True)
     np.testing.assert_array_equal(results["confusion_matrix"], stream.matrix)
     assert results["eval_scales"] == list(SCALES) and results["add_flipped_images"] is True
-    default = evaluate.evaluate(tiny_model, voc, "val", batch_size=2, eval_crop_size=CROP)
+    default = evaluation.evaluate(tiny_model, voc, "val", batch_size=2, eval_crop_size=CROP)
     np.testing.assert_array_equal(default["confusion_matrix"], single.matrix)
     assert "eval_scales" not in default
 
@@ -64,7 +64,7 @@ def test_evaluate_uses_multi_scale_labels(tiny_model, voc):
 def test_predict_examples_uses_multi_scale(tiny_model, voc, tmp_path):
     ref = voc.examples("val")[0]
     image, _ = voc.load(ref)
-    paths = predict.predict_examples(tiny_model, [(ref.id, lambda: image)], voc.info,
+    paths = prediction.predict_examples(tiny_model, [(ref.id, lambda: image)], voc.info,
                                      str(tmp_path), "raw", CROP, eval_scales=SCALES,
                                      add_flipped_images=True)
     written = np.array(Image.open(paths[0]))
@@ -76,11 +76,11 @@ def test_predict_examples_uses_multi_scale(tiny_model, voc, tmp_path):
 
 def test_export_serves_multi_scale(tiny_model, voc, tmp_path):
     image, _ = voc.load(voc.examples("val")[1])
-    export.export_saved_model(tiny_model, tmp_path / "ms", eval_crop_size=CROP,
+    serving.export_saved_model(tiny_model, tmp_path / "ms", eval_crop_size=CROP,
                               with_probabilities=True, eval_scales=SCALES,
                               add_flipped_images=True)
-    serving = tf.saved_model.load(str(tmp_path / "ms"))
-    outputs = serving.signatures["serving_default"](images=tf.constant(image[None]))
+    loaded = tf.saved_model.load(str(tmp_path / "ms"))
+    outputs = loaded.signatures["serving_default"](images=tf.constant(image[None]))
     probabilities = multi_scale.predict_probabilities(tiny_model, image[None], CROP, SCALES, True)
     np.testing.assert_allclose(outputs["probabilities"].numpy(), probabilities.numpy(), atol=1e-6)
     pixels = np.full((1,) + CROP + (3,), 127.5, np.float32)
@@ -90,7 +90,7 @@ def test_export_serves_multi_scale(tiny_model, voc, tmp_path):
                                eager.numpy()[:, :image.shape[0], :image.shape[1]], atol=1e-6)
     np.testing.assert_array_equal(outputs["labels"].numpy(), tf.argmax(
         probabilities, -1, output_type=tf.int32).numpy())
-    assert '"add_flipped_images": true' in (tmp_path / "ms" / export.METADATA_FILE).read_text()
+    assert '"add_flipped_images": true' in (tmp_path / "ms" / serving.METADATA_FILE).read_text()
 
 
 def test_scale_dimension_and_parse():

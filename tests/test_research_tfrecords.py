@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_load import evaluate, inference, metrics
+from deeplab_load import evaluation, inference, metrics
 from deeplab_load.data import get_dataset, pipeline, tfrecords
 from deeplab_load.errors import UserError
 from fake_datasets import make_fake_voc
@@ -112,7 +112,7 @@ def test_evaluate_research_records(research_records, tiny_model, name, split, nu
     root, voc, cityscapes = research_records
     dataset = get_dataset(name, None, tfrecord_dir=str(root / name))
     model = tiny_model(num_classes)
-    results = evaluate.evaluate(model, dataset, split, batch_size=2, eval_crop_size=(41, 57))
+    results = evaluation.evaluate(model, dataset, split, batch_size=2, eval_crop_size=(41, 57))
     examples = voc["val"] if name == "voc" else cityscapes["val_fine"]
     assert results["num_images"] == 3
     np.testing.assert_array_equal(results["confusion_matrix"], expected_matrix(
@@ -161,7 +161,7 @@ def test_mismatches_name_the_folder_and_splits(research_records):
     with pytest.raises(UserError, match=r"not Cityscapes .*pass the matching --dataset"):
         pipeline.split_ids(cityscapes_on_voc, "val")
     with pytest.raises(UserError, match=r"found splits: train, val"):
-        evaluate.evaluate(None, get_dataset("voc", None, tfrecord_dir=str(root / "voc")),
+        evaluation.evaluate(None, get_dataset("voc", None, tfrecord_dir=str(root / "voc")),
                           "trainval")
 
 
@@ -171,7 +171,7 @@ def test_own_records_without_raw_tree_or_manifest(tmp_path, tiny_model):
     out = str(tmp_path / "records")
     tfrecords.write_split(files, "val", out, num_shards=2)
     model = tiny_model(21)
-    expected = evaluate.evaluate(model, files, "val", eval_crop_size=(41, 57))
+    expected = evaluation.evaluate(model, files, "val", eval_crop_size=(41, 57))
     with_manifest = get_dataset("voc", None, tfrecord_dir=out)
     assert tfrecords.read_metadata(out, "val", "voc")["dataset"] == "voc"
     shutil.rmtree(tree.data_dir)
@@ -181,7 +181,7 @@ def test_own_records_without_raw_tree_or_manifest(tmp_path, tiny_model):
     assert metadata["flavour"] == "deeplab_load"
     assert sorted(metadata["ids"]) == tree.ids("val")  # in record order: round-robin shards
     for dataset in (with_manifest, records_only):
-        got = evaluate.evaluate(model, dataset, "val", eval_crop_size=(41, 57))
+        got = evaluation.evaluate(model, dataset, "val", eval_crop_size=(41, 57))
         assert got["confusion_matrix"] == expected["confusion_matrix"]
     tfrecords.write_split(files_for_manifest(tmp_path), "val", out, num_shards=2)
     with pytest.raises(UserError, match="holds voc records, not cityscapes"):

@@ -207,6 +207,8 @@ def define_multi_scale_flags():
                       "0.5,0.75,1.0,1.25,1.5,1.75.")
     flags.DEFINE_bool("add_flipped_images", False, "Also average the left-right flipped image's "
                       "probabilities (research/deeplab's add_flipped_images).")
+    for name in ("eval_scales", "add_flipped_images"):
+        flags.declare_key_flag(name)
 
 
 def multi_scale_from_flags():

@@ -17,7 +17,8 @@ from absl import logging
 from deeplab_load import inference, metrics
 from deeplab_load.data.common import SplitError
 from deeplab_load.errors import UserError
-from deeplab_load.model_loading import ModelSource, eval_crop_size, load_model, open_dataset
+from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
+    load_model, open_dataset
 
 
 def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flipped_images=False):
@@ -192,6 +193,9 @@ class EvaluateConfig:
     output_dir: Optional[str] = None
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+
+    def __post_init__(self):
+        check_eval_crop_size(self.eval_crop_size)
 
 
 def run_evaluation(config, log=logging.info):

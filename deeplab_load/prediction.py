@@ -23,7 +23,8 @@ from absl import logging
 
 from deeplab_load import visualize
 from deeplab_load.errors import FlagError, UserError
-from deeplab_load.model_loading import ModelSource, eval_crop_size, load_model
+from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
+    load_model, open_dataset
 
 FORMATS = ("raw", "color", "overlay", "voc_submission", "cityscapes_submission")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -182,6 +183,9 @@ class PredictConfig:
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
 
+    def __post_init__(self):
+        check_eval_crop_size(self.eval_crop_size)
+
 
 def _folder_classes(source, spec):
     if source.num_classes:
@@ -206,7 +210,6 @@ def run_prediction(config, log=logging.info):
         examples = folder_examples(config.input_dir)
         crop = eval_crop_size(config.eval_crop_size, spec, info if name else None)
     else:
-        from deeplab_load.model_loading import open_dataset
         dataset = open_dataset(spec, config.dataset, config.dataset_dir)
         info = dataset.info
         split = config.split or ((spec.data or {}).get("eval_split") if spec is not None

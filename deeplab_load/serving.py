@@ -24,7 +24,8 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.errors import FlagError, UserError
-from deeplab_load.model_loading import ModelSource, eval_crop_size, load_model
+from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
+    load_model
 from deeplab_load.model_spec import ModelSpec, write_model_spec
 from deeplab_load.inference import PAD_PIXEL_VALUE, resize_bilinear_align_corners
 
@@ -159,6 +160,9 @@ class ExportConfig:
     overwrite: bool = False
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+
+    def __post_init__(self):
+        check_eval_crop_size(self.eval_crop_size)
 
 
 def run_export(config, log=logging.info):

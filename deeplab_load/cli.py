@@ -145,8 +145,9 @@ def run(main):
 
 
 # ----------------------------------------------------------------------------------------------
-# Flag groups shared by several commands. `declare_key_flag` makes --help of the command that
-# defines them list them with its own flags.
+# Flag groups shared by several commands. A command module calls
+# `flags.adopt_module_key_flags(cli)` after defining them, so that its --help lists them.
+
 
 MODEL_FLAG_NAMES = ("run_dir", "checkpoint", "checkpoint_tag", "zoo_name", "model_variant",
                     "num_classes", "output_stride", "atrous_rates", "decoder_output_stride")
@@ -175,8 +176,6 @@ def define_model_flags(what):
                       "overrides model.json.")
     flags.DEFINE_integer("decoder_output_stride", None, "4 for the decoder, 0 for none; "
                          "overrides model.json.")
-    for name in MODEL_FLAG_NAMES:
-        flags.declare_key_flag(name)
 
 
 def int_list_flag(name, allow_none=False):
@@ -207,8 +206,6 @@ def define_multi_scale_flags():
                       "0.5,0.75,1.0,1.25,1.5,1.75.")
     flags.DEFINE_bool("add_flipped_images", False, "Also average the left-right flipped image's "
                       "probabilities (research/deeplab's add_flipped_images).")
-    for name in ("eval_scales", "add_flipped_images"):
-        flags.declare_key_flag(name)
 
 
 def multi_scale_from_flags():
@@ -237,7 +234,6 @@ def define_dataclass_flags(cls):
     enum for ``choices``; tuple fields are list flags, 'none' for the empty tuple)."""
     for field in dataclasses.fields(cls):
         _define_field_flag(field)
-        flags.declare_key_flag(field.name)
 
 
 def _define_field_flag(field):

@@ -39,6 +39,7 @@ flags.DEFINE_string("output_dir", None, "Where results.json and results.md go (d
                     "print the table).")
 cli.define_multi_scale_flags()
 
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 def config_from_flags():
     from deeplab_load.evaluation import EvaluateConfig

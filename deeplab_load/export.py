@@ -27,6 +27,7 @@ flags.DEFINE_bool("with_probabilities", False, "Also return softmax probabilitie
 flags.DEFINE_bool("overwrite", False, "Replace an existing --export_dir (atomically).")
 cli.define_multi_scale_flags()
 
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 def config_from_flags():
     from deeplab_load.serving import ExportConfig

@@ -40,6 +40,7 @@ flags.DEFINE_list("eval_crop_size", None, "Pad every image to H,W before the mod
                   "--input_dir without a data set).")
 cli.define_multi_scale_flags()
 
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 def config_from_flags():
     from deeplab_load.prediction import PredictConfig

@@ -89,9 +89,9 @@ def load_model(source, num_classes=None, log=logging.info):
         raise
     except UserError as err:
         if spec is None:
-            raise UserError(f"{first_line(err)}\nno model.json beside {checkpoint}: pass --run_dir (or a "
-                            f"checkpoint folder of a run), or the checkpoint's model flags") \
-                from err
+            raise UserError(f"{first_line(err)}\nno model.json beside {checkpoint}: pass "
+                            f"--run_dir (or a checkpoint folder of a run), or the checkpoint's "
+                            f"model flags") from err
         differing = config_differences(config, spec.config)
         if not differing:
             raise
@@ -117,12 +117,17 @@ def open_dataset(spec=None, dataset=None, dataset_dir=None, tfrecord_dir=None):
     return get_dataset(name, dataset_dir, tfrecord_dir=tfrecord_dir)
 
 
+def check_eval_crop_size(flag_value):
+    """FlagError unless ``flag_value`` is None, () (no padding) or (H, W) >= 1."""
+    if flag_value and (len(flag_value) != 2 or min(flag_value) < 1):
+        raise FlagError(f"--eval_crop_size={','.join(map(str, flag_value))} must be H,W "
+                        f"(positive integers) or none")
+
+
 def eval_crop_size(flag_value, spec=None, info=None):
     """Padding size: ``flag_value`` ((H, W), or () for none) > the spec's > the data set's."""
     if flag_value is not None:
-        if flag_value and (len(flag_value) != 2 or min(flag_value) < 1):
-            raise FlagError(f"--eval_crop_size={','.join(map(str, flag_value))} must be H,W "
-                            f"(positive integers) or none")
+        check_eval_crop_size(flag_value)
         return tuple(flag_value) or None
     if spec is not None and spec.eval_crop_size is not None:
         return tuple(spec.eval_crop_size)

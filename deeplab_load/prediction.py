@@ -23,7 +23,8 @@ from absl import logging
 
 from deeplab_load import visualize
 from deeplab_load.errors import FlagError, UserError
-from deeplab_load.model_loading import ModelSource, eval_crop_size, load_model
+from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
+    load_model, open_dataset
 
 FORMATS = ("raw", "color", "overlay", "voc_submission", "cityscapes_submission")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -107,13 +108,14 @@ def image_folder_examples(input_dir):
 
 
 def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
-                     progress_interval=10.0, log=logging.info, skip_bad_examples=False,
-                     bad_example_log=None):
+                     progress_interval=10.0, log=logging.info, eval_scales=(1.0,),
+                     add_flipped_images=False, skip_bad_examples=False, bad_example_log=None):
     """Predicts and writes every example; returns the written paths.
 
     examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``
       (raising ``BadExampleError`` for an unreadable image).
     eval_crop_size: (H, W) padding size or None (see ``inference.predict_labels``).
+    eval_scales, add_flipped_images: multi-scale / flipped inference (``multi_scale.py``).
     skip_bad_examples: skip an image that does not load (added to ``bad_example_log``, a
       ``pipeline.BadExampleLog``) instead of stopping.
     Outputs: every file goes inside ``output_dir`` (ids that would leave it are refused before
@@ -121,7 +123,7 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
     (atomically), nothing else there is touched. While the run writes, ``output_dir/INCOMPLETE``
     says so; if the run stops with an error it names the error and stays.
     """
-    from deeplab_load import inference
+    from deeplab_load import multi_scale
     from deeplab_load.data.common import BadExampleError
     from deeplab_load.data.pipeline import BadExampleLog
     from deeplab_load.output_folder import IncompleteMarker
@@ -147,7 +149,8 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
                 raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is "
                                   f"larger than the eval crop size {size[0]}x{size[1]}; pass a "
                                   f"larger --eval_crop_size or --eval_crop_size=none")
-            labels = inference.predict_labels(model, image[None], eval_crop_size).numpy()[0]
+            labels = multi_scale.predict_labels(model, image[None], eval_crop_size, eval_scales,
+                                                add_flipped_images).numpy()[0]
             paths.append(write_prediction(fmt, output_dir, example_id, image, labels, info))
             progress.update(index + 1, force=index + 1 == len(examples))
     if bad.count:
@@ -202,6 +205,11 @@ class PredictConfig:
     split: Optional[str] = None
     input_dir: Optional[str] = None
     eval_crop_size: Optional[tuple] = None
+    eval_scales: tuple = (1.0,)
+    add_flipped_images: bool = False
+
+    def __post_init__(self):
+        check_eval_crop_size(self.eval_crop_size)
 
 
 def _folder_classes(source, spec):
@@ -227,7 +235,6 @@ def run_prediction(config, log=logging.info):
         examples = folder_examples(config.input_dir)
         crop = eval_crop_size(config.eval_crop_size, spec, info if name else None)
     else:
-        from deeplab_load.model_loading import open_dataset
         dataset = open_dataset(spec, config.dataset, config.dataset_dir)
         info = dataset.info
         split = config.split or ((spec.data or {}).get("eval_split") if spec is not None
@@ -237,5 +244,6 @@ def run_prediction(config, log=logging.info):
     check_format(config.fmt, info)
     loaded = load_model(config.model, info.num_classes, log=log)
     paths = predict_examples(loaded.model, examples, info, config.output_dir, config.fmt, crop,
-                             log=log)
+                             log=log, eval_scales=config.eval_scales,
+                             add_flipped_images=config.add_flipped_images)
     return paths, loaded.description

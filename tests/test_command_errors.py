@@ -1,5 +1,6 @@
 """User mistakes end in one or two lines naming the flag or file and the fix, without a
 traceback; the library raises UserErrors, the commands print them."""
+import json
 import os
 import subprocess
 import sys
@@ -120,3 +121,17 @@ def test_predict_help_lists_its_own_and_the_model_flags():
                  "--model_variant", "--eval_crop_size", "--split"):
         assert name in proc.stdout, name
     assert "Label maps of a data-set split or a folder of images" in proc.stdout
+
+
+@pytest.mark.slow
+def test_export_of_a_bare_checkpoint_for_the_demo_data_set(tmp_path):
+    """export --dataset=demo (refused before): the demo's class names and eval crop size."""
+    from deeplab_load.data import demo
+    CheckpointStore(str(tmp_path / "bare"), model=build_deeplab(TINY)).save("final")
+    source = ModelSource(checkpoint=str(tmp_path / "bare"), model_variant="mobilenet_v2",
+                         output_stride=8, atrous_rates=(), decoder_output_stride=0)
+    path, crop, _ = run_export(ExportConfig(model=source, dataset="demo",
+                                            export_dir=str(tmp_path / "x")))
+    assert crop == tuple(demo.DEFAULT_IMAGE_SIZE)
+    spec = ModelSpec.from_dict(json.load(open(os.path.join(path, "model.json"))))
+    assert spec.class_names == tuple(demo.CLASS_NAMES) and spec.config == TINY

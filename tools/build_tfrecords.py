@@ -3,11 +3,14 @@
     python tools/build_tfrecords.py --dataset=cityscapes --data_dir=/data/cityscapes \
         --split=train --output_dir=/data/cityscapes/tfrecord --num_shards=10
 
-Then pass the output dir as `tfrecord_dir` to `deeplab_load.data.get_dataset`. Every example is
-decoded and validated while writing; a bad one stops the conversion with an error naming the
-file, unless --skip_bad_examples (then it is left out and listed in `<split>.json`). A split's
-shards are written into a temporary folder and moved into place when the split is complete: a
-stopped conversion leaves no partial split and no temporary files.
+Then pass the output dir as `--tfrecord_dir` to train / evaluate (or `tfrecord_dir` to
+`deeplab_load.data.get_dataset`); the raw tree is not needed any more. The records use
+research/deeplab's keys plus `id`, and `<split>.json` lists the ids (see
+deeplab_load/data/tfrecords.py). Every example is decoded and validated while writing; a bad one
+stops the conversion with an error naming the file, unless --skip_bad_examples (then it is left
+out and listed in `<split>.json`).
+A split's shards are written into a temporary folder and moved into place when the split is
+complete: a stopped conversion leaves no partial split and no temporary files.
 """
 import os
 import sys

@@ -83,7 +83,7 @@ def _uses_tfrecords(ds):
 def split_ids(ds, split) -> list:
     """Example ids of a split, from the TFRecord metadata or the file listing."""
     if _uses_tfrecords(ds):
-        return list(tfrecords.read_metadata(ds.tfrecord_dir, split)["ids"])
+        return list(tfrecords.read_metadata(ds.tfrecord_dir, split, ds.info.name)["ids"])
     return [ref.id for ref in ds.examples(split)]
 
 
@@ -297,8 +297,10 @@ def train_dataset(ds, split, global_batch_size, crop_size, seed, random_scale=(1
     first = int(start_step) * global_batch_size
 
     if _uses_tfrecords(ds):
-        num_examples = tfrecords.read_metadata(ds.tfrecord_dir, split)["num_examples"]
-        records = _tfrecord_stream(tfrecords.shard_paths(ds.tfrecord_dir, split), seed, shuffle)
+        num_examples = tfrecords.read_metadata(ds.tfrecord_dir, split,
+                                               ds.info.name)["num_examples"]
+        records = _tfrecord_stream(tfrecords.shard_paths(ds.tfrecord_dir, split, ds.info.name),
+                                   seed, shuffle)
         if repeat:
             records = records.repeat()
         else:
@@ -368,7 +370,8 @@ def eval_dataset(ds, split: Union[str, Sequence], batch_size, eval_crop_size=Non
             items = list(split)
             wanted = [item.id if isinstance(item, ExampleRef) else str(item) for item in items]
             split_name = _split_holding(ds, wanted)
-        records = tf.data.TFRecordDataset(tfrecords.shard_paths(ds.tfrecord_dir, split_name))
+        records = tf.data.TFRecordDataset(tfrecords.shard_paths(ds.tfrecord_dir, split_name,
+                                                                ds.info.name))
         fields = records.map(tfrecords.parse)
         if wanted is not None:
             wanted_ids = tf.constant(wanted)

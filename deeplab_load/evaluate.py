@@ -41,6 +41,7 @@ cli.define_multi_scale_flags()
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
+
 def config_from_flags():
     from deeplab_load.evaluation import EvaluateConfig
     eval_scales, add_flipped_images = cli.multi_scale_from_flags()

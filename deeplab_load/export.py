@@ -29,6 +29,7 @@ cli.define_multi_scale_flags()
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
+
 def config_from_flags():
     from deeplab_load.serving import ExportConfig
     eval_scales, add_flipped_images = cli.multi_scale_from_flags()

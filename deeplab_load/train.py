@@ -24,6 +24,7 @@ cli.define_dataclass_flags(TrainConfig)
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
+
 def config_from_flags():
     """(TrainConfig with the demo profile applied where it applies, {name: value applied})."""
     config, given = cli.dataclass_from_flags(TrainConfig)

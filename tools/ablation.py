@@ -30,6 +30,7 @@ flags.DEFINE_integer("num_seeds", 3, "Seeds --seed, --seed + 1, ... (each runs e
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
+
 def main(argv):
     del argv
     if FLAGS.num_seeds < 1:

@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches
 from deeplab_load.lookahead.buffer import write_json_atomic
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
 from deeplab_load.training.progress import Progress
@@ -22,14 +23,16 @@ WORKING_TAG = "stage1_working"
 DONE_TAG = "stage1"
 
 
-def training_class_stats(ds, split, path):
-    """Class pixel statistics of `split`, computed once and kept as JSON at `path`."""
+def training_class_stats(ds, split, path, skip_bad_examples=False, bad_example_log=None):
+    """Class pixel statistics of `split` (of its usable examples with `skip_bad_examples`),
+    computed once and kept as JSON at `path`."""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             stats = ClassPixelStats.from_json(f.read())
         if stats.num_classes == ds.info.num_classes:
             return stats
-    labels = (ds.load(ref)[1] for ref in ds.examples(split))
+    refs = pipeline.usable_refs(ds, split, skip_bad_examples, bad_example_log)
+    labels = (ds.load(ref)[1] for ref in refs)
     stats = compute_class_pixel_stats(labels, ds.info.num_classes)
     with open(f"{path}.tmp", "w", encoding="utf-8") as f:
         f.write(stats.to_json())
@@ -46,7 +49,8 @@ def schedule(num_examples, batch_size, weighted_epochs, plain_epochs):
 
 def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_size=513,
                weighted_epochs=4.0, plain_epochs=8.0, seed=0, random_scale=(1.0, 1.0),
-               skip_bad_examples=False, checkpoint_every=100, summary_writer=None):
+               skip_bad_examples=False, checkpoint_every=100, summary_writer=None,
+               bad_example_log=None):
     """Trains `trainer.model` with CE; returns {"steps", "loss"}. Leaves the tag "stage1".
 
     trainer: `steps.Stage1Trainer` (with class_stats when weighted_epochs > 0).
@@ -71,25 +75,26 @@ def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_si
                  total, weighted_steps, steps_per_epoch, batch_size, crop_size)
     dataset = pipeline.train_dataset(ds, split, batch_size, crop_size, seed,
                                      random_scale=random_scale,
-                                     skip_bad_examples=skip_bad_examples, start_step=state["step"])
+                                     skip_bad_examples=skip_bad_examples, start_step=state["step"],
+                                     bad_example_log=bad_example_log)
     progress = Progress("stage1", total=total)
     step, loss = state["step"], float("nan")
-    batches = iter(trainer.distribute(dataset))
-    while step < total:
-        trainer.set_use_class_weights(step < weighted_steps)
-        pixels, labels = next(batches)
-        loss = float(trainer.step(pixels, labels))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"stage 1: loss is {loss} at step {step}")
-        step += 1
-        progress.update(step, loss=loss, epoch=f"{step / steps_per_epoch:.2f}",
-                        weighted=step <= weighted_steps)
-        if summary_writer is not None:
-            with summary_writer.as_default(step=step):
-                tf.summary.scalar("stage1/loss", loss)
-        if step % checkpoint_every == 0 and step < total:
-            store.save(WORKING_TAG)
-            write_json_atomic(state_path, {"step": step, "done": False})
+    with Batches(trainer.distribute(dataset)) as batches:
+        while step < total:
+            trainer.set_use_class_weights(step < weighted_steps)
+            pixels, labels = next(batches)
+            loss = float(trainer.step(pixels, labels))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"stage 1: loss is {loss} at step {step}")
+            step += 1
+            progress.update(step, loss=loss, epoch=f"{step / steps_per_epoch:.2f}",
+                            weighted=step <= weighted_steps)
+            if summary_writer is not None:
+                with summary_writer.as_default(step=step):
+                    tf.summary.scalar("stage1/loss", loss)
+            if step % checkpoint_every == 0 and step < total:
+                store.save(WORKING_TAG)
+                write_json_atomic(state_path, {"step": step, "done": False})
     store.save(DONE_TAG)
     store.delete(WORKING_TAG)
     state = {"step": step, "done": True, "loss": loss}

@@ -117,6 +117,8 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
         eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
         seconds=round(time.monotonic() - start, 2), **extra)
     results.update(_inference_settings(eval_scales, add_flipped_images))
+    if dtype != "float32":
+        results["dtype"] = dtype
     if info.name == "cityscapes":
         results.update(instance_level.results(stream.matrix) if instance_level is not None
                        else _cityscapes_scores(stream.matrix))
@@ -206,6 +208,7 @@ class EvaluateConfig:
     output_dir: Optional[str] = None
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -225,7 +228,7 @@ def run_evaluation(config, log=logging.info):
     crop = eval_crop_size(config.eval_crop_size, spec, dataset.info)
     results = evaluate(loaded.model, dataset, split, config.batch_size, crop, config.max_images,
                        config.skip_bad_examples, log=log, eval_scales=config.eval_scales,
-                       add_flipped_images=config.add_flipped_images)
+                       add_flipped_images=config.add_flipped_images, dtype=config.dtype)
     results["checkpoint"] = loaded.description
     if config.output_dir:
         write_results(results, config.output_dir)

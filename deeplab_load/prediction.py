@@ -211,6 +211,7 @@ class PredictConfig:
     eval_crop_size: Optional[tuple] = None
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+    dtype: str = "float32"
     skip_bad_examples: bool = False
 
     def __post_init__(self):
@@ -250,6 +251,6 @@ def run_prediction(config, log=logging.info):
     loaded = load_model(config.model, info.num_classes, log=log)
     paths = predict_examples(loaded.model, examples, info, config.output_dir, config.fmt, crop,
                              log=log, eval_scales=config.eval_scales,
-                             add_flipped_images=config.add_flipped_images,
+                             add_flipped_images=config.add_flipped_images, dtype=config.dtype,
                              skip_bad_examples=config.skip_bad_examples)
     return paths, loaded.description

@@ -166,6 +166,7 @@ class ExportConfig:
     overwrite: bool = False
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -188,5 +189,5 @@ def run_export(config, log=logging.info):
     path = export_saved_model(loaded.model, config.export_dir, crop, config.with_probabilities,
                               class_names, config.overwrite, spec=spec,
                               eval_scales=config.eval_scales,
-                              add_flipped_images=config.add_flipped_images)
+                              add_flipped_images=config.add_flipped_images, dtype=config.dtype)
     return path, crop, loaded.description

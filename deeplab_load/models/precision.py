@@ -50,8 +50,8 @@ def global_policy(policy):
 def compute_dtype(model):
     """The dtype the backbone of a `build_deeplab` model computes in ("float32", "bfloat16");
     for another model, its own `compute_dtype` (float32 when it has none)."""
-    from deeplab_load.models.deeplab import backbone_layer
-    if getattr(model, "deeplab_config", None) is None:
+    from deeplab_load.models.deeplab import DeepLabConfig, backbone_layer
+    if not isinstance(getattr(model, "deeplab_config", None), DeepLabConfig):
         return getattr(model, "compute_dtype", "float32")
     return backbone_layer(model).compute_dtype
 

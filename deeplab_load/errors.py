@@ -17,3 +17,7 @@ class FlagError(UserError, ValueError):
 
 class DamagedFileError(UserError, ValueError):
     """A file the run wrote or reads is unreadable (truncated, corrupt); the message names it."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """A loss, metric or model output is NaN or infinite; the message names where and why."""

@@ -85,8 +85,8 @@ def model_config_from_flags(num_classes=None):
 
 
 def _tagged_prefix(folder, tag):
-    with open(os.path.join(folder, "tags.json"), encoding="utf-8") as f:
-        tags = json.load(f)
+    from deeplab_load.training.checkpoint_store import read_tags
+    tags = read_tags(os.path.join(folder, "tags.json"))
     if tag is None:
         tag = next((t for t in DEFAULT_CHECKPOINT_TAGS if t in tags), None)
         if tag is None:

@@ -337,7 +337,7 @@ def test_non_numeric_miou_is_rejected(tmp_path, bad):
     config = LoAdConfig(gamma_max=2, psi_max=1)
     controller = LoAdController(config, FakeHooks(Disk(), lambda model: bad),
                                 tmp_path / "state.json", MapBuffer(tmp_path / "buffer", 3))
-    with pytest.raises(ValueError, match="evaluate"):
+    with pytest.raises(ValueError, match="LoAd start .*hold-out mIoU"):
         controller.run()
 
 

@@ -28,6 +28,8 @@ import os
 import re
 import shutil
 
+from deeplab_load.errors import DamagedFileError
+
 INDEX_FILE = "index.json"
 TMP_PREFIX = ".tmp_"
 SET_PREFIX = "set_"
@@ -45,13 +47,15 @@ def write_json_atomic(path, payload):
     os.replace(tmp, path)
 
 
-def read_json(path):
-    """Reads a JSON file; a corrupt file raises ValueError naming it."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+def read_json(path, fix="restore it from a backup or delete the run dir to start over"):
+    """Reads a JSON file; a corrupt one raises DamagedFileError (a ValueError) naming it and
+    `fix`, what the user can do."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(f"{path}: damaged, not valid JSON ({error}); {fix}") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +82,10 @@ class MapBuffer:
         os.makedirs(self.root, exist_ok=True)
         self._index = {"max_sets": self.max_sets, "next_serial": 0, "last_op": None, "sets": []}
         if os.path.exists(self.index_path):
-            self._index = read_json(self.index_path)
+            self._index = read_json(
+                self.index_path, fix=f"delete {self.root} and the run dir's state.json and "
+                                     f"events.jsonl to restart LoAd from the stage-1 model, or "
+                                     f"delete the run dir")
             if self._index.get("max_sets") != self.max_sets:
                 raise ValueError(f"{self.index_path}: buffer was created with max_sets="
                                  f"{self._index.get('max_sets')}, opened with {self.max_sets}")

@@ -5,6 +5,9 @@ live in a `CheckpointStore` under the controller's tags ("g_s", "g_best", "g_end
 rotating per-propagation slots used for resume. The discriminator and its optimizer are saved
 once per training round. Data for propagation n is batch n - 1 of the seeded training stream, so
 a resumed run sees exactly the batches an uninterrupted one did.
+
+A stop signal (`interrupts`) is honoured when a hook starts new work or between discriminator
+epochs: all finished work is saved by then (an interrupted D round restarts from round - 1).
 """
 import json
 import os
@@ -13,7 +16,8 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
-from deeplab_load.training import map_sets
+from deeplab_load.training import interrupts, kill_points, map_sets
+from deeplab_load.training.events import EventLog
 from deeplab_load.training.steps import fit_discriminator
 
 EVENTS_FILE = "events.jsonl"
@@ -56,11 +60,11 @@ class LoAdTrainingHooks:
         self.train_refs = train_refs
         self.options = options
         self.events_path = os.path.join(run_dir, EVENTS_FILE)
+        self.events = EventLog(self.events_path)
         self.summary_writer = summary_writer
         self.progress = progress
         self._batches = None
         self._next_propagation = None
-        self._seen_seq = self._last_logged_seq()
 
     # Generator.
 
@@ -76,8 +80,10 @@ class LoAdTrainingHooks:
         return next(self._batches)
 
     def adversarial_step(self, propagation):
+        interrupts.raise_if_requested(f"before LoAd propagation {propagation}")
         pixels, labels = self._batch_for(propagation)
         loss = float(self.generator.step(pixels, labels))
+        kill_points.kill_if_reached("propagation")
         return {"generator_loss": loss}
 
     def evaluate(self):
@@ -99,6 +105,7 @@ class LoAdTrainingHooks:
         self.generator_store.restore(tag)
 
     def write_map_set(self, tag, set_dir):
+        interrupts.raise_if_requested(f"before writing the label maps of {tag}")
         self.generator_store.restore(tag)
         count = map_sets.write_label_map_set(
             self.generator.model, self.ds, self.train_refs, set_dir,
@@ -108,6 +115,7 @@ class LoAdTrainingHooks:
     # Discriminator.
 
     def train_discriminator(self, set_dirs, round):
+        interrupts.raise_if_requested(f"before discriminator round {round}")
         o = self.options
         if round > 0:
             self.restore_discriminator(round - 1)
@@ -137,6 +145,9 @@ class LoAdTrainingHooks:
                     tf.summary.scalar("discriminator_epoch/train_loss", values["loss"])
                     tf.summary.scalar("discriminator_epoch/train_accuracy",
                                       values["train_accuracy"])
+            kill_points.kill_if_reached("disc_epoch")
+            interrupts.raise_if_requested(f"in discriminator round {round} after epoch {epoch} "
+                                          f"(the round restarts on resume)")
 
         result = fit_discriminator(
             self.discriminator, real, fakes, holdout_real, holdout_fake,
@@ -165,22 +176,15 @@ class LoAdTrainingHooks:
 
     # Events.
 
-    def _last_logged_seq(self):
-        if not os.path.exists(self.events_path):
-            return 0
-        last = 0
-        with open(self.events_path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    last = max(last, json.loads(line)["seq"])
-        return last
-
     def on_event(self, event):
-        if event["seq"] <= self._seen_seq:
+        if event["seq"] <= self.events.last_seq:
             return
-        self._seen_seq = event["seq"]
-        with open(self.events_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event, sort_keys=True) + "\n")
+        if kill_points.reached("event_torn"):
+            line = json.dumps(event, sort_keys=True)
+            with open(self.events_path, "a", encoding="utf-8") as f:
+                f.write(line[:len(line) // 2])
+            kill_points.kill_now()
+        self.events.append(event)
         kind = event["kind"]
         if kind == "propagation":
             if self.progress is not None:

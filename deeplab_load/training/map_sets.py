@@ -17,6 +17,7 @@ from deeplab_load.data import pipeline
 from deeplab_load.data.common import IGNORE_LABEL, as_size, decode_index_png, encode_index_png, \
     read_bytes
 from deeplab_load.inference import label_map_function
+from deeplab_load.training import kill_points
 
 
 def map_path(set_dir, example_id):
@@ -37,6 +38,7 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
             with open(path, "wb") as f:
                 f.write(encode_index_png(label_map[:height, :width]))
             count += 1
+        kill_points.kill_if_reached("map_batch")
     return count
 
 

@@ -31,7 +31,7 @@ from deeplab_load.lookahead.controller import STATE_FILE, LoAdConfig, LoAdContro
 from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
-from deeplab_load.training import reporting, steps
+from deeplab_load.training import interrupts, reporting, run_lock, steps
 from deeplab_load.training.checkpoint_store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
@@ -160,6 +160,7 @@ def open_job(f, demo_profile=None):
     # Every worker runs the same deterministic controller; non-chief workers keep their state
     # and snapshots in their own scratch folder (run_dir/worker_tmp_<i>), the chief in run_dir.
     local_dir = worker_directory(run_dir, strategy)
+    run_lock.lock_run_dir(local_dir)   # held until run_training returns
     resumed = prepare_run_dir(f, local_dir)
     if demo_profile:
         logging.info("demo data set: demo profile applied to unset flags: %s", demo_profile)
@@ -258,7 +259,24 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
 
 
 def run_training(f, demo_profile=None):
-    """Runs (or resumes) the whole job described by flag values `f`; returns a summary dict."""
+    """Runs (or resumes) the whole job described by flag values `f`; returns a summary dict.
+
+    Holds the run dir's lock (`run_lock`) throughout. A SIGTERM / SIGINT stops the run at the
+    next saved point (`interrupts`): returns {"interrupted": message} after logging how to
+    resume."""
+    with interrupts.stop_on_signals(), run_lock.release_acquired_since():
+        try:
+            return _run_training(f, demo_profile)
+        except interrupts.TrainingInterrupted as stop:
+            held = run_lock.held_run_dirs()
+            message = (f"{stop}; progress is saved in {held[-1] if held else f.run_dir}: to "
+                       f"resume, run the same train command again (--resume is the default)")
+            logging.warning("%s", message)
+            print(message, flush=True)
+            return {"interrupted": message}
+
+
+def _run_training(f, demo_profile=None):
     start_time = time.monotonic()
     job = open_job(f, demo_profile)
     run_dir, local_dir, model = job.run_dir, job.local_dir, job.model

@@ -4,13 +4,12 @@
 first signal only sets a flag and logs that the run will stop; training code calls
 `raise_if_requested(where)` at points where everything done so far is saved (after a stage-1
 step, before a LoAd hook starts new work), which raises `TrainingInterrupted`. Stage 1 saves a
-checkpoint first (`requested()`). A second signal ends the process at once (exit 128 + signal
-number) without saving anything more. Outside the block the checks are no-ops.
+checkpoint first (`requested()`). The first signal restores the default handlers, so a second
+one ends the process at once (killed by that signal) without saving anything more; what was
+saved stays valid (every file is written atomically). Outside the block the checks are no-ops.
 """
 import contextlib
-import os
 import signal
-import sys
 import threading
 
 from absl import logging
@@ -41,14 +40,14 @@ def raise_if_requested(where):
 
 def _handle(signum, frame):
     del frame
-    name = signal.Signals(signum).name
-    if _requested:
-        sys.stderr.write(f"\nsecond {name}: exiting at once (what was saved so far stays)\n")
-        sys.stderr.flush()
-        os._exit(128 + signum)
     _requested.append(signum)
+    # The next SIGTERM / SIGINT gets the default action: the kernel ends the process at once,
+    # even while the main thread is inside a long TensorFlow op (a Python handler would wait).
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
     logging.warning("%s received: finishing the current step, then saving and stopping "
-                    "(send it again to exit at once)", name)
+                    "(send it again to exit at once, keeping only what is saved)",
+                    signal.Signals(signum).name)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -168,7 +169,8 @@ def test_sigkill_at_seeded_points_of_every_phase_then_resume_gives_the_same_run(
         finished_run, demo_dir, tmp_path):
     """One run SIGKILLed (by itself, `training.kill_points`) at 8 seeded points: twice in stage
     1, in map-set generation, in D training, after a generator step, mid-write of events.jsonl,
-    in D's next round and in the next cycle; resumed after each. Decisions, every loss and D metric, and the
+    in D's next round and in the next cycle; resumed after each; then stopped once by SIGINT in
+    the propagation loop (exit 0) and resumed to the end. Decisions, every loss and D metric, and the
     final metrics equal the uninterrupted run's."""
     import random
     reference_dir, _ = finished_run
@@ -186,6 +188,25 @@ def test_sigkill_at_seeded_points_of_every_phase_then_resume_gives_the_same_run(
         kills.append((point, passes, phase))
         print("killed at", kills[-1], flush=True)
         stderr.append(proc.stderr)
+    # and a SIGINT once the resumed run is back in the propagation loop: a clean stop (exit 0)
+    proc = subprocess.Popen(train_command(run_dir, demo_dir, KILLED_RUN_FLAGS), cwd=REPO,
+                            env=environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        start_propagation = json.load(open(os.path.join(run_dir, "state.json")))["propagation"]
+        while proc.poll() is None:
+            state = json.load(open(os.path.join(run_dir, "state.json")))
+            if state["phase"] == "propagate" and state["propagation"] > start_propagation:
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped by SIGINT before LoAd propagation" in out, out
+    kills.append(("SIGINT", 1, json.load(open(os.path.join(run_dir, "state.json")))["phase"]))
+    print("stopped at", kills[-1], flush=True)
     final = run_to_end(run_dir, demo_dir, KILLED_RUN_FLAGS)
     stderr.append(final.stderr)
     # the kills fell in stage 1 (no LoAd state yet), LoAd's start and later cycles

@@ -194,3 +194,32 @@ def test_run_dir_lock_refuses_a_second_holder_naming_its_pid(tmp_path):
     assert os.path.abspath(run_dir) not in run_lock.held_run_dirs()
     run_lock.lock_run_dir(run_dir)
     run_lock.release(run_dir)
+
+
+# Buffer sets.
+
+def test_missing_or_corrupt_buffer_set_is_named_with_a_fix(tmp_path):
+    import collections
+    from deeplab_load.lookahead.buffer import MapBuffer
+    from deeplab_load.training import map_sets
+
+    def write_maps(set_dir):
+        with open(os.path.join(set_dir, "a.png"), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n truncated")
+
+    buffer = MapBuffer(tmp_path / "buffer", 3)
+    (map_set,) = buffer.start(write_maps, "g0")
+    set_dir = buffer.set_dir(map_set)
+
+    class OneImage:
+        def load(self, ref):
+            return np.zeros([4, 4, 3], np.uint8), np.zeros([4, 4], np.uint8)
+
+    refs = [collections.namedtuple("Ref", "id")("a")]
+    with pytest.raises(DamagedFileError, match=f"a.png: .*the buffer set {set_dir} is damaged: "
+                                               f"delete .*buffer and the run dir's state.json"):
+        map_sets._load_triple(OneImage(), refs, set_dir)(0)
+    os.remove(os.path.join(set_dir, "a.png"))
+    with pytest.raises(DamagedFileError, match=f"{set_dir}: buffer set listed in .*index.json "
+                                               f"is missing or empty; delete"):
+        MapBuffer(tmp_path / "buffer", 3)

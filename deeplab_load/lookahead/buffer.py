@@ -35,6 +35,8 @@ TMP_PREFIX = ".tmp_"
 SET_PREFIX = "set_"
 ROLES = ("peak", "end")
 _LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+RESTART_LOAD_FIX = ("delete {root} and the run dir's state.json and events.jsonl to restart LoAd "
+                    "from the stage-1 model, or delete the run dir")
 
 
 def write_json_atomic(path, payload):
@@ -82,16 +84,19 @@ class MapBuffer:
         os.makedirs(self.root, exist_ok=True)
         self._index = {"max_sets": self.max_sets, "next_serial": 0, "last_op": None, "sets": []}
         if os.path.exists(self.index_path):
-            self._index = read_json(
-                self.index_path, fix=f"delete {self.root} and the run dir's state.json and "
-                                     f"events.jsonl to restart LoAd from the stage-1 model, or "
-                                     f"delete the run dir")
+            self._index = read_json(self.index_path,
+                                    fix=RESTART_LOAD_FIX.format(root=self.root))
             if self._index.get("max_sets") != self.max_sets:
                 raise ValueError(f"{self.index_path}: buffer was created with max_sets="
                                  f"{self._index.get('max_sets')}, opened with {self.max_sets}")
         if os.path.exists(self.index_path + ".tmp"):
             os.remove(self.index_path + ".tmp")
         self._remove_unlisted()
+        for set_dir in self.set_dirs():
+            if not os.path.isdir(set_dir) or not os.listdir(set_dir):
+                raise DamagedFileError(
+                    f"{set_dir}: buffer set listed in {self.index_path} is missing or empty; "
+                    f"{RESTART_LOAD_FIX.format(root=self.root)}")
 
     # Reading.
 

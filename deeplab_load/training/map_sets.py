@@ -14,9 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_load.data import pipeline
-from deeplab_load.data.common import IGNORE_LABEL, as_size, decode_index_png, encode_index_png, \
-    read_bytes
+from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
+    encode_index_png, read_bytes
+from deeplab_load.errors import DamagedFileError
 from deeplab_load.inference import label_map_function
+from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.training import kill_points
 
 
@@ -52,7 +54,12 @@ def _load_triple(ds, refs, set_dir):
         label_map = label
         if set_dir is not None:
             path = map_path(set_dir, ref.id)
-            label_map = decode_index_png(read_bytes(path), path)
+            try:
+                label_map = decode_index_png(read_bytes(path), path)
+            except BadExampleError as err:
+                root = os.path.dirname(os.path.abspath(set_dir))
+                raise DamagedFileError(f"{err}; the buffer set {set_dir} is damaged: "
+                                       f"{RESTART_LOAD_FIX.format(root=root)}") from err
             if label_map.shape != label.shape:
                 raise ValueError(f"{path}: map size {label_map.shape} != label size {label.shape}")
         return image, np.stack([label, label_map], axis=-1).astype(np.int32)

@@ -2,6 +2,7 @@
 
 Run directory layout:
     flags.txt                  flags of the first start (flags_resume_<n>.txt for resumes)
+    train.lock                 pid of the train process running in the dir (`run_lock`)
     class_stats.json           training-set class pixel statistics (weighted CE)
     holdout_ids.txt            the fixed hold-out images
     stage1_state.json, generator/ (tagged checkpoints), discriminator/ (one per D round)

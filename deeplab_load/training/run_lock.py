@@ -3,8 +3,9 @@
 `lock_run_dir(run_dir)` takes `fcntl.flock(LOCK_EX | LOCK_NB)` on the file and writes the
 holder's pid into it; the lock lives as long as the open file (the kernel drops it when the
 process ends, even on SIGKILL, so a stale file never blocks a later run). A second process gets
-`RunDirBusyError` naming the holder's pid. Locks are per open file, so the same process locking
-the same dir twice is refused too; `release_acquired_since` frees what a block of code took.
+`RunDirBusyError` naming the holder's pid. The process holding the lock may lock the dir again
+(a no-op: in-process callers such as the ablation open several jobs); `release_acquired_since`
+frees what a block of code took.
 """
 import contextlib
 import fcntl
@@ -25,6 +26,9 @@ def lock_run_dir(run_dir):
     run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, LOCK_FILE)
+    for held_dir, held in _held:
+        if held_dir == run_dir and _same_file(held, path):
+            return path
     handle = open(path, "a+", encoding="utf-8")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -41,6 +45,14 @@ def lock_run_dir(run_dir):
     handle.flush()
     _held.append((run_dir, handle))
     return path
+
+
+def _same_file(handle, path):
+    """True when `path` still names the open file `handle` (not deleted and re-created)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
 
 
 def release(run_dir):

@@ -222,3 +222,15 @@ def test_missing_or_corrupt_buffer_set_is_named_with_a_fix(tmp_path):
     with pytest.raises(DamagedFileError, match=f"{set_dir}: buffer set listed in .*index.json "
                                                f"is missing or empty; delete"):
         MapBuffer(tmp_path / "buffer", 3)
+
+
+def test_damaged_load_snapshot_says_how_to_restart_load(tmp_path):
+    from deeplab_load.training.load_hooks import LoAdTrainingHooks, working_tag
+    model = dropout_model()
+    store = CheckpointStore(str(tmp_path / "generator"), model=model)
+    store.save(working_tag(3))
+    truncate_data_file(store, working_tag(3))
+    hooks = LoAdTrainingHooks(None, None, store, None, None, None, [], {}, str(tmp_path))
+    with pytest.raises(DamagedFileError, match="checkpoint is damaged.*restart only LoAd instead, "
+                                               "delete state.json, events.jsonl and buffer/"):
+        hooks.restore_working(3)

@@ -81,9 +81,8 @@ def list_checkpoint(prefix):
 def damaged_message(prefix, err):
     folder = os.path.dirname(prefix)
     return (f"{folder}: checkpoint is damaged or incomplete ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); restore an older snapshot "
-            f"(another tag in {os.path.dirname(folder)}/{TAGS_FILE}) or delete the run dir to "
-            f"start over")
+            f"{str(err).splitlines()[0] if str(err) else ''}); it cannot be restored: delete the "
+            f"run dir to start over")
 
 
 def _read(checkpoint, prefix):

@@ -16,6 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
+from deeplab_load.errors import DamagedFileError
 from deeplab_load.training import interrupts, kill_points, map_sets
 from deeplab_load.training.events import EventLog
 from deeplab_load.training.steps import fit_discriminator
@@ -92,8 +93,18 @@ class LoAdTrainingHooks:
     def save_working(self, propagation):
         self.generator_store.save(working_tag(propagation))
 
+    def _restore(self, store, tag):
+        """store.restore(tag); a damaged snapshot's error also says how to restart LoAd."""
+        try:
+            store.restore(tag)
+        except DamagedFileError as err:
+            run_dir = os.path.dirname(self.events_path)
+            raise DamagedFileError(
+                f"{err}. To keep stage 1 and restart only LoAd instead, delete state.json, "
+                f"events.jsonl and buffer/ in {run_dir}") from err
+
     def restore_working(self, propagation):
-        self.generator_store.restore(working_tag(propagation))
+        self._restore(self.generator_store, working_tag(propagation))
 
     def save_model(self, tag):
         self.generator_store.save(tag)
@@ -102,11 +113,11 @@ class LoAdTrainingHooks:
         self.generator_store.copy(src_tag, dst_tag)
 
     def restore_model(self, tag):
-        self.generator_store.restore(tag)
+        self._restore(self.generator_store, tag)
 
     def write_map_set(self, tag, set_dir):
         interrupts.raise_if_requested(f"before writing the label maps of {tag}")
-        self.generator_store.restore(tag)
+        self._restore(self.generator_store, tag)
         count = map_sets.write_label_map_set(
             self.generator.model, self.ds, self.train_refs, set_dir,
             self.options["map_batch_size"], self.options["eval_crop_size"])
@@ -122,7 +133,7 @@ class LoAdTrainingHooks:
         crop, scale, seed = o["crop_size"], o["random_scale"], o["seed"] + 1000 * (round + 1)
         # Hold-out fakes come from the generator the next cycle starts from; the hold-out crops
         # are the same in every round, so the rounds' accuracies compare.
-        self.generator_store.restore("g_s")
+        self._restore(self.generator_store, "g_s")
         triples = list(self.holdout.examples_with_maps())
         holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
         holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
@@ -172,7 +183,7 @@ class LoAdTrainingHooks:
         return metrics
 
     def restore_discriminator(self, round):
-        self.discriminator_store.restore(discriminator_tag(round))
+        self._restore(self.discriminator_store, discriminator_tag(round))
 
     # Events.
 

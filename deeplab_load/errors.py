@@ -7,7 +7,7 @@ else is a bug and keeps its traceback.
 """
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A mistake in the user's flags, files or data; the message names it and the fix."""
 
 
@@ -21,3 +21,9 @@ class DamagedFileError(UserError, ValueError):
 
 class NonFiniteError(UserError, FloatingPointError):
     """A loss, metric or model output is NaN or infinite; the message names where and why."""
+
+
+def first_line(error):
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -155,7 +155,9 @@ class CheckpointMismatchError(UserError, ValueError):
     def __init__(self, path, missing, unexpected, mismatched):
         self.path, self.missing, self.unexpected, self.mismatched = (
             path, sorted(missing), sorted(unexpected), dict(sorted(mismatched.items())))
-        lines = [f"checkpoint {path} does not match the model:"]
+        lines = [f"checkpoint {path} does not match the model ({len(self.missing)} missing, "
+                 f"{len(self.unexpected)} unexpected, {len(self.mismatched)} mis-shaped "
+                 f"variables):"]
         lines += [f"  missing in checkpoint: {name}" for name in self.missing]
         lines += [f"  unexpected in checkpoint: {name}" for name in self.unexpected]
         lines += [f"  shape mismatch: {name}: checkpoint {list(ckpt)} vs model {list(model)}"

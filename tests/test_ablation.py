@@ -10,7 +10,7 @@ import pytest
 from test_train_e2e import REPO, TINY_FLAGS, environment
 
 from deeplab_load.training import ablation_report
-from deeplab_load.training.ablation import ARMS, FlagValues
+from deeplab_load.training.ablation import ARMS
 
 ABLATION_FLAGS = [f for f in TINY_FLAGS if not f.startswith(("--seed", "--max_propagations"))] + [
     "--max_propagations=4", "--psi_max=1", "--seed=3", "--num_seeds=2"]
@@ -99,12 +99,3 @@ def test_mean_std_and_paired_difference():
     assert summary["load_minus_adversarial_best"] == pytest.approx([0.01, 0.01])
     text = ablation_report.format_markdown(summary, "t")
     assert "54.05 ± 0.07" in text and "+1.00" in text
-
-
-def test_flag_values_copy_round_trips_into_a_flagfile():
-    values = FlagValues(seed=3, export=False, resume=True, atrous_rates=[], crop_size=None,
-                        demo_image_size=["49", "65"], beta_l=0.05)
-    text = values.replace(seed=4).flags_into_string()
-    assert "--seed=4\n" in text and "--noexport\n" in text and "--resume\n" in text
-    assert "--demo_image_size=49,65\n" in text and "--atrous_rates=\n" in text
-    assert "crop_size" not in text and values.seed == 3

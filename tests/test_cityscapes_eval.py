@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import evaluate, metrics, predict
+from deeplab_load import checkpoints, evaluation, metrics, prediction
 from deeplab_load.data import get_dataset
 from deeplab_load.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
@@ -72,7 +72,7 @@ def cityscapes_model(make_golden_checkpoint, tmp_path_factory):
     """A 19-class MobileNetV2 DeepLab (VOC golden weights, seeded logits) and its weights file."""
     keras.utils.set_random_seed(0)
     model = build_deeplab(DeepLabConfig("mobilenet_v2", 19, 16, (), None))
-    evaluate.restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
+    checkpoints.restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
     path = str(tmp_path_factory.mktemp("weights") / "model.weights.h5")
     model.save_weights(path)
     return model, path
@@ -94,7 +94,7 @@ def test_predict_command_pngs_score_the_same_with_the_official_evaluator(citysca
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(glob.glob(str(results_dir / "*" / "*_pred_labelIds.png"))) == 3
 
-    ours = evaluate.evaluate(model, get_dataset("cityscapes", tree.data_dir), "val",
+    ours = evaluation.evaluate(model, get_dataset("cityscapes", tree.data_dir), "val",
                              eval_crop_size=(81, 113))
     official = run_official_evaluator(tree.data_dir, results_dir, tmp_path)
     assert official["num_images"] == 3
@@ -119,7 +119,7 @@ def test_absent_class_convention_matches_the_official_evaluator(tmp_path):
         flip = rng.random(train_ids.shape) < 0.3
         predictions = np.where(flip, rng.integers(0, 19, train_ids.shape), predictions)
         predictions[predictions == 16] = 0  # never predict "train"
-        predict.write_prediction("cityscapes_submission", str(tmp_path / "results"), ref.id,
+        prediction.write_prediction("cityscapes_submission", str(tmp_path / "results"), ref.id,
                                  None, predictions, dataset.info)
         stream.update(train_ids, predictions)
     ours = metrics.results_dict(stream.matrix, CLASS_NAMES)

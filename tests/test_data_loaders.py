@@ -2,6 +2,9 @@
 import os
 
 import numpy as np
+import pathlib
+import shutil
+
 import pytest
 from PIL import Image
 
@@ -64,8 +67,21 @@ def test_voc_missing_tree_and_unknown_split(tmp_path):
     ds = get_dataset("voc", make_fake_voc(tmp_path / "v", 1, 1).data_dir)
     with pytest.raises(ValueError, match="unknown voc split 'bogus'"):
         ds.examples("bogus")
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="--dataset 'imagenet' is unknown"):
         get_dataset("imagenet", tmp_path)
+
+
+def test_voc_dataset_dir_forms_and_train_aug_availability(tmp_path):
+    """The folder holding VOCdevkit, VOCdevkit and VOC2012 all open the same tree; train_aug is
+    available only with SBD's SegmentationClassAug."""
+    ds = get_dataset("voc", make_fake_voc(tmp_path, 2, 1, num_aug_extra=1).data_dir)
+    root = pathlib.Path(ds.root)
+    forms = [root.parent.parent, root.parent, root]
+    assert [pathlib.Path(get_dataset("voc", form).root) for form in forms] == [root] * 3
+    assert ds.available("train") and ds.available("val")
+    assert ds.available("train_aug")
+    shutil.rmtree(root / "SegmentationClassAug")
+    assert not get_dataset("voc", root).available("train_aug")
 
 
 # ---- Cityscapes ----

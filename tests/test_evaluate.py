@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load import evaluate, inference, metrics
+from deeplab_load import checkpoints, evaluation, inference, metrics
 from deeplab_load.data import get_dataset
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 from deeplab_load.training.checkpoint_store import variable_table
@@ -25,7 +25,7 @@ def tf1_checkpoint(make_golden_checkpoint):
 @pytest.fixture(scope="module")
 def model(tf1_checkpoint):
     model = build_deeplab(MNV2_VOC)
-    evaluate.restore_checkpoint(model, tf1_checkpoint)
+    checkpoints.restore_checkpoint(model, tf1_checkpoint)
     return model
 
 
@@ -73,7 +73,7 @@ def test_padded_eval_equals_predict_labels_then_crop(model, voc):
     expected = _reference_matrix(model, dataset, (81, 113))
     assert (expected.sum(axis=0) > 0).sum() >= 3  # the model predicts several classes
     for batch_size in (1, 2):
-        results = evaluate.evaluate(model, dataset, "val", batch_size=batch_size,
+        results = evaluation.evaluate(model, dataset, "val", batch_size=batch_size,
                                     eval_crop_size=(81, 113))
         np.testing.assert_array_equal(_matrix(results), expected)
     assert results["num_images"] == 3
@@ -83,7 +83,7 @@ def test_padded_eval_equals_predict_labels_then_crop(model, voc):
 def test_unpadded_eval_uses_each_image_size(model, voc):
     dataset = CroppedSizes(voc)
     expected = _reference_matrix(model, dataset, None)
-    results = evaluate.evaluate(model, dataset, "val", batch_size=2, eval_crop_size=None)
+    results = evaluation.evaluate(model, dataset, "val", batch_size=2, eval_crop_size=None)
     np.testing.assert_array_equal(_matrix(results), expected)
     # the padding changes the image-pooling and resize results, so the two evaluations differ
     assert not np.array_equal(expected, _reference_matrix(model, dataset, (81, 113)))
@@ -91,9 +91,9 @@ def test_unpadded_eval_uses_each_image_size(model, voc):
 
 def test_image_larger_than_crop_is_an_error_naming_the_file(model, voc):
     with pytest.raises(Exception, match="2008_000000.jpg: image 65x97 is larger"):
-        evaluate.evaluate(model, voc, "val", eval_crop_size=(64, 97))
+        evaluation.evaluate(model, voc, "val", eval_crop_size=(64, 97))
     with pytest.raises(ValueError, match="images without labels .*2009_000000.jpg"):
-        evaluate.evaluate(model, voc, "test", eval_crop_size=(81, 113))
+        evaluation.evaluate(model, voc, "test", eval_crop_size=(81, 113))
 
 
 def _weights_equal(a, b):
@@ -105,7 +105,7 @@ def test_restore_our_checkpoint_formats(model, tmp_path):
     assert not _weights_equal(model, fresh)
     prefix = tf.train.Checkpoint(generator=variable_table(model)).write(
         str(tmp_path / "plain" / "ckpt"))
-    assert "checkpoint" in evaluate.restore_checkpoint(fresh, prefix)
+    assert "checkpoint" in checkpoints.restore_checkpoint(fresh, prefix)
     assert _weights_equal(model, fresh)
 
     # a CheckpointStore-style folder: tags.json -> ckpt_<n>/ckpt
@@ -113,10 +113,10 @@ def test_restore_our_checkpoint_formats(model, tmp_path):
     tf.train.Checkpoint(model=variable_table(model)).write(str(store / "ckpt_000003" / "ckpt"))
     (store / "tags.json").write_text(json.dumps({"g_best": "ckpt_000003"}))
     fresh = build_deeplab(MNV2_VOC)
-    assert "ckpt_000003" in evaluate.restore_checkpoint(fresh, str(store))
+    assert "ckpt_000003" in checkpoints.restore_checkpoint(fresh, str(store))
     assert _weights_equal(model, fresh)
     with pytest.raises(ValueError, match="no tag 'g_end'"):
-        evaluate.restore_checkpoint(fresh, str(store), tag="g_end")
+        checkpoints.restore_checkpoint(fresh, str(store), tag="g_end")
 
 
 
@@ -129,7 +129,7 @@ def test_restore_from_a_checkpoint_store_folder(model, tmp_path):
     store.save("g_s")
     store.save("g_best")
     fresh = build_deeplab(MNV2_VOC)
-    description = evaluate.restore_checkpoint(fresh, str(tmp_path / "checkpoints"))
+    description = checkpoints.restore_checkpoint(fresh, str(tmp_path / "checkpoints"))
     assert store.tags["g_best"] in description  # g_best is preferred over g_s
     assert _weights_equal(model, fresh)
 
@@ -138,10 +138,10 @@ def test_restore_keras_weights_file(model, tmp_path):
     h5 = str(tmp_path / "model.weights.h5")
     model.save_weights(h5)
     fresh = build_deeplab(MNV2_VOC)
-    evaluate.restore_checkpoint(fresh, h5)
+    checkpoints.restore_checkpoint(fresh, h5)
     assert _weights_equal(model, fresh)
     fresh = build_deeplab(MNV2_VOC)
-    assert "model.weights.h5" in evaluate.restore_checkpoint(fresh, str(tmp_path))  # its folder
+    assert "model.weights.h5" in checkpoints.restore_checkpoint(fresh, str(tmp_path))  # its folder
     assert _weights_equal(model, fresh)
 
 
@@ -150,9 +150,9 @@ def test_restore_rejects_checkpoint_of_another_model(model, tmp_path):
     prefix = tf.train.Checkpoint(model=variable_table(other)).write(
         str(tmp_path / "other" / "ckpt"))
     with pytest.raises(Exception, match="ckpt"):
-        evaluate.restore_checkpoint(build_deeplab(MNV2_VOC), prefix)
+        checkpoints.restore_checkpoint(build_deeplab(MNV2_VOC), prefix)
     with pytest.raises(FileNotFoundError, match="missing_dir"):
-        evaluate.restore_checkpoint(model, str(tmp_path / "missing_dir"))
+        checkpoints.restore_checkpoint(model, str(tmp_path / "missing_dir"))
 
 
 @pytest.mark.slow
@@ -167,7 +167,7 @@ def test_command_writes_results(model, voc, tf1_checkpoint, tmp_path):
         capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = metrics.load_results(str(out / "results.json"))
-    expected = evaluate.evaluate(model, voc, "val", batch_size=1, eval_crop_size=(81, 113))
+    expected = evaluation.evaluate(model, voc, "val", batch_size=1, eval_crop_size=(81, 113))
     np.testing.assert_array_equal(_matrix(results), _matrix(expected))
     assert f"{100 * expected['miou']:.2f}" in proc.stdout
     assert "running_miou" in proc.stderr and "3/3" in proc.stderr

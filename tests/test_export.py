@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from deeplab_load import evaluate, export, inference
+from deeplab_load import checkpoints, inference, serving
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ RELOAD_SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def model(make_golden_checkpoint):
     model = build_deeplab(MNV2_VOC)
-    evaluate.restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
+    checkpoints.restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
     return model
 
 
@@ -65,7 +65,7 @@ def _reload_and_run(export_dir, images, tmp_path):
 @pytest.mark.slow
 def test_fresh_process_matches_keras_any_size(model, tmp_path):
     export_dir = tmp_path / "export"
-    export.export_saved_model(model, export_dir, with_probabilities=True,
+    serving.export_saved_model(model, export_dir, with_probabilities=True,
                               class_names=[f"c{i}" for i in range(21)])
     images = _images(SIZES)
     served = _reload_and_run(export_dir, images, tmp_path)
@@ -80,14 +80,14 @@ def test_fresh_process_matches_keras_any_size(model, tmp_path):
         np.testing.assert_allclose(probabilities, expected / expected.sum(-1, keepdims=True),
                                    atol=1e-5)
     assert len(np.unique(served["65x97/labels"])) >= 3
-    metadata = json.loads((export_dir / export.METADATA_FILE).read_text())
+    metadata = json.loads((export_dir / serving.METADATA_FILE).read_text())
     assert metadata["config"]["backbone"] == "mobilenet_v2" and metadata["eval_crop_size"] is None
 
 
 @pytest.mark.slow
 def test_eval_crop_padding_matches_predict_labels(model, tmp_path):
     export_dir = tmp_path / "export_crop"
-    export.export_saved_model(model, export_dir, eval_crop_size=(81, 113))
+    serving.export_saved_model(model, export_dir, eval_crop_size=(81, 113))
     images = _images([(65, 97), (80, 112), (81, 114)], batch=1, seed=1)
     served = _reload_and_run(export_dir, images, tmp_path)
     for key in ("65x97", "80x112"):
@@ -105,7 +105,7 @@ def test_export_never_clobbers_half_way(model, tmp_path):
     export_dir.mkdir()
     (export_dir / "keep.txt").write_text("old")
     with pytest.raises(FileExistsError, match="export"):
-        export.export_saved_model(model, export_dir, overwrite=False)
+        serving.export_saved_model(model, export_dir, overwrite=False)
     assert (export_dir / "keep.txt").read_text() == "old"
 
     class Broken:  # fails while saving: the old export must survive untouched
@@ -115,11 +115,11 @@ def test_export_never_clobbers_half_way(model, tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(Exception, match="boom"):
-        export.export_saved_model(Broken(), export_dir, overwrite=True)
+        serving.export_saved_model(Broken(), export_dir, overwrite=True)
     assert (export_dir / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp folders left
 
-    export.export_saved_model(model, export_dir)  # replaces by default, once complete
+    serving.export_saved_model(model, export_dir)  # replaces by default, once complete
     assert (export_dir / "saved_model.pb").exists() and not (export_dir / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
@@ -133,7 +133,7 @@ def test_command_line(make_golden_checkpoint, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metadata = json.loads((export_dir / export.METADATA_FILE).read_text())
+    metadata = json.loads((export_dir / serving.METADATA_FILE).read_text())
     assert metadata["eval_crop_size"] == [513, 513]  # the VOC default, as the original export
     assert metadata["class_names"][15] == "person"
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -149,7 +149,7 @@ def test_export_reproduces_original_export_model_labels(model, golden, golden_in
     image = np.load(golden / case["input"])
     expected = np.load(golden / case["arrays"]["labels"]["file"])
     export_dir = tmp_path / "export_513"
-    export.export_saved_model(model, export_dir, eval_crop_size=(513, 513))
+    serving.export_saved_model(model, export_dir, eval_crop_size=(513, 513))
     served = _reload_and_run(export_dir, {"golden": image}, tmp_path)["golden/labels"]
     assert served.shape == expected.shape
     assert np.mean(served != expected) <= 1e-3

@@ -6,7 +6,8 @@ import os
 import pytest
 from absl import flags
 
-from deeplab_load import train
+from deeplab_load import train  # noqa: F401  (defines the train flags)
+from deeplab_load.training.config import DEMO_PROFILE, TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
@@ -41,4 +42,25 @@ def test_flagfile_parses(path):
 def test_demo_flagfile_equals_the_demo_profile():
     values = parse_flagfile(os.path.join(REPO, "flags", "demo.cfg"))
     assert values.pop("dataset") == "demo"
-    assert values == train.DEMO_PROFILE
+    values = {name: tuple(int(v) for v in value if v.lower() != "none")
+              if isinstance(value, list) else value for name, value in values.items()}
+    assert values == DEMO_PROFILE
+
+
+def test_run_flagfile_round_trips():
+    """A run's flags.txt (TrainConfig.to_flagfile) parses back into the same TrainConfig."""
+    import dataclasses
+    config = TrainConfig(seed=3, crop_size=(65, 97), atrous_rates=(), fine_tune_batch_norm=True,
+                         initial_checkpoint="ckpt/x").with_demo_profile()[0]
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"run_flags_{os.getpid()}.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(config.to_flagfile())
+    values = parse_flagfile(path)
+    os.remove(path)
+    parsed = {}
+    for field in dataclasses.fields(TrainConfig):
+        value = values.get(field.name, field.default)
+        if isinstance(value, list):
+            value = tuple(int(v) for v in value if v.lower() != "none")
+        parsed[field.name] = value
+    assert TrainConfig(**parsed) == config

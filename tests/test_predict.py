@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import evaluate, inference, predict, visualize
+from deeplab_load import checkpoints, inference, prediction, visualize
+from deeplab_load.errors import UserError
 from deeplab_load.data import cityscapes as cityscapes_data
 from deeplab_load.data import get_dataset
 from deeplab_load.data import voc as voc_data
@@ -26,7 +27,7 @@ def tf1_checkpoint(make_golden_checkpoint):
 def _model(num_classes, checkpoint):
     keras.utils.set_random_seed(0)  # logits of a 19-class model are not in the VOC checkpoint
     model = build_deeplab(DeepLabConfig("mobilenet_v2", num_classes, 16, (), None))
-    evaluate.restore_checkpoint(model, checkpoint)
+    checkpoints.restore_checkpoint(model, checkpoint)
     return model
 
 
@@ -74,7 +75,7 @@ def test_voc_submission_is_indexed_png_with_voc_palette(voc_model, tmp_path):
     make_fake_voc(tmp_path / "voc", num_train=1, num_val=1, num_test=2, seed=2)
     dataset = get_dataset("voc", str(tmp_path / "voc"))
     out = tmp_path / "out"
-    paths = predict.predict_examples(voc_model, predict.dataset_examples(dataset, "test"),
+    paths = prediction.predict_examples(voc_model, prediction.dataset_examples(dataset, "test"),
                                      dataset.info, str(out), "voc_submission", (81, 113))
     assert len(paths) == 2
     for ref, path in zip(dataset.examples("test"), paths):
@@ -94,7 +95,7 @@ def test_cityscapes_submission_writes_label_ids(tf1_checkpoint, tmp_path):
     model = _model(19, tf1_checkpoint)
     make_fake_cityscapes(tmp_path / "cs", num_train=1, num_val=2, seed=3)
     dataset = get_dataset("cityscapes", str(tmp_path / "cs"))
-    paths = predict.predict_examples(model, predict.dataset_examples(dataset, "val"),
+    paths = prediction.predict_examples(model, prediction.dataset_examples(dataset, "val"),
                                      dataset.info, str(tmp_path / "out"),
                                      "cityscapes_submission", None)
     ref = dataset.examples("val")[0]
@@ -115,40 +116,40 @@ def test_raw_color_overlay_from_image_folder(voc_model, tmp_path):
     Image.fromarray(rng.integers(0, 256, (40, 41, 3), dtype=np.uint8)).save(folder / "b.jpg")
     (folder / "notes.txt").write_text("not an image")
     info = voc_data.INFO
-    examples = predict.folder_examples(str(folder))
+    examples = prediction.folder_examples(str(folder))
     assert [example_id for example_id, _ in examples] == ["a", "b"]
-    raw = predict.predict_examples(voc_model, examples, info, str(tmp_path / "raw"), "raw")
+    raw = prediction.predict_examples(voc_model, examples, info, str(tmp_path / "raw"), "raw")
     image = np.array(Image.open(folder / "a.png"))
     labels = inference.predict_labels(voc_model, image[None]).numpy()[0]
     with Image.open(raw[0]) as png:
         assert png.mode == "L"
         np.testing.assert_array_equal(np.array(png), labels)
-    color = predict.predict_examples(voc_model, examples, info, str(tmp_path / "color"), "color")
+    color = prediction.predict_examples(voc_model, examples, info, str(tmp_path / "color"), "color")
     np.testing.assert_array_equal(np.array(Image.open(color[0])),
                                   visualize.colorize(labels, info.palette))
-    overlay = predict.predict_examples(voc_model, examples, info, str(tmp_path / "ov"), "overlay")
+    overlay = prediction.predict_examples(voc_model, examples, info, str(tmp_path / "ov"), "overlay")
     np.testing.assert_array_equal(np.array(Image.open(overlay[0])),
                                   visualize.overlay(image, labels, info.palette))
 
 
 def test_folder_info_without_a_data_set():
-    info = predict.folder_info(num_classes=4)
+    info = prediction.folder_info(num_classes=4)
     assert info.class_names == ("class_0", "class_1", "class_2", "class_3")
     np.testing.assert_array_equal(info.palette, visualize.voc_palette()[:4])
-    assert predict.folder_info("cityscapes").num_classes == 19
-    assert predict.folder_info("demo").class_names[0] == "background"
+    assert prediction.folder_info("cityscapes").num_classes == 19
+    assert prediction.folder_info("demo").class_names[0] == "background"
     with pytest.raises(ValueError, match="--num_classes"):
-        predict.folder_info()
+        prediction.folder_info()
 
 
 def test_bad_requests_are_clear_errors(tmp_path):
     info = cityscapes_data.INFO
     with pytest.raises(ValueError, match="voc_submission needs the 21 VOC classes"):
-        predict.check_format("voc_submission", info)
+        prediction.check_format("voc_submission", info)
     with pytest.raises(ValueError, match="not a Cityscapes"):
-        predict.output_path("cityscapes_submission", "out", "2007_000033")
-    with pytest.raises(FileNotFoundError, match="empty_dir"):
-        predict.image_folder_examples(str(tmp_path / "empty_dir"))
+        prediction.output_path("cityscapes_submission", "out", "2007_000033")
+    with pytest.raises(UserError, match="--input_dir .*empty_dir holds no images"):
+        prediction.image_folder_examples(str(tmp_path / "empty_dir"))
 
 
 @pytest.mark.slow
@@ -163,7 +164,7 @@ def test_command_line_voc_submission(voc_model, tf1_checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     dataset = get_dataset("voc", str(tmp_path / "voc"))
     ref = dataset.examples("test")[0]
-    written = np.array(Image.open(predict.output_path("voc_submission", str(tmp_path / "out"),
+    written = np.array(Image.open(prediction.output_path("voc_submission", str(tmp_path / "out"),
                                                       ref.id)))
     image, _ = dataset.load(ref)
     # default padding: the data set's eval crop size, 513x513

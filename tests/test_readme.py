@@ -41,3 +41,60 @@ def test_readme_starts_with_the_two_newcomer_commands():
     assert first_block[1].startswith('pip install -e ".[test]" && python -m pytest tests')
     ci = (pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert 'pip install --quiet -e ".[test]"' in ci and "python -m pytest tests" in ci
+
+
+def test_training_api_snippet_builds_the_commands_config():
+    """The Commands section's Python snippet makes the config the train command would (the run
+    itself is the e2e tests' job: run_training is replaced by a recorder here)."""
+    code = re.search(r"```python\n(.*?)```", section("Commands"), re.S).group(1)
+    import_line = "from deeplab_load.training.run import run_training\n"
+    assert import_line in code
+    seen = []
+
+    def run_training(config):
+        seen.append(config)
+        return {"baseline_miou": 0.5, "final_miou": 0.6}
+
+    exec(compile(code.replace(import_line, ""), "README.md", "exec"),
+         {"run_training": run_training})
+    from deeplab_load.training.config import DEMO_PROFILE
+    (config,) = seen
+    assert config.run_dir == "runs/demo_api" and config.seed == 1
+    assert all(getattr(config, name) == value for name, value in DEMO_PROFILE.items())
+
+
+def readme_dataset_dir_commands():
+    """(dataset, --dataset_dir value) of every README command line that gives --dataset_dir."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            directory = re.search(r"--dataset_dir=(\S+)", line)
+            if not directory:
+                continue
+            name = re.search(r"--dataset=(\w+)", line)
+            if name is None:
+                flagfile = re.search(r"--flagfile=(\S+)", line).group(1)
+                text = (pathlib.Path(__file__).resolve().parents[1] / flagfile).read_text()
+                name = re.search(r"--dataset=(\w+)", text)
+            commands.append((name.group(1), directory.group(1)))
+    return commands
+
+
+def test_every_readme_dataset_dir_form_opens_a_tree_in_that_layout(tmp_path):
+    """Each README command's --dataset_dir (with /data/ moved under tmp) opens a fake tree
+    laid out as the README's data-set table says."""
+    from fake_datasets import make_fake_cityscapes, make_fake_stanford, make_fake_voc
+    from deeplab_load.data import get_dataset
+    commands = readme_dataset_dir_commands()
+    assert {name for name, _ in commands} >= {"voc", "cityscapes", "stanford"}
+    makers = {"voc": make_fake_voc, "cityscapes": make_fake_cityscapes,
+              "stanford": make_fake_stanford}
+    made = set()
+    for name, directory in commands:
+        assert directory.startswith("/data/"), directory
+        root = tmp_path / directory[len("/data/"):]
+        if root not in made:
+            made.add(root)
+            makers[name](root)
+        dataset = get_dataset(name, root)
+        assert dataset.examples("val"), (name, directory)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load import evaluate as evaluate_lib
+from deeplab_load import evaluation
 from deeplab_load.data import get_dataset
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 from deeplab_load.training import reporting
@@ -26,10 +26,10 @@ def test_whole_split_is_holdout_plus_unselected(setup, tmp_path):
     holdout = [val[1], val[3]]
     parts = reporting.evaluate_or_load(model, ds, "val", holdout, 2, (33, 41), str(tmp_path),
                                        "baseline", "test model")
-    direct = evaluate_lib.evaluate(model, ds, "val", 2, (33, 41))
+    direct = evaluation.evaluate(model, ds, "val", 2, (33, 41))
     np.testing.assert_array_equal(parts["val"]["confusion_matrix"], direct["confusion_matrix"])
     assert parts["val"]["miou"] == pytest.approx(direct["miou"])
-    unselected = evaluate_lib.evaluate(model, ds, [val[0], val[2], val[4]], 2, (33, 41))
+    unselected = evaluation.evaluate(model, ds, [val[0], val[2], val[4]], 2, (33, 41))
     np.testing.assert_array_equal(parts["unselected_val"]["confusion_matrix"],
                                   unselected["confusion_matrix"])
     assert parts["unselected_val"]["num_images"] == 3 and parts["val"]["num_images"] == 5
@@ -47,18 +47,3 @@ def test_holdout_covering_the_whole_split_has_no_unselected_part(setup):
     ds, model = setup
     parts = reporting.evaluate_parts(model, ds, "val", ds.examples("val"), 2, (33, 41), "m")
     assert parts["unselected_val"] is None and parts["val"]["num_images"] == 5
-
-
-def test_bad_discriminator_flags_are_refused_together_before_any_work():
-    from deeplab_load.training import run
-    from deeplab_load.training.ablation import FlagValues
-    good = FlagValues(disc_bn_batches=16, disc_min_epochs=0, disc_max_epochs=4, disc_patience=3,
-                      disc_batch_size=16, disc_input_size=96, disc_target_accuracy=0.0,
-                      disc_learning_rate=0.01)
-    run.check_discriminator_flags(good)
-    with pytest.raises(ValueError) as error:
-        run.check_discriminator_flags(good.replace(disc_bn_batches=0, disc_min_epochs=-1,
-                                                   disc_target_accuracy=1.5))
-    message = str(error.value)
-    assert "--disc_bn_batches" in message and "--disc_min_epochs" in message
-    assert "--disc_target_accuracy" in message and "--disc_patience" not in message

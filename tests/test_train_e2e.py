@@ -1,6 +1,7 @@
 """`python -m deeplab_load.train` end to end on a tiny demo set, and resume after SIGKILL."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,9 +73,14 @@ def test_run_dir_holds_every_output(finished_run):
                  "results/final/results.md", "results/comparison.md",
                  "results/baseline_unselected_val/results.json",
                  "results/final_unselected_val/results.json", "export/saved_model.pb",
-                 "generator/tags.json", "buffer/index.json"):
+                 "generator/tags.json", "generator/model.json", "export/model.json",
+                 "buffer/index.json"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    # The default output is the run's own: no checkpoint-sharding or TensorFlow start-up lines.
+    for noise in ("Sharding callback duration", "oneDNN custom operations", "cuda"):
+        assert noise not in proc.stderr, noise
+    assert "LoAd propagation" in proc.stderr
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     # LoAd returns the best generator it saw: never worse than where it started.
     assert summary["holdout_miou_final"] >= summary["holdout_miou_start"]
@@ -120,7 +126,7 @@ def test_discriminator_accuracy_is_logged_per_round_and_epoch(finished_run):
 def test_exported_model_gives_the_final_label_maps(finished_run, demo_dir):
     import tensorflow as tf
     from deeplab_load.data import get_dataset
-    from deeplab_load.evaluate import restore_checkpoint
+    from deeplab_load.checkpoints import restore_checkpoint
     from deeplab_load.inference import predict_labels
     from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
     run_dir, _ = finished_run
@@ -135,6 +141,59 @@ def test_exported_model_gives_the_final_label_maps(finished_run, demo_dir):
     got = loaded.signatures["serving_default"](tf.constant(image[None]))
     labels = [v for k, v in got.items() if v.dtype == tf.int32][0].numpy()
     np.testing.assert_array_equal(labels, expected)
+
+
+def run_command(module, *args):
+    proc = subprocess.run([sys.executable, "-m", f"deeplab_load.{module}", *args], cwd=REPO,
+                          env=environment(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_commands_need_only_the_run_dir(finished_run, tmp_path):
+    """evaluate / export / predict with --run_dir alone: the run's own final mIoU, and the
+    labels of the run's export."""
+    import tensorflow as tf
+    from PIL import Image
+    from deeplab_load.data import get_dataset
+    run_dir, _ = finished_run
+    spec = json.load(open(os.path.join(run_dir, "generator", "model.json")))
+    assert spec["dataset"] == "demo" and spec["config"]["backbone"] == "mobilenet_v2"
+    assert spec["data"]["options"]["num_val"] == 8 and spec["data"]["eval_split"] == "val"
+
+    evaluated = run_command("evaluate", f"--run_dir={run_dir}", f"--output_dir={tmp_path / 'e'}")
+    assert "Traceback" not in evaluated.stderr and "cuda" not in evaluated.stderr
+    ours = json.load(open(tmp_path / "e" / "results.json"))
+    final = json.load(open(os.path.join(run_dir, "results", "final", "results.json")))
+    assert ours["num_images"] == final["num_images"] == 8
+    assert abs(ours["miou"] - final["miou"]) < 1e-9, (ours["miou"], final["miou"])
+
+    run_command("export", f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'x'}")
+    exported = json.load(open(tmp_path / "x" / "model.json"))
+    assert exported["config"] == spec["config"]
+    assert exported["eval_crop_size"] == spec["eval_crop_size"]
+
+    run_command("predict", f"--run_dir={run_dir}", f"--output_dir={tmp_path / 'p'}",
+                "--format=raw")
+    ds = get_dataset("demo", spec["data"]["dataset_dir"], **spec["data"]["options"])
+    os.makedirs(tmp_path / "photos")
+    for ref in ds.examples("val"):  # the same images as a folder: padded like the split
+        shutil.copy(ref.image_path, tmp_path / "photos")
+    run_command("predict", f"--run_dir={run_dir}", f"--input_dir={tmp_path / 'photos'}",
+                f"--output_dir={tmp_path / 'f'}", "--format=raw")
+    serving = tf.saved_model.load(str(tmp_path / "x")).signatures["serving_default"]
+    run_export = tf.saved_model.load(os.path.join(run_dir, "export")).signatures[
+        "serving_default"]
+    for ref in ds.examples("val"):
+        image, _ = ds.load(ref)
+        predicted = np.array(Image.open(tmp_path / "p" / f"{ref.id}.png"))
+        expected = run_export(images=tf.constant(image[None]))["labels"].numpy()[0]
+        np.testing.assert_array_equal(predicted, expected)
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "f" / f"{ref.id}.png")),
+                                      expected)
+        np.testing.assert_array_equal(
+            serving(images=tf.constant(image[None]))["labels"].numpy()[0], expected)
 
 
 @pytest.mark.slow

@@ -14,31 +14,34 @@ resumes there when run again. See deeplab_load/training/ablation.py.
 import os
 import sys
 
-from absl import app, flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load import train as train_command  # noqa: E402  (defines the train flags)
+from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
+from absl import flags  # noqa: E402
+
+from deeplab_load.errors import FlagError  # noqa: E402
+from deeplab_load.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
+cli.define_dataclass_flags(TrainConfig)
 flags.DEFINE_string("ablation_dir", None, "Where the arms' runs and the report go "
                     "(default: runs/ablation_<dataset>).")
 flags.DEFINE_integer("num_seeds", 3, "Seeds --seed, --seed + 1, ... (each runs every arm).")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     if FLAGS.num_seeds < 1:
-        raise app.UsageError(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
+        raise FlagError(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
     if FLAGS.run_dir:
-        raise app.UsageError("--run_dir is not used by the ablation; pass --ablation_dir")
+        raise FlagError("--run_dir is not used by the ablation; pass --ablation_dir")
     from deeplab_load.training.ablation import run_ablation
-    applied = train_command.apply_demo_profile()
-    ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{FLAGS.dataset}")
-    run_ablation(FLAGS, ablation_dir, FLAGS.num_seeds, demo_profile=applied)
+    config, given = cli.dataclass_from_flags(TrainConfig)
+    config, applied = config.with_demo_profile(given)
+    ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{config.dataset}")
+    run_ablation(config.validate(), ablation_dir, FLAGS.num_seeds, demo_profile=applied)
     print(f"ablation report: {os.path.join(os.path.abspath(ablation_dir), 'ablation.md')}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

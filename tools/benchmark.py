@@ -110,7 +110,7 @@ def forward_case(key, saved_model=False):
     model = build_model(key)
     size = FLAGS.image_size
     if saved_model:
-        from deeplab_load.export import export_saved_model
+        from deeplab_load.serving import export_saved_model
         export_dir = os.path.join(tempfile.mkdtemp(prefix="bench_export_"), "saved_model")
         export_saved_model(model, export_dir)
         loaded = tf.saved_model.load(export_dir)

@@ -1,6 +1,7 @@
 """Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo) and the tf.data
 pipeline. All data sets give `ExampleRef`s and decode to (uint8 image [H,W,3], uint8 label [H,W])
 with ignore = 255; see `common.py`."""
+from deeplab_load.errors import FlagError
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DatasetInfo, ExampleRef
 
 DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo")
@@ -26,15 +27,33 @@ def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
         dataset.tfrecord_dir = tfrecord_dir
         return dataset
     else:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASET_NAMES)}")
+        raise FlagError(f"--dataset {name!r} is unknown; expected one of "
+                        f"{', '.join(DATASET_NAMES)}")
     if kwargs:
         raise TypeError(f"unexpected arguments for dataset {name!r}: {sorted(kwargs)}")
     if data_dir is None:
-        raise ValueError(f"dataset {name!r} needs a data directory (--dataset_dir)")
+        raise FlagError(f"--dataset={name} needs --dataset_dir (see README: data sets)")
     dataset = cls(data_dir)
     dataset.tfrecord_dir = tfrecord_dir
     return dataset
 
 
-__all__ = ["BadExampleError", "DatasetInfo", "ExampleRef", "IGNORE_LABEL", "DATASET_NAMES",
+def dataset_info(name):
+    """The DatasetInfo (classes, palette, crop sizes) of data set ``name`` without reading any
+    data; None for None."""
+    if name is None:
+        return None
+    if name == "demo":
+        from deeplab_load.data import demo
+        names = demo.CLASS_NAMES
+        return DatasetInfo("demo", len(names), names, demo.DEFAULT_IMAGE_SIZE,
+                           demo.DEFAULT_IMAGE_SIZE, palette=demo.PALETTE_256[:len(names)])
+    if name not in DATASET_NAMES:
+        raise FlagError(f"--dataset {name!r} is unknown; expected one of "
+                        f"{', '.join(DATASET_NAMES)}")
+    import importlib
+    return importlib.import_module(f"deeplab_load.data.{name}").INFO
+
+
+__all__ = ["dataset_info", "BadExampleError", "DatasetInfo", "ExampleRef", "IGNORE_LABEL", "DATASET_NAMES",
            "get_dataset"]

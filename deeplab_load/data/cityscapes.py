@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, Dataset, DatasetInfo, \
-    ExampleRef, decode_index_png
+from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DataDirError, Dataset, \
+    DatasetInfo, ExampleRef, SplitError, decode_index_png
 
 # (train id, label id, name, RGB colour) of the 19 evaluated classes.
 _TRAIN_CLASSES = (
@@ -63,6 +63,13 @@ class CityscapesDataset(Dataset):
 
     info = INFO
 
+    def __init__(self, data_dir):
+        """data_dir: the Cityscapes root (with leftImg8bit/ and gtFine/)."""
+        super().__init__(data_dir)
+        if not os.path.isdir(os.path.join(self.data_dir, "leftImg8bit")):
+            raise DataDirError(f"--dataset_dir {self.data_dir} holds no leftImg8bit/; pass the "
+                               f"Cityscapes root (with leftImg8bit/ and gtFine/)")
+
     @property
     def splits(self):
         return ("train", "val", "test", "train_extra")
@@ -71,7 +78,7 @@ class CityscapesDataset(Dataset):
         self.check_split(split)
         image_dir = os.path.join(self.data_dir, "leftImg8bit", split)
         if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"Cityscapes split {split!r} not found: {image_dir}")
+            raise SplitError(f"Cityscapes split {split!r} not found: {image_dir}")
         label_root = "gtCoarse" if split == "train_extra" else "gtFine"
         label_suffix = _LABEL_SUFFIX.replace("gtFine", label_root)
         refs = []
@@ -84,7 +91,7 @@ class CityscapesDataset(Dataset):
                                           example_id + label_suffix)
             refs.append(ExampleRef(example_id, image_path, label_path))
         if not refs:
-            raise FileNotFoundError(f"no *{_IMAGE_SUFFIX} images under {image_dir}/<city>/")
+            raise SplitError(f"no *{_IMAGE_SUFFIX} images under {image_dir}/<city>/")
         return refs
 
     def decode_label(self, data, path):

@@ -19,6 +19,14 @@ from deeplab_load.errors import UserError
 IGNORE_LABEL = 255
 
 
+class DataDirError(UserError, FileNotFoundError):
+    """--dataset_dir does not hold the data set's layout; the message says what was expected."""
+
+
+class SplitError(UserError, ValueError):
+    """A split name the data set does not have (the message lists the ones it has)."""
+
+
 class BadExampleError(UserError, ValueError):
     """A corrupt file, out-of-range label values or an image/label size mismatch.
 
@@ -155,7 +163,8 @@ class Dataset(abc.ABC):
     def __init__(self, data_dir):
         self.data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
         if not os.path.isdir(self.data_dir):
-            raise FileNotFoundError(f"{self.info.name} data directory not found: {self.data_dir}")
+            raise DataDirError(f"--dataset_dir {self.data_dir} does not exist "
+                               f"({self.info.name} data set)")
 
     @property
     @abc.abstractmethod
@@ -182,9 +191,13 @@ class Dataset(abc.ABC):
         check_example(image, label, self.info.num_classes, ref.label_path, ref.image_path)
         return image, label
 
+    def available(self, split: str) -> bool:
+        """True when `split` can be read from the files present (default: a known split)."""
+        return split in self.splits
+
     def check_split(self, split: str) -> None:
         if split not in self.splits:
-            raise ValueError(f"unknown {self.info.name} split {split!r}; "
+            raise SplitError(f"unknown {self.info.name} split {split!r}; "
                              f"expected one of {list(self.splits)}")
 
     def __repr__(self):

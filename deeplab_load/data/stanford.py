@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, Dataset, DatasetInfo, \
-    ExampleRef, read_id_list, write_id_list_atomic
+from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DataDirError, Dataset, \
+    DatasetInfo, ExampleRef, read_id_list, write_id_list_atomic
 
 CLASS_NAMES = ("sky", "tree", "road", "grass", "water", "building", "mountain",
                "foreground object")
@@ -63,7 +63,8 @@ class StanfordDataset(Dataset):
             root = self.data_dir  # data_dir already points at iccv09Data
         self.root = root
         if not os.path.isdir(os.path.join(root, "images")):
-            raise FileNotFoundError(f"no iccv09Data/images under {self.data_dir}")
+            raise DataDirError(f"--dataset_dir {self.data_dir} holds no iccv09Data/images; pass "
+                               f"the folder holding iccv09Data, or iccv09Data itself")
 
     @property
     def splits(self):

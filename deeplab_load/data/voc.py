@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from deeplab_load.data.common import Dataset, DatasetInfo, ExampleRef, decode_index_png, \
-    read_id_list
+from deeplab_load.data.common import DataDirError, Dataset, DatasetInfo, ExampleRef, \
+    SplitError, decode_index_png, read_id_list
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -48,18 +48,27 @@ class VocDataset(Dataset):
     info = INFO
 
     def __init__(self, data_dir):
+        """data_dir: the folder holding VOCdevkit (research/deeplab's pascal_voc_seg),
+        VOCdevkit itself, or VOC2012."""
         super().__init__(data_dir)
-        root = os.path.join(self.data_dir, "VOCdevkit", "VOC2012")
-        if not os.path.isdir(root) and os.path.isdir(os.path.join(self.data_dir, "JPEGImages")):
-            root = self.data_dir  # data_dir already points at VOC2012
-        self.root = root
-        if not os.path.isdir(os.path.join(root, "JPEGImages")):
-            raise FileNotFoundError(
-                f"no VOCdevkit/VOC2012/JPEGImages under {self.data_dir}")
+        candidates = [os.path.join(self.data_dir, "VOCdevkit", "VOC2012"),
+                      os.path.join(self.data_dir, "VOC2012"), self.data_dir]
+        self.root = next((c for c in candidates if os.path.isdir(os.path.join(c, "JPEGImages"))),
+                         None)
+        if self.root is None:
+            raise DataDirError(
+                f"--dataset_dir {self.data_dir} holds no VOC2012/JPEGImages; pass the folder "
+                f"holding VOCdevkit, VOCdevkit itself, or VOC2012")
 
     @property
     def splits(self):
         return ("train", "val", "trainval", "test", "train_aug")
+
+    def available(self, split):
+        """train_aug needs SBD's SegmentationClassAug; the other splits their list files."""
+        if split == "train_aug":
+            return os.path.isdir(os.path.join(self.root, "SegmentationClassAug"))
+        return os.path.isfile(self._list_path(split))
 
     def _list_path(self, split):
         return os.path.join(self.root, "ImageSets", "Segmentation", f"{split}.txt")
@@ -67,7 +76,7 @@ class VocDataset(Dataset):
     def _read_list(self, split):
         path = self._list_path(split)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"VOC split list not found: {path}")
+            raise SplitError(f"VOC split list not found: {path}")
         return read_id_list(path)
 
     def _train_aug_ids(self, aug_dir):
@@ -88,7 +97,8 @@ class VocDataset(Dataset):
         if split == "train_aug":
             label_dir = os.path.join(self.root, "SegmentationClassAug")
             if not os.path.isdir(label_dir):
-                raise FileNotFoundError(f"train_aug needs SegmentationClassAug: {label_dir}")
+                raise SplitError(f"split train_aug needs SBD's SegmentationClassAug: {label_dir} "
+                                 f"is missing (use --train_split=train without SBD)")
             ids = self._train_aug_ids(label_dir)
         else:
             label_dir = os.path.join(self.root, "SegmentationClassRaw")

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import time
-import types
 
 from absl import logging
 
@@ -35,34 +34,6 @@ ARM_TITLES = {
     "adversarial_best": "(d) + adversarial, no lookahead (best hold-out)",
     "load": "(e) + LoAd",
 }
-
-
-class FlagValues(types.SimpleNamespace):
-    """A plain copy of absl flag values (what `run.run_training` reads) with overrides."""
-
-    @classmethod
-    def copy_of(cls, flag_values, **overrides):
-        values = dict(flag_values.flag_values_dict()) if hasattr(
-            flag_values, "flag_values_dict") else dict(vars(flag_values))
-        values.update(overrides)
-        return cls(**values)
-
-    def replace(self, **overrides):
-        return FlagValues.copy_of(self, **overrides)
-
-    def flags_into_string(self):
-        """Flagfile lines (`--name=value`, `--name` / `--noname` for booleans)."""
-        lines = []
-        for name, value in sorted(vars(self).items()):
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                lines.append(f"--{name}" if value else f"--no{name}")
-            elif isinstance(value, (list, tuple)):
-                lines.append(f"--{name}={','.join(str(v) for v in value)}")
-            else:
-                lines.append(f"--{name}={value}")
-        return "\n".join(lines) + "\n"
 
 
 def _figures(parts, **extra):
@@ -176,12 +147,11 @@ def run_adversarial_arms(f, start, seed, seed_dir, num_steps):
 
 
 def run_ablation(f, ablation_dir, num_seeds, demo_profile=None):
-    """Runs (or resumes) every arm for seeds f.seed .. f.seed + num_seeds - 1; returns
-    {seed: {arm: figures}} and writes the report (see `ablation_report`)."""
+    """Runs (or resumes) every arm of TrainConfig `f` for seeds f.seed .. f.seed + num_seeds - 1;
+    returns {seed: {arm: figures}} and writes the report (see `ablation_report`)."""
     from deeplab_load.training import ablation_report
     if num_seeds < 1:
         raise ValueError(f"--num_seeds must be >= 1, got {num_seeds}")
-    f = FlagValues.copy_of(f)
     ablation_dir = os.path.abspath(ablation_dir)
     os.makedirs(ablation_dir, exist_ok=True)
     start = prepare_start(f, ablation_dir, demo_profile)

@@ -11,7 +11,7 @@ import numpy as np
 from absl import logging
 
 from deeplab_load import comparison, metrics
-from deeplab_load import evaluate as evaluate_lib
+from deeplab_load import evaluation
 
 WHOLE, UNSELECTED = "val", "unselected_val"
 TITLES = {
@@ -35,12 +35,12 @@ def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, l
     """
     holdout_ids = {ref.id for ref in holdout_refs}
     unselected_refs = [ref for ref in ds.examples(split) if ref.id not in holdout_ids]
-    holdout = evaluate_lib.evaluate(model, ds, list(holdout_refs), batch_size, eval_crop_size)
+    holdout = evaluation.evaluate(model, ds, list(holdout_refs), batch_size, eval_crop_size)
     parts = {UNSELECTED: None}
     matrix = holdout["confusion_matrix"]
     images = holdout["num_images"]
     if unselected_refs:
-        unselected = evaluate_lib.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size)
+        unselected = evaluation.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size)
         parts[UNSELECTED] = dict(unselected, split=f"{split} minus hold-out", checkpoint=label,
                                  holdout_images=len(holdout_ids))
         matrix = np.add(matrix, unselected["confusion_matrix"])
@@ -63,7 +63,7 @@ def evaluate_or_load(model, ds, split, holdout_refs, batch_size, eval_crop_size,
     parts = evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label)
     for part in (UNSELECTED, WHOLE):          # the whole split last: it marks "done"
         if parts[part] is not None:
-            evaluate_lib.write_results(parts[part], dirs[part])
+            evaluation.write_results(parts[part], dirs[part])
             logging.info("%s on %s/%s:\n%s", label, ds.info.name, parts[part]["split"],
                          metrics.format_text_table(parts[part]))
     return parts

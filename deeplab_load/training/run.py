@@ -24,11 +24,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load import evaluate as evaluate_lib
+from deeplab_load.checkpoints import restore_checkpoint
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
+from deeplab_load.errors import FlagError
 from deeplab_load.lookahead.buffer import MapBuffer
 from deeplab_load.lookahead.controller import STATE_FILE, LoAdConfig, LoAdController
+from deeplab_load.model_spec import RUN_CHECKPOINT_FOLDERS, ModelSpec, model_config, \
+    write_model_spec
 from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
@@ -41,31 +44,24 @@ from deeplab_load.training.stage1 import run_stage1, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory
 
 
-def size_flag(value, default, flag_name):
-    """A list flag of one or two ints as (H, W), or `default` when unset."""
-    if not value:
-        return as_size(default)
-    try:
-        sizes = [int(v) for v in value]
-    except ValueError as err:
-        raise ValueError(f"--{flag_name} must be H,W integers, got {value}") from err
-    if len(sizes) not in (1, 2) or min(sizes) < 1:
-        raise ValueError(f"--{flag_name} must be one or two positive integers, got {value}")
-    return as_size(sizes[0] if len(sizes) == 1 else sizes)
+def dataset_options(f):
+    """Extra ``get_dataset`` arguments of the config (the demo generator's settings)."""
+    if f.dataset != "demo":
+        return {}
+    return dict(num_train=f.demo_num_train, num_val=f.demo_num_val, seed=f.demo_data_seed,
+                image_size=as_size(f.demo_image_size))
 
 
 def open_dataset(f):
-    kwargs = {}
-    if f.dataset == "demo":
-        kwargs = dict(num_train=f.demo_num_train, num_val=f.demo_num_val, seed=f.demo_data_seed,
-                      image_size=size_flag(f.demo_image_size, None, "demo_image_size"))
-    return get_dataset(f.dataset, f.dataset_dir, tfrecord_dir=f.tfrecord_dir, **kwargs)
+    return get_dataset(f.dataset, f.dataset_dir, tfrecord_dir=f.tfrecord_dir,
+                       **dataset_options(f))
 
 
 def train_split(f, ds):
+    """--train_split, else VOC's train_aug when SBD is present, else train."""
     if f.train_split:
         return f.train_split
-    return "train_aug" if "train_aug" in ds.splits else "train"
+    return "train_aug" if "train_aug" in ds.splits and ds.available("train_aug") else "train"
 
 
 def prepare_run_dir(f, run_dir):
@@ -79,8 +75,24 @@ def prepare_run_dir(f, run_dir):
     if existing:
         name = f"flags_resume_{len(glob.glob(os.path.join(run_dir, 'flags_resume_*.txt'))) + 1}.txt"
     with open(os.path.join(run_dir, name), "w", encoding="utf-8") as out:
-        out.write(f.flags_into_string())
+        out.write(f.to_flagfile())
     return existing
+
+
+def write_model_specs(job):
+    """model.json (architecture, data set, eval crop) into the run's checkpoint folders, so
+    evaluate / export / predict need only --run_dir."""
+    f, info = job.f, job.ds.info
+    data = {"dataset_dir": getattr(job.ds, "data_dir", None) or f.dataset_dir,
+            "tfrecord_dir": f.tfrecord_dir and os.path.abspath(f.tfrecord_dir),
+            "options": dataset_options(f), "eval_split": f.eval_split}
+    if "image_size" in data["options"]:
+        data["options"]["image_size"] = list(data["options"]["image_size"])
+    spec = ModelSpec(config=job.config, dataset=info.name, class_names=tuple(info.class_names),
+                     eval_crop_size=job.eval_crop_size, data=data)
+    for name in RUN_CHECKPOINT_FOLDERS:
+        write_model_spec(os.path.join(job.local_dir, name), spec)
+    return spec
 
 
 def load_initial_weights(model, f):
@@ -88,14 +100,15 @@ def load_initial_weights(model, f):
     if not f.initial_checkpoint:
         logging.info("no --initial_checkpoint: random initialisation")
         return False
-    description = evaluate_lib.restore_checkpoint(model, f.initial_checkpoint)
+    description = restore_checkpoint(model, f.initial_checkpoint)
     logging.info("initial weights: %s", description)
     return "skipped" not in description
 
 
 @dataclasses.dataclass
 class Job:
-    """What every part of a run shares: flag values, data, strategy, models, sizes, folders."""
+    """What every part of a run shares: the TrainConfig, data, strategy, models, sizes,
+    folders."""
     f: object
     ds: object
     config: object
@@ -114,45 +127,29 @@ class Job:
     generator_optimizer: object
     discriminator_optimizer: object
     logits_loaded: bool
+    spec: object = None  # the ModelSpec written into the checkpoint folders
 
     @property
     def results_dir(self):
         return os.path.join(self.local_dir, "results")
 
 
-# (flag, test of its value, the valid range as the error states it)
-DISCRIMINATOR_FLAG_RULES = (
-    ("disc_bn_batches", lambda v: v >= 1, ">= 1"),
-    ("disc_min_epochs", lambda v: v >= 0, ">= 0"),
-    ("disc_max_epochs", lambda v: v >= 1, ">= 1"),
-    ("disc_patience", lambda v: v >= 0, ">= 0"),
-    ("disc_batch_size", lambda v: v >= 1, ">= 1"),
-    ("disc_input_size", lambda v: v >= 32, ">= 32 (MobileNet downsamples by 32)"),
-    ("disc_target_accuracy", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (0: no target)"),
-    ("disc_learning_rate", lambda v: v > 0, "> 0"),
-)
-
-
-def check_discriminator_flags(f):
-    """Refuses bad discriminator-training flags before any work; names every bad one."""
-    problems = [f"--{name} must be {valid}, got {getattr(f, name)}"
-                for name, ok, valid in DISCRIMINATOR_FLAG_RULES if not ok(getattr(f, name))]
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
 def open_job(f, demo_profile=None):
-    """Seeds, data set, strategy, run dir (flags written) and models of flag values `f`."""
-    check_discriminator_flags(f)
+    """Seeds, data set, strategy, run dir (flags and model specs written) and models of the
+    TrainConfig `f` (validated first: a bad value fails before any work)."""
+    f.validate()
     tf.keras.utils.set_random_seed(f.seed)
     keras.mixed_precision.set_global_policy(f.mixed_precision)
     ds = open_dataset(f)
     info = ds.info
-    config = evaluate_lib.model_config_from_flags(info.num_classes)
+    config = model_config(num_classes=f.num_classes or info.num_classes, zoo_name=f.zoo_name,
+                          model_variant=f.model_variant, output_stride=f.output_stride,
+                          atrous_rates=f.atrous_rates,
+                          decoder_output_stride=f.decoder_output_stride)
     config = dataclasses.replace(config, fine_tune_batch_norm=f.fine_tune_batch_norm)
     strategy = make_strategy(f.strategy)
     if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
-        raise ValueError(
+        raise FlagError(
             f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "
             f"supported: BatchNorm statistics would be per replica, so the workers' hold-out mIoU "
             f"and LoAd decisions could differ. Use --nofine_tune_batch_norm (DeepLab's default "
@@ -177,15 +174,17 @@ def open_job(f, demo_profile=None):
         stage1_opt = steps.stage1_optimizer(f.stage1_learning_rate, f.stage1_momentum)
         generator_opt = steps.generator_optimizer(f.adv_learning_rate, f.adv_momentum)
         disc_opt = steps.discriminator_optimizer(f.disc_learning_rate, f.disc_optimizer)
-    return Job(
+    job = Job(
         f=f, ds=ds, config=config, strategy=strategy, run_dir=run_dir, local_dir=local_dir,
-        resumed=resumed, crop_size=size_flag(f.crop_size, info.crop_size, "crop_size"),
-        eval_crop_size=size_flag(f.eval_crop_size, info.eval_crop_size, "eval_crop_size"),
+        resumed=resumed, crop_size=as_size(f.crop_size or info.crop_size),
+        eval_crop_size=as_size(f.eval_crop_size or info.eval_crop_size),
         split=train_split(f, ds), random_scale=(f.min_scale_factor, f.max_scale_factor),
         writer=tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard")),
         model=model, discriminator=discriminator, stage1_optimizer=stage1_opt,
         generator_optimizer=generator_opt, discriminator_optimizer=disc_opt,
         logits_loaded=logits_loaded)
+    job.spec = write_model_specs(job)
+    return job
 
 
 def run_stage1_if_needed(job):
@@ -260,7 +259,7 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
 
 
 def run_training(f, demo_profile=None):
-    """Runs (or resumes) the whole job described by flag values `f`; returns a summary dict.
+    """Runs (or resumes) the whole job of TrainConfig `f`; returns a summary dict.
 
     Holds the run dir's lock (`run_lock`) throughout. A SIGTERM / SIGINT stops the run at the
     next saved point (`interrupts`): returns {"interrupted": message} after logging how to
@@ -309,7 +308,8 @@ def _run_training(f, demo_profile=None):
                                        os.path.join(local_dir, "convergence.png"))
     export_dir = None
     if f.export:
-        export_dir = export_final(model, os.path.join(local_dir, "export"), job.eval_crop_size)
+        export_dir = export_final(model, os.path.join(local_dir, "export"), job.eval_crop_size,
+                                  spec=job.spec)
     summary = {
         "run_dir": run_dir, "baseline_miou": baseline["val"]["miou"],
         "final_miou": final["val"]["miou"],
@@ -349,10 +349,10 @@ def write_convergence_plot(history, path):
     return path
 
 
-def export_final(model, export_dir, eval_crop_size):
-    from deeplab_load.export import export_saved_model
+def export_final(model, export_dir, eval_crop_size, spec=None):
+    from deeplab_load.serving import export_saved_model
     if os.path.exists(export_dir):
         logging.info("export %s exists: replacing it atomically", export_dir)
-    export_saved_model(model, export_dir, eval_crop_size=eval_crop_size)
+    export_saved_model(model, export_dir, eval_crop_size=eval_crop_size, spec=spec)
     logging.info("exported SavedModel to %s", export_dir)
     return export_dir

@@ -1,0 +1,151 @@
+"""Evaluation of a model on a data-set split, as the original eval.py computes it.
+
+Every image is padded at the bottom/right to the eval crop size (pixels 127.5, labels 255), the
+logits are upsampled to the padded size with align_corners bilinear resizing, and the argmax is
+compared with the padded label, so the padding (label 255) is never counted. This gives the
+numbers of ``inference.predict_labels`` followed by a crop.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab_load import inference, metrics
+from deeplab_load.data.common import SplitError
+from deeplab_load.errors import UserError
+from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
+    load_model, open_dataset
+
+
+def confusion_matrix_function(model, num_classes):
+    """tf.function (pixels [B,H,W,3], labels [B,H,W]) -> int64 [K,K] for the model's argmax.
+
+    The logits are upsampled to the (padded) input size with align_corners; padded label
+    pixels are 255 and therefore not counted, which equals cropping the label map first.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def batch_confusion(pixels, labels):
+        predictions = inference.padded_label_maps(model, pixels)
+        return metrics.confusion_matrix_batch(labels, predictions, num_classes)
+
+    return batch_confusion
+
+
+def labelled_examples(dataset, split, max_images):
+    """The split's ExampleRefs (ids with TFRecords), the first ``max_images``; unlabelled: error."""
+    from deeplab_load.data import pipeline
+    if getattr(dataset, "tfrecord_dir", None) is not None:
+        examples = pipeline.split_ids(dataset, split)
+    else:
+        examples = dataset.examples(split)
+        unlabelled = [ref.image_path for ref in examples if ref.label_path is None]
+        if unlabelled:
+            raise SplitError(f"{dataset.info.name} split {split!r} has images without labels "
+                             f"(e.g. {unlabelled[0]}); cannot evaluate it")
+    if max_images is not None:
+        examples = examples[:max_images]
+    if not examples:
+        raise SplitError(f"{dataset.info.name} split {split!r} has no examples")
+    return examples
+
+
+def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
+             skip_bad_examples=False, progress_interval=10.0, log=logging.info):
+    """Evaluates ``model`` on a split of ``dataset``; returns ``metrics.results_dict``.
+
+    dataset: a ``deeplab_load.data`` data set; read through ``pipeline.eval_dataset``.
+    split: a split name, or a list of ExampleRefs (e.g. a hold-out set).
+    eval_crop_size: (H, W) padding size (the original's eval_crop_size). None: no padding,
+      every image at its own size (then one image per batch, whatever ``batch_size``).
+    max_images: evaluate only the first N examples of a named split.
+    """
+    from deeplab_load.data import pipeline
+    from deeplab_load.training.progress import Progress
+    info = dataset.info
+    if isinstance(split, str):
+        examples, split_name = labelled_examples(dataset, split, max_images), split
+    else:
+        examples, split_name = list(split), "custom"
+    if eval_crop_size is None:
+        batch_size = 1
+    batches = pipeline.eval_dataset(dataset, examples, batch_size, eval_crop_size,
+                                    skip_bad_examples=skip_bad_examples)
+    batch_confusion = confusion_matrix_function(model, info.num_classes)
+    stream = metrics.StreamingConfusionMatrix(info.num_classes)
+    progress = Progress(f"eval {info.name}/{split_name}", total=len(examples),
+                        interval=progress_interval, log=log)
+    done, start = 0, time.monotonic()
+    for batch in batches:
+        stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
+        done += int(batch["pixels"].shape[0])
+        progress.update(done, force=done == len(examples), images=done,
+                        running_miou=round(100 * stream.mean_iou(), 2))
+    return metrics.results_dict(
+        stream.matrix, info.class_names, dataset=info.name, split=split_name, num_images=done,
+        eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
+        seconds=round(time.monotonic() - start, 2))
+
+
+def write_results(results, output_dir):
+    """Writes results.json and results.md into ``output_dir``; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, "results.json")
+    markdown_path = os.path.join(output_dir, "results.md")
+    tmp = json_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, json_path)
+    title = f"# {results.get('dataset', '')} {results.get('split', '')}: mIoU\n\n"
+    if results.get("checkpoint"):
+        title += f"Checkpoint: `{results['checkpoint']}`, {results.get('num_images')} images.\n\n"
+    with open(markdown_path, "w", encoding="utf-8") as f:
+        f.write(title + metrics.format_markdown_table(results))
+    return json_path, markdown_path
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """What ``python -m deeplab_load.evaluate`` does.
+
+    dataset / dataset_dir / tfrecord_dir / split: None -> the model spec's (the training run's
+    data set and eval split), else demo / val. eval_crop_size: (H, W), () for no padding, None
+    for the spec's or the data set's.
+    """
+    model: ModelSource
+    dataset: Optional[str] = None
+    dataset_dir: Optional[str] = None
+    tfrecord_dir: Optional[str] = None
+    split: Optional[str] = None
+    eval_crop_size: Optional[tuple] = None
+    batch_size: int = 1
+    max_images: Optional[int] = None
+    skip_bad_examples: bool = False
+    output_dir: Optional[str] = None
+
+    def __post_init__(self):
+        check_eval_crop_size(self.eval_crop_size)
+
+
+def run_evaluation(config, log=logging.info):
+    """Loads the model and data of ``config``, evaluates, writes results; returns the results."""
+    spec, _ = config.model.find_spec()
+    dataset = open_dataset(spec, config.dataset, config.dataset_dir, config.tfrecord_dir)
+    loaded = load_model(config.model, dataset.info.num_classes, log=log)
+    if loaded.config.num_classes != dataset.info.num_classes:
+        raise UserError(f"the model has {loaded.config.num_classes} classes, data set "
+                        f"{dataset.info.name} has {dataset.info.num_classes}: pass the data set "
+                        f"the model was trained for (--dataset)")
+    split = config.split or ((spec.data or {}).get("eval_split") if spec is not None else None) \
+        or "val"
+    crop = eval_crop_size(config.eval_crop_size, spec, dataset.info)
+    results = evaluate(loaded.model, dataset, split, config.batch_size, crop, config.max_images,
+                       config.skip_bad_examples, log=log)
+    results["checkpoint"] = loaded.description
+    if config.output_dir:
+        write_results(results, config.output_dir)
+    return results

@@ -1,0 +1,134 @@
+"""Building a model from what a command is pointed at: a run dir or a checkpoint, the model spec
+found beside it (``model.json``), and explicit model settings that override the spec."""
+import dataclasses
+from typing import Optional
+
+from absl import logging
+
+from deeplab_load.checkpoints import CheckpointNotFoundError, restore_checkpoint
+from deeplab_load.errors import DamagedFileError, FlagError, UserError, first_line
+from deeplab_load.model_spec import (config_differences, find_model_spec, model_config,
+                                     run_checkpoint_folder)
+
+# ModelSource fields that describe the architecture (the model flags), in flag order.
+ARCHITECTURE_FIELDS = ("zoo_name", "model_variant", "num_classes", "output_stride",
+                       "atrous_rates", "decoder_output_stride")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from and explicit architecture settings (None: from the spec).
+
+    atrous_rates: ints, () for no atrous branches, None to keep the spec's / zoo's.
+    decoder_output_stride: 4, 0 for no decoder, None to keep the spec's / zoo's.
+    """
+    run_dir: Optional[str] = None
+    checkpoint: Optional[str] = None
+    checkpoint_tag: Optional[str] = None
+    zoo_name: Optional[str] = None
+    model_variant: Optional[str] = None
+    num_classes: Optional[int] = None
+    output_stride: Optional[int] = None
+    atrous_rates: Optional[tuple] = None
+    decoder_output_stride: Optional[int] = None
+
+    def checkpoint_path(self):
+        """--checkpoint, else the run dir's checkpoint folder; FlagError without either."""
+        if self.checkpoint:
+            return self.checkpoint
+        if self.run_dir:
+            return run_checkpoint_folder(self.run_dir)
+        raise FlagError("--run_dir or --checkpoint is required (a training run directory, or "
+                        "a checkpoint: ours, a .weights.h5 file or an official zoo checkpoint)")
+
+    def find_spec(self):
+        """(ModelSpec, path) beside the run dir or checkpoint, or (None, None)."""
+        for path in (self.run_dir, self.checkpoint):
+            if path:
+                spec, spec_path = find_model_spec(path)
+                if spec is not None:
+                    return spec, spec_path
+        return None, None
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: object
+    config: object
+    spec: object
+    spec_path: Optional[str]
+    description: str
+
+
+def resolve_config(source, spec=None, num_classes=None):
+    """The DeepLabConfig: explicit settings > the spec's > ``num_classes`` (a data set's) and
+    --zoo_name's > DeepLab's defaults."""
+    explicit_classes = source.num_classes or (None if spec is not None else num_classes)
+    return model_config(
+        base=spec.config if spec is not None else None, zoo_name=source.zoo_name,
+        num_classes=explicit_classes, model_variant=source.model_variant,
+        output_stride=source.output_stride, atrous_rates=source.atrous_rates,
+        decoder_output_stride=source.decoder_output_stride)
+
+
+def load_model(source, num_classes=None, log=logging.info):
+    """Builds the model of ``source`` and restores its weights; returns a LoadedModel.
+
+    num_classes: the data set's class count, used when neither the flags nor a spec give one.
+    A checkpoint that does not fit is a UserError naming the fields that differ from the spec
+    (when there is one) or suggesting --run_dir.
+    """
+    from deeplab_load.models.deeplab import build_deeplab
+    checkpoint = source.checkpoint_path()
+    spec, spec_path = source.find_spec()
+    config = resolve_config(source, spec, num_classes)
+    model = build_deeplab(config)
+    try:
+        description = restore_checkpoint(model, checkpoint, source.checkpoint_tag)
+    except (CheckpointNotFoundError, DamagedFileError):
+        raise
+    except UserError as err:
+        if spec is None:
+            raise UserError(f"{first_line(err)}\nno model.json beside {checkpoint}: pass "
+                            f"--run_dir (or a checkpoint folder of a run), or the checkpoint's "
+                            f"model flags") from err
+        differing = config_differences(config, spec.config)
+        if not differing:
+            raise
+        fields = ", ".join(f"{name} (flags {getattr(config, name)!r}, model.json "
+                           f"{getattr(spec.config, name)!r})" for name in differing)
+        raise UserError(f"the model flags differ from {spec_path} in {fields} and the checkpoint "
+                        f"does not fit them; drop those flags to use --run_dir's model") from err
+    log("model %s, weights from %s%s", config, description,
+        f" (spec {spec_path})" if spec_path else "")
+    return LoadedModel(model, config, spec, spec_path, description)
+
+
+def open_dataset(spec=None, dataset=None, dataset_dir=None, tfrecord_dir=None):
+    """The data set named by the flags, else the one the spec's training run used."""
+    from deeplab_load.data import get_dataset
+    data = (spec.data if spec is not None else {}) or {}
+    same = spec is not None and dataset in (None, spec.dataset)
+    name = dataset or (spec.dataset if spec is not None else None) or "demo"
+    if same:
+        return get_dataset(name, dataset_dir or data.get("dataset_dir"),
+                           tfrecord_dir=tfrecord_dir or data.get("tfrecord_dir"),
+                           **(data.get("options") or {}))
+    return get_dataset(name, dataset_dir, tfrecord_dir=tfrecord_dir)
+
+
+def check_eval_crop_size(flag_value):
+    """FlagError unless ``flag_value`` is None, () (no padding) or (H, W) >= 1."""
+    if flag_value and (len(flag_value) != 2 or min(flag_value) < 1):
+        raise FlagError(f"--eval_crop_size={','.join(map(str, flag_value))} must be H,W "
+                        f"(positive integers) or none")
+
+
+def eval_crop_size(flag_value, spec=None, info=None):
+    """Padding size: ``flag_value`` ((H, W), or () for none) > the spec's > the data set's."""
+    if flag_value is not None:
+        check_eval_crop_size(flag_value)
+        return tuple(flag_value) or None
+    if spec is not None and spec.eval_crop_size is not None:
+        return tuple(spec.eval_crop_size)
+    return tuple(info.eval_crop_size) if info is not None else None

@@ -1,0 +1,218 @@
+"""Label maps of images as PNGs for people or test servers (the formats below).
+
+Formats (``<id>`` is the example id, or an input image's file name without extension):
+  raw                    ``<out>/<id>.png``: 8-bit grayscale, pixel = train id.
+  color                  ``<out>/<id>.png``: RGB, the data set's palette.
+  overlay                ``<out>/<id>.png``: RGB, colours blended over the image.
+  voc_submission         ``<out>/results/VOC2012/Segmentation/comp6_test_cls/<id>.png``: indexed
+                         PNG with the VOC palette (what the VOC evaluation server reads).
+  cityscapes_submission  ``<out>/<city>/<city>_<seq>_<frame>_pred_labelIds.png``: 8-bit label IDS
+                         (train id -> label id), found by ``csEvalPixelLevelSemanticLabeling``
+                         with ``CITYSCAPES_RESULTS=<out>`` (one file per ground truth).
+Images are predicted one at a time with ``inference.predict_labels`` (the original's padding to
+the eval crop size when one is set).
+"""
+import dataclasses
+import glob
+import os
+import re
+from typing import Optional
+
+import numpy as np
+from absl import logging
+
+from deeplab_load import visualize
+from deeplab_load.errors import FlagError, UserError
+from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
+    load_model, open_dataset
+
+FORMATS = ("raw", "color", "overlay", "voc_submission", "cityscapes_submission")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+VOC_SUBMISSION_DIR = os.path.join("results", "VOC2012", "Segmentation", "comp6_test_cls")
+_CITYSCAPES_ID = re.compile(r"^([a-z_]+)_(\d{6})_(\d{6})")
+
+
+class FormatError(UserError, ValueError):
+    """An image or id that the requested output cannot be made of."""
+
+
+def cityscapes_frame(example_id):
+    """'aachen_000000_000019[_leftImg8bit]' -> ('aachen', '000000', '000019'), else ValueError."""
+    match = _CITYSCAPES_ID.match(example_id)
+    if not match:
+        raise FormatError(f"{example_id!r} is not a Cityscapes <city>_<seq>_<frame> name "
+                          f"(needed by --format=cityscapes_submission)")
+    return match.groups()
+
+
+def output_path(fmt, output_dir, example_id):
+    """Where :func:`write_prediction` puts the PNG of ``example_id`` in format ``fmt``."""
+    if fmt in ("raw", "color", "overlay"):
+        return os.path.join(output_dir, example_id + ".png")
+    if fmt == "voc_submission":
+        return os.path.join(output_dir, VOC_SUBMISSION_DIR, example_id + ".png")
+    if fmt == "cityscapes_submission":
+        city, sequence, frame = cityscapes_frame(example_id)
+        return os.path.join(output_dir, city, f"{city}_{sequence}_{frame}_pred_labelIds.png")
+    raise ValueError(f"unknown format {fmt!r}; expected one of {list(FORMATS)}")
+
+
+def check_format(fmt, info):
+    """ValueError if ``fmt`` cannot be written for a model/data set with ``info``'s classes."""
+    if fmt not in FORMATS:
+        raise FlagError(f"--format={fmt} is unknown; expected one of {', '.join(FORMATS)}")
+    if fmt == "voc_submission" and info.num_classes != 21:
+        raise FlagError(f"--format=voc_submission needs the 21 VOC classes, {info.name} has "
+                        f"{info.num_classes}")
+    if fmt == "cityscapes_submission" and info.num_classes != 19:
+        raise FlagError(f"--format=cityscapes_submission needs the 19 Cityscapes train ids, "
+                        f"{info.name} has {info.num_classes}")
+
+
+def write_prediction(fmt, output_dir, example_id, image, labels, info):
+    """Writes one label map (int ``[H, W]`` train ids) of ``image`` (uint8 ``[H, W, 3]``).
+
+    ``info``: a DatasetInfo (palette, class count). Returns the path written.
+    """
+    path = output_path(fmt, output_dir, example_id)
+    labels = np.asarray(labels)
+    if fmt == "raw":
+        visualize.save_label_png(path, labels)
+    elif fmt == "color":
+        visualize.save_rgb_png(path, visualize.colorize(labels, visualize.palette_for(info)))
+    elif fmt == "overlay":
+        visualize.save_rgb_png(path, visualize.overlay(image, labels, visualize.palette_for(info)))
+    elif fmt == "voc_submission":
+        visualize.save_label_png(path, labels, palette=visualize.voc_palette())
+    elif fmt == "cityscapes_submission":
+        from deeplab_load.data.cityscapes import TRAIN_ID_TO_LABEL_ID
+        visualize.save_label_png(path, np.asarray(TRAIN_ID_TO_LABEL_ID)[labels])
+    return path
+
+
+def image_folder_examples(input_dir):
+    """[(id, path)] of the images directly in ``input_dir``, sorted; error if there are none."""
+    paths = sorted(p for p in glob.glob(os.path.join(input_dir, "*"))
+                   if p.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise UserError(f"--input_dir {input_dir} holds no images "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    ids = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise UserError(f"--input_dir {input_dir}: several images share the names {duplicates}")
+    return list(zip(ids, paths))
+
+
+def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
+                     progress_interval=10.0, log=logging.info):
+    """Predicts and writes every example; returns the written paths.
+
+    examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``.
+    eval_crop_size: (H, W) padding size or None (see ``inference.predict_labels``).
+    """
+    from deeplab_load import inference
+    from deeplab_load.training.progress import Progress
+    check_format(fmt, info)
+    examples = list(examples)
+    progress = Progress(f"predict {fmt}", total=len(examples), interval=progress_interval, log=log)
+    paths = []
+    for index, (example_id, load) in enumerate(examples):
+        image = load()
+        size = eval_crop_size
+        if size is not None and (image.shape[0] > size[0] or image.shape[1] > size[1]):
+            raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is larger "
+                              f"than the eval crop size {size[0]}x{size[1]}; pass a larger "
+                              f"--eval_crop_size or --eval_crop_size=none")
+        labels = inference.predict_labels(model, image[None], eval_crop_size).numpy()[0]
+        paths.append(write_prediction(fmt, output_dir, example_id, image, labels, info))
+        progress.update(index + 1, force=index + 1 == len(examples))
+    return paths
+
+
+def dataset_examples(dataset, split):
+    """``(id, load)`` pairs of a data-set split (labels are not read)."""
+    from deeplab_load.data.common import decode_image, read_bytes
+
+    def loader(ref):
+        return lambda: decode_image(read_bytes(ref.image_path), ref.image_path)
+
+    return [(ref.id, loader(ref)) for ref in dataset.examples(split)]
+
+
+def folder_examples(input_dir):
+    """``(id, load)`` pairs of the images in a folder."""
+    from deeplab_load.data.common import decode_image, read_bytes
+    return [(example_id, (lambda p=path: decode_image(read_bytes(p), p)))
+            for example_id, path in image_folder_examples(input_dir)]
+
+
+def folder_info(dataset_name=None, num_classes=None):
+    """DatasetInfo for images outside a data set: the named data set's classes and palette
+    (nothing is read from disk), or ``num_classes`` generic classes with the VOC palette."""
+    from deeplab_load.data import DatasetInfo, dataset_info
+    if dataset_name:
+        return dataset_info(dataset_name)
+    if not num_classes:
+        raise FlagError("images without a data set need --dataset (for its classes), "
+                        "--run_dir, or --num_classes / --zoo_name")
+    names = tuple(f"class_{i}" for i in range(num_classes))
+    return DatasetInfo("images", num_classes, names, (0, 0), (0, 0),
+                       palette=visualize.voc_palette()[:num_classes])
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """What ``python -m deeplab_load.predict`` does.
+
+    input_dir: predict the images of a folder instead of a split; the data set (flag or the
+    model spec's) then names the classes, palette and eval crop size. eval_crop_size: (H, W), ()
+    for none, None for the spec's / the data set's (none for a folder without a data set).
+    """
+    model: ModelSource
+    output_dir: Optional[str] = None
+    fmt: str = "color"
+    dataset: Optional[str] = None
+    dataset_dir: Optional[str] = None
+    split: Optional[str] = None
+    input_dir: Optional[str] = None
+    eval_crop_size: Optional[tuple] = None
+
+    def __post_init__(self):
+        check_eval_crop_size(self.eval_crop_size)
+
+
+def _folder_classes(source, spec):
+    if source.num_classes:
+        return source.num_classes
+    if spec is not None:
+        return spec.config.num_classes
+    if source.zoo_name:
+        from deeplab_load import zoo
+        return zoo.get_entry(source.zoo_name).config.num_classes
+    return None
+
+
+def run_prediction(config, log=logging.info):
+    """Loads the model and images of ``config`` and writes the label maps; returns
+    (paths written, model description)."""
+    if not config.output_dir:
+        raise FlagError("--output_dir is required")
+    spec, _ = config.model.find_spec()
+    if config.input_dir:
+        name = config.dataset or (spec.dataset if spec is not None else None)
+        info = folder_info(name, _folder_classes(config.model, spec))
+        examples = folder_examples(config.input_dir)
+        crop = eval_crop_size(config.eval_crop_size, spec, info if name else None)
+    else:
+        dataset = open_dataset(spec, config.dataset, config.dataset_dir)
+        info = dataset.info
+        split = config.split or ((spec.data or {}).get("eval_split") if spec is not None
+                                 else None) or "val"
+        examples = dataset_examples(dataset, split)
+        crop = eval_crop_size(config.eval_crop_size, spec, info)
+    check_format(config.fmt, info)
+    loaded = load_model(config.model, info.num_classes, log=log)
+    paths = predict_examples(loaded.model, examples, info, config.output_dir, config.fmt, crop,
+                             log=log)
+    return paths, loaded.description

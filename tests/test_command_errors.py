@@ -1,0 +1,137 @@
+"""User mistakes end in one or two lines naming the flag or file and the fix, without a
+traceback; the library raises UserErrors, the commands print them."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deeplab_load import cli
+from deeplab_load.errors import FlagError, UserError
+from deeplab_load.evaluation import EvaluateConfig, run_evaluation
+from deeplab_load.model_loading import ModelSource
+from deeplab_load.model_spec import ModelSpec, write_model_spec
+from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+from deeplab_load.prediction import PredictConfig, run_prediction
+from deeplab_load.serving import ExportConfig, run_export
+from deeplab_load.training.checkpoint_store import CheckpointStore
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = DeepLabConfig(backbone="mobilenet_v2", num_classes=6, output_stride=8, atrous_rates=(),
+                     decoder_output_stride=None)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_folder(tmp_path_factory):
+    """A run-like checkpoint folder (tags.json + model.json) of a tiny demo-sized model."""
+    folder = tmp_path_factory.mktemp("run") / "generator"
+    CheckpointStore(str(folder), model=build_deeplab(TINY)).save("final")
+    write_model_spec(str(folder), ModelSpec(config=TINY, dataset="demo",
+                                            eval_crop_size=(49, 65)))
+    return folder
+
+
+def test_model_flags_that_contradict_model_json_name_the_fields(checkpoint_folder):
+    source = ModelSource(checkpoint=str(checkpoint_folder), model_variant="xception_65",
+                         output_stride=16)
+    with pytest.raises(UserError) as error:
+        run_export(ExportConfig(model=source, export_dir="/nonexistent/never_written"))
+    message = str(error.value)
+    assert "backbone (flags 'xception_65', model.json 'mobilenet_v2')" in message
+    assert "output_stride (flags 16, model.json 8)" in message and "model.json" in message
+    assert len(message.splitlines()) <= 2
+
+
+def test_checkpoint_without_spec_and_wrong_flags_suggests_run_dir(checkpoint_folder, tmp_path):
+    os.makedirs(tmp_path / "bare")
+    prefix = CheckpointStore(str(tmp_path / "bare"), model=build_deeplab(TINY))
+    prefix.save("final")
+    with pytest.raises(UserError, match="pass --run_dir"):
+        run_export(ExportConfig(model=ModelSource(checkpoint=str(tmp_path / "bare")),
+                                export_dir=str(tmp_path / "x"), dataset="demo"))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("make_config, pattern", [
+    (lambda t: EvaluateConfig(model=ModelSource()), "--run_dir or --checkpoint is required"),
+    (lambda t: EvaluateConfig(model=ModelSource(checkpoint=str(t / "missing"))),
+     "no TF checkpoint at .*missing.*tools/download_checkpoint.py"),
+    (lambda t: EvaluateConfig(model=ModelSource(run_dir=str(t / "no_run"))),
+     "--run_dir .*no_run does not exist"),
+    (lambda t: EvaluateConfig(model=ModelSource(run_dir=str(t))),
+     "holds no checkpoints .*training run directory"),
+    (lambda t: EvaluateConfig(model=ModelSource(checkpoint="x"), dataset="voc",
+                              dataset_dir=str(t)),
+     "--dataset_dir .* holds no VOC2012/JPEGImages; pass the folder holding VOCdevkit"),
+    (lambda t: EvaluateConfig(model=ModelSource(checkpoint="x"), dataset="cityscapes",
+                              dataset_dir=str(t)), "--dataset_dir .* holds no leftImg8bit"),
+    (lambda t: EvaluateConfig(model=ModelSource(checkpoint="x"), dataset="kitti"),
+     "--dataset 'kitti' is unknown"),
+    (lambda t: EvaluateConfig(model=ModelSource(checkpoint="x"), dataset="voc"),
+     "--dataset=voc needs --dataset_dir"),
+    (lambda t: PredictConfig(model=ModelSource(checkpoint="x"), output_dir=str(t / "o"),
+                             fmt="voc_submission"), "voc_submission needs the 21 VOC classes"),
+    (lambda t: PredictConfig(model=ModelSource(checkpoint="x"), output_dir=str(t / "o"),
+                             input_dir=str(t), dataset="demo"), "--input_dir .* holds no images"),
+    (lambda t: PredictConfig(model=ModelSource(checkpoint="x")), "--output_dir is required"),
+    (lambda t: ExportConfig(model=ModelSource(checkpoint="x")), "--export_dir is required"),
+], ids=["no_model", "missing_checkpoint", "missing_run_dir", "not_a_run_dir", "voc_dir",
+        "cityscapes_dir", "unknown_dataset", "no_dataset_dir", "submission_format",
+        "empty_input_dir", "no_output_dir", "no_export_dir"])
+def test_user_mistakes_are_user_errors_naming_the_fix(make_config, pattern, tmp_path):
+    config = make_config(tmp_path)
+    runner = {EvaluateConfig: run_evaluation, PredictConfig: run_prediction,
+              ExportConfig: run_export}[type(config)]
+    with pytest.raises(UserError, match=pattern) as error:
+        runner(config)
+    assert len(str(error.value).splitlines()) <= 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_user_error_prints_at_most_two_lines(capsys):
+    cli.report_user_error(FlagError("first\nsecond\nthird\nfourth"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["error: first", "second (and 2 more lines with --verbosity=1)"]
+
+
+def run_command(*args, verbosity=None):
+    argv = [sys.executable, "-m", *args] + ([f"--verbosity={verbosity}"] if verbosity else [])
+    return subprocess.run(argv, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_command_prints_the_error_alone_without_tensorflow_noise(tmp_path):
+    proc = run_command("deeplab_load.evaluate", f"--checkpoint={tmp_path / 'missing'}")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"error: no TF checkpoint at {tmp_path / 'missing'} (neither a directory nor a prefix "
+        f"with {tmp_path / 'missing'}.index); official zoo checkpoints are fetched with "
+        f"`python tools/download_checkpoint.py <zoo_name>`"], proc.stderr
+    noisy = run_command("deeplab_load.evaluate", f"--checkpoint={tmp_path / 'missing'}",
+                        verbosity=1)
+    assert noisy.returncode == 1 and "oneDNN" in noisy.stderr  # --verbosity keeps TF's lines
+
+
+@pytest.mark.slow
+def test_predict_help_lists_its_own_and_the_model_flags():
+    proc = run_command("deeplab_load.predict", "--help")  # absl exits 1 after --help
+    for name in ("--format", "--input_dir", "--output_dir", "--run_dir", "--checkpoint",
+                 "--model_variant", "--eval_crop_size", "--split"):
+        assert name in proc.stdout, name
+    assert "Label maps of a data-set split or a folder of images" in proc.stdout
+
+
+@pytest.mark.slow
+def test_export_of_a_bare_checkpoint_for_the_demo_data_set(tmp_path):
+    """export --dataset=demo (refused before): the demo's class names and eval crop size."""
+    from deeplab_load.data import demo
+    CheckpointStore(str(tmp_path / "bare"), model=build_deeplab(TINY)).save("final")
+    source = ModelSource(checkpoint=str(tmp_path / "bare"), model_variant="mobilenet_v2",
+                         output_stride=8, atrous_rates=(), decoder_output_stride=0)
+    path, crop, _ = run_export(ExportConfig(model=source, dataset="demo",
+                                            export_dir=str(tmp_path / "x")))
+    assert crop == tuple(demo.DEFAULT_IMAGE_SIZE)
+    spec = ModelSpec.from_dict(json.load(open(os.path.join(path, "model.json"))))
+    assert spec.class_names == tuple(demo.CLASS_NAMES) and spec.config == TINY

@@ -39,8 +39,10 @@ def verbosity_requested(argv):
 
 
 # TensorFlow's C++ log lines (absl format "I0000 00:00:17.. 123 file.cc:45] ..."), the line absl
-# prints before its logging is initialised, cpu_feature_guard's second line, and CUDA probing.
+# prints before its logging is initialised, cpu_feature_guard's second line, CUDA probing, and
+# the "[[{{node Assert/Assert}}]]" continuation of a stopped input pipeline's warning.
 _NOISE = re.compile(r"^([IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+\.(cc|h|cpp):\d+\]"
+                    r"|\s+\[\[\{\{node "
                     r"|E\d{4} .*(cuInit|cuda)"
                     r"|WARNING: All log messages before absl::InitializeLog"
                     r"|To enable the following instructions: )")
@@ -145,8 +147,9 @@ def run(main):
 
 
 # ----------------------------------------------------------------------------------------------
-# Flag groups shared by several commands. `declare_key_flag` makes --help of the command that
-# defines them list them with its own flags.
+# Flag groups shared by several commands. A command module calls
+# `flags.adopt_module_key_flags(cli)` after defining them, so that its --help lists them.
+
 
 MODEL_FLAG_NAMES = ("run_dir", "checkpoint", "checkpoint_tag", "zoo_name", "model_variant",
                     "num_classes", "output_stride", "atrous_rates", "decoder_output_stride")
@@ -175,8 +178,6 @@ def define_model_flags(what):
                       "overrides model.json.")
     flags.DEFINE_integer("decoder_output_stride", None, "4 for the decoder, 0 for none; "
                          "overrides model.json.")
-    for name in MODEL_FLAG_NAMES:
-        flags.declare_key_flag(name)
 
 
 def int_list_flag(name, allow_none=False):
@@ -200,6 +201,25 @@ def size_flag(name):
     return size * 2 if size is not None and len(size) == 1 else size
 
 
+def define_multi_scale_flags():
+    """--eval_scales and --add_flipped_images (evaluate, predict and export)."""
+    flags.DEFINE_list("eval_scales", ["1.0"], "Multi-scale inference as research/deeplab: image "
+                      "scales whose softmax probabilities are averaged, e.g. "
+                      "0.5,0.75,1.0,1.25,1.5,1.75.")
+    flags.DEFINE_bool("add_flipped_images", False, "Also average the left-right flipped image's "
+                      "probabilities (research/deeplab's add_flipped_images).")
+
+
+def multi_scale_from_flags():
+    """(eval_scales tuple of floats, add_flipped_images); FlagError for bad scales."""
+    from deeplab_load import multi_scale
+    try:
+        scales = multi_scale.parse_scales(flags.FLAGS.eval_scales)
+    except ValueError as err:
+        raise FlagError(str(err)) from err
+    return scales, flags.FLAGS.add_flipped_images
+
+
 def model_source_from_flags():
     from deeplab_load.model_loading import ModelSource
     return ModelSource(
@@ -216,7 +236,6 @@ def define_dataclass_flags(cls):
     enum for ``choices``; tuple fields are list flags, 'none' for the empty tuple)."""
     for field in dataclasses.fields(cls):
         _define_field_flag(field)
-        flags.declare_key_flag(field.name)
 
 
 def _define_field_flag(field):

@@ -37,11 +37,16 @@ flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) corrupt examples
                   "stopping at the first.")
 flags.DEFINE_string("output_dir", None, "Where results.json and results.md go (default: only "
                     "print the table).")
+cli.define_multi_scale_flags()
+
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
 def config_from_flags():
     from deeplab_load.evaluation import EvaluateConfig
+    eval_scales, add_flipped_images = cli.multi_scale_from_flags()
     return EvaluateConfig(
+        eval_scales=eval_scales, add_flipped_images=add_flipped_images,
         model=cli.model_source_from_flags(), dataset=FLAGS.dataset,
         dataset_dir=FLAGS.dataset_dir, tfrecord_dir=FLAGS.tfrecord_dir, split=FLAGS.split,
         eval_crop_size=cli.size_flag("eval_crop_size"), batch_size=FLAGS.eval_batch_size,

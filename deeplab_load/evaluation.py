@@ -21,16 +21,20 @@ from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_c
     load_model, open_dataset
 
 
-def confusion_matrix_function(model, num_classes):
+def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flipped_images=False):
     """tf.function (pixels [B,H,W,3], labels [B,H,W]) -> int64 [K,K] for the model's argmax.
 
     The logits are upsampled to the (padded) input size with align_corners; padded label
     pixels are 255 and therefore not counted, which equals cropping the label map first.
+    ``eval_scales`` / ``add_flipped_images``: research/deeplab's multi-scale and flipped
+    inference (see ``multi_scale.py``); the defaults are single-scale prediction.
     """
+    from deeplab_load import multi_scale
 
     @tf.function(reduce_retracing=True)
     def batch_confusion(pixels, labels):
-        predictions = inference.padded_label_maps(model, pixels)
+        predictions = multi_scale.padded_label_maps(model, pixels, eval_scales,
+                                                    add_flipped_images)
         return metrics.confusion_matrix_batch(labels, predictions, num_classes)
 
     return batch_confusion
@@ -55,7 +59,8 @@ def labelled_examples(dataset, split, max_images):
 
 
 def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
-             skip_bad_examples=False, progress_interval=10.0, log=logging.info):
+             skip_bad_examples=False, progress_interval=10.0, log=logging.info,
+             eval_scales=(1.0,), add_flipped_images=False, bad_example_log=None):
     """Evaluates ``model`` on a split of ``dataset``; returns ``metrics.results_dict``.
 
     dataset: a ``deeplab_load.data`` data set; read through ``pipeline.eval_dataset``.
@@ -63,8 +68,14 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     eval_crop_size: (H, W) padding size (the original's eval_crop_size). None: no padding,
       every image at its own size (then one image per batch, whatever ``batch_size``).
     max_images: evaluate only the first N examples of a named split.
+    eval_scales, add_flipped_images: multi-scale / flipped inference (``multi_scale.py``); the
+      results then record them. For Cityscapes the results also hold the category IoU and, with
+      instance ids available, the nIoU scores (``cityscapes_metrics.py``).
+    skip_bad_examples: skip examples that do not load (added to ``bad_example_log``, a
+      ``pipeline.BadExampleLog``); the results say how many under "skipped_examples".
     """
     from deeplab_load.data import pipeline
+    from deeplab_load.data.batches import Batches
     from deeplab_load.training.progress import Progress
     info = dataset.info
     if isinstance(split, str):
@@ -73,22 +84,84 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
         examples, split_name = list(split), "custom"
     if eval_crop_size is None:
         batch_size = 1
+    bad = pipeline.BadExampleLog()
     batches = pipeline.eval_dataset(dataset, examples, batch_size, eval_crop_size,
-                                    skip_bad_examples=skip_bad_examples)
-    batch_confusion = confusion_matrix_function(model, info.num_classes)
+                                    skip_bad_examples=skip_bad_examples, bad_example_log=bad)
+    batch_confusion = confusion_matrix_function(model, info.num_classes, eval_scales,
+                                                add_flipped_images)
+    instance_level = _instance_level_evaluation(model, dataset, examples, split, eval_scales,
+                                                add_flipped_images)
     stream = metrics.StreamingConfusionMatrix(info.num_classes)
     progress = Progress(f"eval {info.name}/{split_name}", total=len(examples),
                         interval=progress_interval, log=log)
     done, start = 0, time.monotonic()
-    for batch in batches:
-        stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
-        done += int(batch["pixels"].shape[0])
-        progress.update(done, force=done == len(examples), images=done,
-                        running_miou=round(100 * stream.mean_iou(), 2))
-    return metrics.results_dict(
+    with Batches(batches) as stream_of_batches:
+        for batch in stream_of_batches:
+            if instance_level is None:
+                stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
+            else:
+                stream.add_matrix(instance_level.add(batch))
+            done += int(batch["pixels"].shape[0])
+            progress.update(done, force=done + bad.count == len(examples), images=done,
+                            running_miou=round(100 * stream.mean_iou(), 2))
+    if bad_example_log is not None:
+        for error in bad.errors:
+            bad_example_log.add(error)
+    extra = {"skipped_examples": bad.count} if skip_bad_examples else {}
+    results = metrics.results_dict(
         stream.matrix, info.class_names, dataset=info.name, split=split_name, num_images=done,
         eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
-        seconds=round(time.monotonic() - start, 2))
+        seconds=round(time.monotonic() - start, 2), **extra)
+    results.update(_inference_settings(eval_scales, add_flipped_images))
+    if info.name == "cityscapes":
+        results.update(instance_level.results(stream.matrix) if instance_level is not None
+                       else _cityscapes_scores(stream.matrix))
+    return results
+
+
+def _inference_settings(eval_scales, add_flipped_images):
+    """Results entries for multi-scale / flipped inference (none for single scale)."""
+    from deeplab_load import multi_scale
+    if multi_scale.is_single_scale(eval_scales, add_flipped_images):
+        return {}
+    return {"eval_scales": list(multi_scale.normalize_scales(eval_scales)),
+            "add_flipped_images": bool(add_flipped_images)}
+
+
+def _cityscapes_scores(matrix):
+    from deeplab_load import cityscapes_metrics
+    return cityscapes_metrics.instance_scores(matrix)
+
+
+class _InstanceLevelBatches:
+    """Label maps of a batch -> confusion matrix, feeding Cityscapes instance statistics."""
+
+    def __init__(self, model, num_classes, evaluation, eval_scales, add_flipped_images):
+        from deeplab_load import multi_scale
+        self.evaluation = evaluation
+        self.num_classes = num_classes
+        self.label_maps = multi_scale.label_map_function(model, eval_scales, add_flipped_images)
+
+    def add(self, batch):
+        predictions = self.label_maps(batch["pixels"])
+        self.evaluation.add_batch(predictions.numpy(), batch["sizes"].numpy(),
+                                  batch["ids"].numpy())
+        return metrics.confusion_matrix_batch(batch["labels"], predictions,
+                                              self.num_classes).numpy()
+
+    def results(self, matrix):
+        return self.evaluation.results(matrix)
+
+
+def _instance_level_evaluation(model, dataset, examples, split, eval_scales, add_flipped_images):
+    """Cityscapes with instance ids for every example (gtFine_instanceIds.png beside the labels,
+    or in our TFRecords): nIoU is computed too."""
+    from deeplab_load import cityscapes_metrics
+    evaluation = cityscapes_metrics.InstanceLevelEvaluation.for_examples(dataset, examples, split)
+    if evaluation is None:
+        return None
+    return _InstanceLevelBatches(model, dataset.info.num_classes, evaluation, eval_scales,
+                                 add_flipped_images)
 
 
 def write_results(results, output_dir):
@@ -103,8 +176,9 @@ def write_results(results, output_dir):
     title = f"# {results.get('dataset', '')} {results.get('split', '')}: mIoU\n\n"
     if results.get("checkpoint"):
         title += f"Checkpoint: `{results['checkpoint']}`, {results.get('num_images')} images.\n\n"
+    from deeplab_load.cityscapes_metrics import format_markdown as cityscapes_markdown
     with open(markdown_path, "w", encoding="utf-8") as f:
-        f.write(title + metrics.format_markdown_table(results))
+        f.write(title + metrics.format_markdown_table(results) + cityscapes_markdown(results))
     return json_path, markdown_path
 
 
@@ -126,6 +200,8 @@ class EvaluateConfig:
     max_images: Optional[int] = None
     skip_bad_examples: bool = False
     output_dir: Optional[str] = None
+    eval_scales: tuple = (1.0,)
+    add_flipped_images: bool = False
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -144,7 +220,8 @@ def run_evaluation(config, log=logging.info):
         or "val"
     crop = eval_crop_size(config.eval_crop_size, spec, dataset.info)
     results = evaluate(loaded.model, dataset, split, config.batch_size, crop, config.max_images,
-                       config.skip_bad_examples, log=log)
+                       config.skip_bad_examples, log=log, eval_scales=config.eval_scales,
+                       add_flipped_images=config.add_flipped_images)
     results["checkpoint"] = loaded.description
     if config.output_dir:
         write_results(results, config.output_dir)

@@ -25,13 +25,18 @@ flags.DEFINE_list("eval_crop_size", None, "Pad every image to H,W before the mod
                   "else the --dataset's, else none).")
 flags.DEFINE_bool("with_probabilities", False, "Also return softmax probabilities.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --export_dir (atomically).")
+cli.define_multi_scale_flags()
+
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
 def config_from_flags():
     from deeplab_load.serving import ExportConfig
+    eval_scales, add_flipped_images = cli.multi_scale_from_flags()
     return ExportConfig(model=cli.model_source_from_flags(), export_dir=FLAGS.export_dir,
                         dataset=FLAGS.dataset, eval_crop_size=cli.size_flag("eval_crop_size"),
-                        with_probabilities=FLAGS.with_probabilities, overwrite=FLAGS.overwrite)
+                        with_probabilities=FLAGS.with_probabilities, overwrite=FLAGS.overwrite,
+                        eval_scales=eval_scales, add_flipped_images=add_flipped_images)
 
 
 def main(argv):

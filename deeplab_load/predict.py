@@ -38,14 +38,21 @@ flags.DEFINE_string("input_dir", None, "Predict the images (.jpg, .png, .bmp) in
 flags.DEFINE_list("eval_crop_size", None, "Pad every image to H,W before the model; 'none' "
                   "disables padding (default: model.json's, else the data set's; none for "
                   "--input_dir without a data set).")
+flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) images that do not load "
+                  "instead of stopping at the first.")
+cli.define_multi_scale_flags()
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
 def config_from_flags():
     from deeplab_load.prediction import PredictConfig
+    eval_scales, add_flipped_images = cli.multi_scale_from_flags()
     return PredictConfig(model=cli.model_source_from_flags(), output_dir=FLAGS.output_dir,
                          fmt=FLAGS.format, dataset=FLAGS.dataset, dataset_dir=FLAGS.dataset_dir,
                          split=FLAGS.split, input_dir=FLAGS.input_dir,
-                         eval_crop_size=cli.size_flag("eval_crop_size"))
+                         eval_crop_size=cli.size_flag("eval_crop_size"),
+                         eval_scales=eval_scales, add_flipped_images=add_flipped_images,
+                         skip_bad_examples=FLAGS.skip_bad_examples)
 
 
 def main(argv):

@@ -46,14 +46,17 @@ def cityscapes_frame(example_id):
 
 
 def output_path(fmt, output_dir, example_id):
-    """Where :func:`write_prediction` puts the PNG of ``example_id`` in format ``fmt``."""
+    """Where :func:`write_prediction` puts the PNG of ``example_id`` in format ``fmt``; always
+    inside ``output_dir`` (``OutsideOutputFolderError`` for an id that would leave it)."""
+    from deeplab_load.output_folder import inside
     if fmt in ("raw", "color", "overlay"):
-        return os.path.join(output_dir, example_id + ".png")
+        return inside(output_dir, example_id + ".png")
     if fmt == "voc_submission":
-        return os.path.join(output_dir, VOC_SUBMISSION_DIR, example_id + ".png")
+        return inside(output_dir, os.path.join(VOC_SUBMISSION_DIR, example_id + ".png"))
     if fmt == "cityscapes_submission":
         city, sequence, frame = cityscapes_frame(example_id)
-        return os.path.join(output_dir, city, f"{city}_{sequence}_{frame}_pred_labelIds.png")
+        return inside(output_dir,
+                      os.path.join(city, f"{city}_{sequence}_{frame}_pred_labelIds.png"))
     raise ValueError(f"unknown format {fmt!r}; expected one of {list(FORMATS)}")
 
 
@@ -105,28 +108,53 @@ def image_folder_examples(input_dir):
 
 
 def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
-                     progress_interval=10.0, log=logging.info):
+                     progress_interval=10.0, log=logging.info, eval_scales=(1.0,),
+                     add_flipped_images=False, skip_bad_examples=False, bad_example_log=None):
     """Predicts and writes every example; returns the written paths.
 
-    examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``.
+    examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``
+      (raising ``BadExampleError`` for an unreadable image).
     eval_crop_size: (H, W) padding size or None (see ``inference.predict_labels``).
+    eval_scales, add_flipped_images: multi-scale / flipped inference (``multi_scale.py``).
+    skip_bad_examples: skip an image that does not load (added to ``bad_example_log``, a
+      ``pipeline.BadExampleLog``) instead of stopping.
+    Outputs: every file goes inside ``output_dir`` (ids that would leave it are refused before
+    anything is written); a file of an earlier run with the same id and format is replaced
+    (atomically), nothing else there is touched. While the run writes, ``output_dir/INCOMPLETE``
+    says so; if the run stops with an error it names the error and stays.
     """
-    from deeplab_load import inference
+    from deeplab_load import multi_scale
+    from deeplab_load.data.common import BadExampleError
+    from deeplab_load.data.pipeline import BadExampleLog
+    from deeplab_load.output_folder import IncompleteMarker
     from deeplab_load.training.progress import Progress
     check_format(fmt, info)
     examples = list(examples)
+    for example_id, _ in examples:
+        output_path(fmt, output_dir, example_id)
+    bad = bad_example_log if bad_example_log is not None else BadExampleLog()
     progress = Progress(f"predict {fmt}", total=len(examples), interval=progress_interval, log=log)
     paths = []
-    for index, (example_id, load) in enumerate(examples):
-        image = load()
-        size = eval_crop_size
-        if size is not None and (image.shape[0] > size[0] or image.shape[1] > size[1]):
-            raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is larger "
-                              f"than the eval crop size {size[0]}x{size[1]}; pass a larger "
-                              f"--eval_crop_size or --eval_crop_size=none")
-        labels = inference.predict_labels(model, image[None], eval_crop_size).numpy()[0]
-        paths.append(write_prediction(fmt, output_dir, example_id, image, labels, info))
-        progress.update(index + 1, force=index + 1 == len(examples))
+    with IncompleteMarker(output_dir, f"predict --format={fmt}"):
+        for index, (example_id, load) in enumerate(examples):
+            try:
+                image = load()
+            except BadExampleError as err:
+                if not skip_bad_examples:
+                    raise
+                bad.add(err)
+                continue
+            size = eval_crop_size
+            if size is not None and (image.shape[0] > size[0] or image.shape[1] > size[1]):
+                raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is "
+                                  f"larger than the eval crop size {size[0]}x{size[1]}; pass a "
+                                  f"larger --eval_crop_size or --eval_crop_size=none")
+            labels = multi_scale.predict_labels(model, image[None], eval_crop_size, eval_scales,
+                                                add_flipped_images).numpy()[0]
+            paths.append(write_prediction(fmt, output_dir, example_id, image, labels, info))
+            progress.update(index + 1, force=index + 1 == len(examples))
+    if bad.count:
+        log(f"predict: {bad.count} bad images skipped")
     return paths
 
 
@@ -177,6 +205,9 @@ class PredictConfig:
     split: Optional[str] = None
     input_dir: Optional[str] = None
     eval_crop_size: Optional[tuple] = None
+    eval_scales: tuple = (1.0,)
+    add_flipped_images: bool = False
+    skip_bad_examples: bool = False
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -214,5 +245,7 @@ def run_prediction(config, log=logging.info):
     check_format(config.fmt, info)
     loaded = load_model(config.model, info.num_classes, log=log)
     paths = predict_examples(loaded.model, examples, info, config.output_dir, config.fmt, crop,
-                             log=log)
+                             log=log, eval_scales=config.eval_scales,
+                             add_flipped_images=config.add_flipped_images,
+                             skip_bad_examples=config.skip_bad_examples)
     return paths, loaded.description

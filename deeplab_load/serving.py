@@ -35,8 +35,12 @@ METADATA_FILE = "deeplab_export.json"
 class _Serving(tf.Module):
     """Holds the model and its variables so tf.saved_model.save finds every one of them."""
 
-    def __init__(self, model, eval_crop_size, with_probabilities):
+    def __init__(self, model, eval_crop_size, with_probabilities, eval_scales=(1.0,),
+                 add_flipped_images=False):
         super().__init__(name="deeplab_serving")
+        from deeplab_load import multi_scale
+        self.eval_scales = multi_scale.normalize_scales(eval_scales)
+        self.add_flipped_images = bool(add_flipped_images)
         self.model = model
         # Keras layers kept in Python lists are invisible to TF's object tracking; listing the
         # variables here makes the SavedModel own all of them.
@@ -58,6 +62,15 @@ class _Serving(tf.Module):
         pixels = tf.pad(tf.cast(images, tf.float32),
                         [[0, 0], [0, padded_size[0] - height], [0, padded_size[1] - width], [0, 0]],
                         constant_values=PAD_PIXEL_VALUE)
+        from deeplab_load import multi_scale
+        if not multi_scale.is_single_scale(self.eval_scales, self.add_flipped_images):
+            probabilities = multi_scale.multi_scale_probabilities(
+                self.model, pixels, self.eval_scales, self.add_flipped_images)
+            probabilities = probabilities[:, :height, :width, :]
+            outputs = {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+            if self.with_probabilities:
+                outputs["probabilities"] = probabilities
+            return outputs
         logits = self.model(pixels, training=False)
         logits = resize_bilinear_align_corners(logits, padded_size)[:, :height, :width, :]
         outputs = {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32)}
@@ -66,9 +79,12 @@ class _Serving(tf.Module):
         return outputs
 
 
-def _metadata(model, eval_crop_size, with_probabilities, class_names):
+def _metadata(model, eval_crop_size, with_probabilities, class_names, eval_scales=(1.0,),
+              add_flipped_images=False):
     config = getattr(model, "deeplab_config", None)
     return {
+        "eval_scales": [float(s) for s in eval_scales],
+        "add_flipped_images": bool(add_flipped_images),
         "config": dataclasses.asdict(config) if config is not None else None,
         "eval_crop_size": None if eval_crop_size is None else list(eval_crop_size),
         "with_probabilities": bool(with_probabilities),
@@ -91,7 +107,8 @@ class ExportExistsError(UserError, FileExistsError):
 
 
 def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilities=False,
-                       class_names=None, overwrite=True, spec=None):
+                       class_names=None, overwrite=True, spec=None, eval_scales=(1.0,),
+                       add_flipped_images=False):
     """Writes a SavedModel of ``model`` (raw pixels -> logits) to ``export_dir``; returns the path.
 
     The export is written into a temporary sibling folder and renamed into place, so
@@ -99,6 +116,8 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     the new export is complete (the old one is moved aside, the new one renamed in, then the old
     one deleted); with ``overwrite=False`` it is an error instead. ``spec``: the ModelSpec
     written as ``model.json`` (default: the model's config, ``class_names``, the eval crop size).
+    ``eval_scales`` / ``add_flipped_images``: the export computes research/deeplab's multi-scale
+    / flipped prediction (``multi_scale.py``; probabilities are then the averaged softmax).
     """
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:
@@ -108,11 +127,12 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp_", dir=parent)
     try:
-        serving = _Serving(model, eval_crop_size, with_probabilities)
+        serving = _Serving(model, eval_crop_size, with_probabilities, eval_scales,
+                           add_flipped_images)
         tf.saved_model.save(serving, tmp, signatures={"serving_default": serving.serve})
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, eval_crop_size, with_probabilities, class_names), f,
-                      indent=1)
+            json.dump(_metadata(model, eval_crop_size, with_probabilities, class_names,
+                                serving.eval_scales, add_flipped_images), f, indent=1)
         write_model_spec(tmp, _export_spec(model, spec, eval_crop_size, class_names))
         if os.path.exists(export_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old_", dir=parent)
@@ -138,6 +158,8 @@ class ExportConfig:
     eval_crop_size: Optional[tuple] = None
     with_probabilities: bool = False
     overwrite: bool = False
+    eval_scales: tuple = (1.0,)
+    add_flipped_images: bool = False
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -158,5 +180,7 @@ def run_export(config, log=logging.info):
     class_names = (spec.class_names if spec is not None and spec.class_names
                    else info.class_names if info else None)
     path = export_saved_model(loaded.model, config.export_dir, crop, config.with_probabilities,
-                              class_names, config.overwrite, spec=spec)
+                              class_names, config.overwrite, spec=spec,
+                              eval_scales=config.eval_scales,
+                              add_flipped_images=config.add_flipped_images)
     return path, crop, loaded.description

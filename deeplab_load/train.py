@@ -22,6 +22,8 @@ FLAGS = flags.FLAGS
 
 cli.define_dataclass_flags(TrainConfig)
 
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
+
 
 def config_from_flags():
     """(TrainConfig with the demo profile applied where it applies, {name: value applied})."""

@@ -4,7 +4,7 @@ The evaluator (`cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling`) ru
 subprocess because it keeps its settings in module globals and calls sys.exit on errors. It finds
 the ground truth through CITYSCAPES_DATASET and the predictions through CITYSCAPES_RESULTS. We
 switch off its instance-level scores (nIoU; they need *_instanceIds.png files the fake tree does
-not have and we do not compute them). Conventions that must agree (and do):
+not have; test_cityscapes_instance_eval.py compares ours with its functions). Conventions that must agree (and do):
   - confusion rows are ground-truth label ids; pixels whose ground truth is not one of the 19
     evaluated classes are not counted as false positives of any class (our ignore 255);
   - a class with TP + FP + FN = 0 gets NaN and is left out of the average (ours: null, excluded).

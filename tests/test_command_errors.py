@@ -1,5 +1,6 @@
 """User mistakes end in one or two lines naming the flag or file and the fix, without a
 traceback; the library raises UserErrors, the commands print them."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -135,3 +136,21 @@ def test_export_of_a_bare_checkpoint_for_the_demo_data_set(tmp_path):
     assert crop == tuple(demo.DEFAULT_IMAGE_SIZE)
     spec = ModelSpec.from_dict(json.load(open(os.path.join(path, "model.json"))))
     assert spec.class_names == tuple(demo.CLASS_NAMES) and spec.config == TINY
+
+
+def test_predict_skip_bad_examples_reaches_the_library(checkpoint_folder, tmp_path):
+    """PredictConfig.skip_bad_examples (the --skip_bad_examples flag): a corrupt image in the
+    folder is skipped and counted instead of stopping the run."""
+    import numpy as np
+    from PIL import Image
+    os.makedirs(tmp_path / "in")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"not a jpeg")
+    config = PredictConfig(model=ModelSource(checkpoint=str(checkpoint_folder)),
+                           output_dir=str(tmp_path / "out"), fmt="raw",
+                           input_dir=str(tmp_path / "in"))
+    with pytest.raises(UserError, match="broken.jpg"):
+        run_prediction(config)
+    paths, _ = run_prediction(dataclasses.replace(config, skip_bad_examples=True))
+    assert [os.path.basename(p) for p in paths] == ["good.png"]
+    assert not (tmp_path / "out" / "INCOMPLETE").exists()

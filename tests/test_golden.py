@@ -174,3 +174,55 @@ def test_debug_intermediates(golden, golden_index, golden_model, config_name):
     for key in compared:
         np.testing.assert_allclose(np.asarray(ours[key]), expected[key], rtol=0,
                                    atol=INTERMEDIATE_ATOL[config.backbone], err_msg=key)
+
+
+PROBABILITY_ATOL = {"xception_65": 5e-4, "mobilenet_v2": 5e-3}
+MS_FLIP_CONFIGS = ["xception65_voc_os16", "mobilenetv2_voc_os16"]
+
+
+@pytest.mark.parametrize("config_name", [
+    pytest.param(c, marks=pytest.mark.slow) if c.startswith("xception") else c
+    for c in MS_FLIP_CONFIGS])
+def test_multi_scale_flip(golden, golden_index, golden_model, config_name):
+    """eval_scales 0.5..1.75 + flips: averaged softmax and labels equal the original's
+    (predict_labels_multi_scale), within the golden README's ms_flip tolerances. Run eagerly
+    (tracing 10 branches costs 20-80 s); the traced callers run this same function
+    (test_multi_scale.py checks they agree with it)."""
+    from deeplab_load import multi_scale
+    case = golden_index["configs"][config_name]["cases"]["ms_flip_225x321"]
+    model, config = golden_model(config_name)
+    image = load_input(golden, golden_index, config_name, "ms_flip_225x321")
+    probabilities = multi_scale.multi_scale_probabilities(
+        model, tf.cast(image, tf.float32), case["eval_scales"],
+        case["add_flipped_images"]).numpy()
+    expected = load_array(golden, golden_index, config_name, "ms_flip_225x321", "probabilities")
+    assert probabilities.shape == expected.shape
+    np.testing.assert_allclose(probabilities, expected, rtol=0,
+                               atol=PROBABILITY_ATOL[config.backbone])
+    labels = probabilities.argmax(-1)
+    expected_labels = load_array(golden, golden_index, config_name, "ms_flip_225x321", "labels")
+    assert label_diff_fraction(labels, expected_labels) <= MAX_LABEL_DIFF_FRACTION
+    single = inference.predict_labels(model, image).numpy()
+    assert label_diff_fraction(single, expected_labels) > 0.1, "the case must need multi-scale"
+
+
+@pytest.mark.parametrize("config_name", ["mobilenetv2_voc_os16"])
+def test_single_scale_without_flip_is_todays_path(golden, golden_index, golden_model,
+                                                  config_name):
+    """eval_scales=(1.0,), no flip: bit-identical labels and softmax of today's logits, also
+    with padding; the unflipped multi-scale branch at 1.0 alone agrees with it too."""
+    from deeplab_load import multi_scale
+    model, _ = golden_model(config_name)
+    image = load_input(golden, golden_index, config_name, "export_300x400")[:, :120, :150]
+    for crop in (None, (129, 161)):
+        labels = multi_scale.predict_labels(model, image, crop, (1.0,), False).numpy()
+        np.testing.assert_array_equal(labels, inference.predict_labels(model, image, crop).numpy())
+        probabilities = multi_scale.predict_probabilities(model, image, crop).numpy()
+        np.testing.assert_array_equal(probabilities, tf.nn.softmax(
+            inference.predict_logits(model, image, crop), -1).numpy())
+    pixels = tf.cast(image, tf.float32)
+    branch = multi_scale.multi_scale_probabilities(model, pixels, (1.0,), False)
+    flipped = multi_scale.multi_scale_probabilities(model, pixels, (1.0,), True)
+    np.testing.assert_allclose(branch.numpy(), tf.nn.softmax(
+        inference.predict_logits(model, image), -1).numpy(), atol=1e-6)
+    assert not np.allclose(flipped.numpy(), branch.numpy(), atol=1e-3)

@@ -4,6 +4,7 @@ recovery, the run-dir lock. The kill/resume run is in test_train_e2e.py, signals
 test_train_signals.py."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -217,9 +218,10 @@ def test_missing_or_corrupt_buffer_set_is_named_with_a_fix(tmp_path):
             return np.zeros([4, 4, 3], np.uint8), np.zeros([4, 4], np.uint8)
 
     refs = [collections.namedtuple("Ref", "id")("a")]
-    with pytest.raises(DamagedFileError, match=f"a.png: .*the buffer set {set_dir} is damaged: "
-                                               f"delete .*buffer and the run dir's state.json"):
-        map_sets._load_triple(OneImage(), refs, set_dir)(0)
+    # inside tf.data the loader returns its error as a string (`batches.reports_errors`)
+    error = map_sets._load_triple(OneImage(), refs, set_dir)(0)[-1].decode()
+    assert re.search(f"a.png: .*the buffer set {set_dir} is damaged: delete .*buffer and the run "
+                     f"dir's state.json", error), error
     os.remove(os.path.join(set_dir, "a.png"))
     with pytest.raises(DamagedFileError, match=f"{set_dir}: buffer set listed in .*index.json "
                                                f"is missing or empty; delete"):

@@ -28,6 +28,8 @@ flags.DEFINE_string("ablation_dir", None, "Where the arms' runs and the report g
                     "(default: runs/ablation_<dataset>).")
 flags.DEFINE_integer("num_seeds", 3, "Seeds --seed, --seed + 1, ... (each runs every arm).")
 
+flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
+
 
 def main(argv):
     del argv

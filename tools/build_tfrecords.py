@@ -3,19 +3,25 @@
     python tools/build_tfrecords.py --dataset=cityscapes --data_dir=/data/cityscapes \
         --split=train --output_dir=/data/cityscapes/tfrecord --num_shards=10
 
-Then pass the output dir as `tfrecord_dir` to `deeplab_load.data.get_dataset`. Every example is
-decoded and validated while writing; a bad one stops the conversion with an error naming the
-file, unless --skip_bad_examples (then it is left out and listed in `<split>.json`).
+Then pass the output dir as `--tfrecord_dir` to train / evaluate (or `tfrecord_dir` to
+`deeplab_load.data.get_dataset`); the raw tree is not needed any more. The records use
+research/deeplab's keys plus `id`, and `<split>.json` lists the ids (see
+deeplab_load/data/tfrecords.py). Every example is decoded and validated while writing; a bad one
+stops the conversion with an error naming the file, unless --skip_bad_examples (then it is left
+out and listed in `<split>.json`).
+A split's shards are written into a temporary folder and moved into place when the split is
+complete: a stopped conversion leaves no partial split and no temporary files.
 """
 import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load.data import DATASET_NAMES, get_dataset  # noqa: E402
+from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
+from deeplab_load.data import DATASET_NAMES, get_dataset, pipeline  # noqa: E402
 from deeplab_load.data import tfrecords  # noqa: E402
 
 flags.DEFINE_enum("dataset", None, list(DATASET_NAMES), "Data set to convert.")
@@ -31,14 +37,15 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     ds = get_dataset(FLAGS.dataset, FLAGS.data_dir)
+    bad_examples = pipeline.BadExampleLog()
     for split in FLAGS.split:
         start = time.time()
         metadata = tfrecords.write_split(ds, split, FLAGS.output_dir, FLAGS.num_shards,
-                                         FLAGS.skip_bad_examples)
+                                         FLAGS.skip_bad_examples, bad_examples)
         print(f"{FLAGS.dataset} {split}: {metadata['num_examples']} examples in "
               f"{metadata['num_shards']} shards, {len(metadata['skipped'])} skipped, "
               f"{time.time() - start:.1f} s -> {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,7 +10,8 @@ DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo")
 def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
     """The data set `name` read from `data_dir`.
 
-    `data_dir` may be None only for "demo" (then the cache dir is used). Extra keyword
+    `data_dir` may be None for "demo" (then the cache dir is used) and with `tfrecord_dir`
+    (then the split is read from the shards alone: ours or research/deeplab's). Extra keyword
     arguments go to the demo generator (num_train, num_val, image_size, seed). With
     `tfrecord_dir`, the pipeline reads that split's shards written by
     `tools/build_tfrecords.py` instead of the individual files.
@@ -31,6 +32,9 @@ def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
                         f"{', '.join(DATASET_NAMES)}")
     if kwargs:
         raise TypeError(f"unexpected arguments for dataset {name!r}: {sorted(kwargs)}")
+    if data_dir is None and tfrecord_dir is not None:
+        from deeplab_load.data.records_only import RecordsDataset
+        return RecordsDataset(cls.info, tfrecord_dir)
     if data_dir is None:
         raise FlagError(f"--dataset={name} needs --dataset_dir (see README: data sets)")
     dataset = cls(data_dir)

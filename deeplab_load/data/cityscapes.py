@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DataDirError, Dataset, \
-    DatasetInfo, ExampleRef, SplitError, decode_index_png
+    DatasetInfo, ExampleRef, SplitError, decode_index_png, read_bytes
 
 # (train id, label id, name, RGB colour) of the 19 evaluated classes.
 _TRAIN_CLASSES = (
@@ -96,3 +96,19 @@ class CityscapesDataset(Dataset):
 
     def decode_label(self, data, path):
         return label_ids_to_train_ids(decode_index_png(data, path), path)
+
+    def instance_png(self, ref, size):
+        """Bytes of the ref's ``*_gtFine_instanceIds.png`` (checked to decode to ``size`` =
+        (height, width)), or None when it has none (test split, coarse labels, not downloaded)."""
+        from deeplab_load import cityscapes_metrics
+        if ref.label_path is None or not ref.label_path.endswith(_LABEL_SUFFIX):
+            return None
+        path = cityscapes_metrics.instance_ids_path(ref.label_path)
+        if not os.path.isfile(path):
+            return None
+        data = read_bytes(path)
+        ids = cityscapes_metrics.decode_instance_ids(data, path)
+        if ids.shape != tuple(size):
+            raise BadExampleError(path, f"instance ids {ids.shape[0]}x{ids.shape[1]} differ from "
+                                        f"the image size {size[0]}x{size[1]}")
+        return data

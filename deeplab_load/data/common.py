@@ -9,10 +9,12 @@ import abc
 import dataclasses
 import io
 import os
+import threading
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from absl import logging
+from PIL import Image, UnidentifiedImageError
 
 from deeplab_load.errors import UserError
 
@@ -76,12 +78,52 @@ def read_bytes(path) -> bytes:
         raise BadExampleError(path, f"cannot read file ({err})") from err
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_sixteen_bit_noted = threading.Event()
+
+
+def _note_sixteen_bit(path):
+    """Logs once per process that 16-bit images are scaled to 8 bits (naming the first)."""
+    if not _sixteen_bit_noted.is_set():
+        _sixteen_bit_noted.set()
+        logging.warning("%s: 16-bit image scaled to 8 bits (value // 256); other 16-bit "
+                        "images are converted the same way without a further note", path)
+
+
+def _sixteen_bit_gray_to_rgb(img, path) -> np.ndarray:
+    """A 16-bit grayscale image -> uint8 [H, W, 3] (the high byte, as Pillow does for 16-bit
+    RGB); BadExampleError for a 32-bit integer image with values outside 0..65535."""
+    values = np.asarray(img)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise BadExampleError(path, f"{img.mode} image with values {values.min()}..{values.max()}"
+                              " is not 8- or 16-bit; convert it to 8-bit RGB")
+    _note_sixteen_bit(path)
+    gray = (values.astype(np.uint32) >> 8).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
 def decode_image(data: bytes, path) -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 [H, W, 3] RGB; BadExampleError(path) if undecodable."""
+    """JPEG/PNG bytes -> uint8 [H, W, 3] RGB; BadExampleError(path) if undecodable.
+
+    Images with 16 bits per channel are scaled to 8 bits (the high byte of each value) with a
+    logged note, never clipped; 32-bit float images are refused.
+    """
     try:
         with Image.open(io.BytesIO(data)) as img:
+            sixteen_bit = any(";16" in str(tile.args) for tile in img.tile)
             img.load()
+            if img.mode == "F":
+                raise BadExampleError(path, "32-bit float image; convert it to 8-bit RGB")
+            if img.mode in _SIXTEEN_BIT_MODES:
+                return _sixteen_bit_gray_to_rgb(img, path)
+            if sixteen_bit:
+                _note_sixteen_bit(path)  # Pillow already keeps the high byte of 16-bit RGB
             rgb = img.convert("RGB")
+    except BadExampleError:
+        raise
+    except UnidentifiedImageError as err:
+        raise BadExampleError(path, "cannot decode image (not a format Pillow reads, or "
+                                    "damaged)") from err
     except Exception as err:  # Pillow raises several unrelated types for corrupt data.
         raise BadExampleError(path, f"cannot decode image ({err})") from err
     return np.asarray(rgb, dtype=np.uint8)
@@ -141,10 +183,30 @@ def check_example(image: np.ndarray, label: np.ndarray, num_classes: int,
             f"(0..{num_classes - 1}) nor ignore ({IGNORE_LABEL})")
 
 
+class BadIdListError(UserError, ValueError):
+    """An id list (split file, hold-out list, TFRecord metadata) holds an id that is a path."""
+
+
+def check_example_id(example_id: str, where) -> str:
+    """`example_id` if it is a plain file name; BadIdListError naming `where` (e.g.
+    "train.txt:3") otherwise. Ids become output file names (`<id>.png`), so a folder part,
+    `..` or an absolute path would put files outside their output folder."""
+    if (not example_id or "/" in example_id or "\\" in example_id or "\0" in example_id
+            or example_id in (".", "..") or os.path.isabs(example_id)):
+        raise BadIdListError(f"{where}: example id {example_id!r} is not a plain file name "
+                             "(no '/', '\\', '..' or absolute paths); fix that line")
+    return example_id
+
+
 def read_id_list(path) -> list:
-    """Non-empty stripped lines of a text file (first whitespace-separated field)."""
+    """Non-empty stripped lines of a text file (first whitespace-separated field), each a
+    plain file name (`check_example_id`; the error names the file and line)."""
+    ids = []
     with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                ids.append(check_example_id(line.split()[0], f"{path}:{number}"))
+    return ids
 
 
 def write_id_list_atomic(path, ids: Sequence[str]) -> None:

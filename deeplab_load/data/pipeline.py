@@ -14,8 +14,10 @@ replicas of step t is the same global batch for any number of replicas or worker
 
 Decoding goes through `ds.load` (Pillow) in `tf.numpy_function`, or through TFRecord shards
 when the data set has a `tfrecord_dir` (see tfrecords.py). A bad example stops the pipeline
-with an error whose message names the file (a tf.errors.OpError carrying the
-BadExampleError text); with `skip_bad_examples` it is skipped and counted instead.
+with an error whose message names the file: iterate through `batches.Batches`, which re-raises
+it as the BadExampleError and deletes the iterator first (plain iteration gives a
+tf.errors.OpError carrying its text, and may hang at exit: see batches.py). With
+`skip_bad_examples` it is skipped and counted instead (`usable_refs`, `BadExampleLog`).
 """
 import concurrent.futures
 import os
@@ -27,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import tfrecords
+from deeplab_load.data.batches import assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, ExampleRef, as_size, \
     read_id_list, write_id_list_atomic
 
@@ -37,21 +40,40 @@ _SHUFFLE_BUFFER = 256  # TFRecord examples held for shuffling
 
 
 class BadExampleLog:
-    """Thread-safe record of examples skipped under `skip_bad_examples`."""
+    """Thread-safe record of the examples skipped under `skip_bad_examples`.
+
+    One log serves a whole run (stage 1, map sets, D data, hold-out, evaluation): an example
+    found bad by several pipelines counts once (told apart by the file, `BadExampleError.path`),
+    so `count` is the number of bad files skipped.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self.messages = []
+        self.errors = []
+        self._keys = set()
 
     def add(self, error):
+        """Records a BadExampleError (or its message); a file already recorded is ignored."""
+        message = str(error)
+        key = getattr(error, "path", None) or message
         with self._lock:
-            self.messages.append(str(error))
-        logging.warning("skipping bad example: %s", error)
+            if key in self._keys:
+                return
+            self._keys.add(key)
+            self.messages.append(message)
+            self.errors.append(error)
+        logging.warning("skipping bad example: %s", message)
 
     @property
     def count(self):
         with self._lock:
             return len(self.messages)
+
+    def summary(self) -> dict:
+        """{"count": number of bad files skipped, "messages": their errors} for results files."""
+        with self._lock:
+            return {"count": len(self.messages), "messages": list(self.messages)}
 
 
 def _uses_tfrecords(ds):
@@ -61,7 +83,7 @@ def _uses_tfrecords(ds):
 def split_ids(ds, split) -> list:
     """Example ids of a split, from the TFRecord metadata or the file listing."""
     if _uses_tfrecords(ds):
-        return list(tfrecords.read_metadata(ds.tfrecord_dir, split)["ids"])
+        return list(tfrecords.read_metadata(ds.tfrecord_dir, split, ds.info.name)["ids"])
     return [ref.id for ref in ds.examples(split)]
 
 
@@ -98,8 +120,37 @@ def _scan_split_once(ds, split, refs):
     return scans[split]
 
 
+def usable_refs(ds, split, skip_bad_examples=False, bad_example_log=None) -> list:
+    """The ExampleRefs of `split` (a name, or a list of ExampleRefs) that a pipeline may read.
+
+    Without `skip_bad_examples`: all of them (a bad one stops the pipeline that reads it). With
+    it: the examples that load, found by one scan per split name (or per list) remembered on
+    `ds`; the bad ones go to `bad_example_log`. Stage 1, map sets, D data, the hold-out set and
+    the evaluations all select their examples here, so they skip the same files.
+    """
+    if isinstance(split, str):
+        refs, key = ds.examples(split), split
+    else:
+        refs = list(split)
+        key = ("refs",) + tuple(ref.id for ref in refs)
+    if not skip_bad_examples:
+        return refs
+    good, errors = _scan_split_once(ds, key, refs)
+    if bad_example_log is not None:
+        for error in errors:
+            bad_example_log.add(error)
+    return list(good)
+
+
+def _no_example():
+    """Placeholder loader outputs of an example that is skipped or failed."""
+    return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+
+
 def _file_loader(ds, refs, skip, log, max_size=None):
-    """numpy function: example index -> (image uint8 [H,W,3], label uint8 [H,W], ok bool)."""
+    """numpy function: example index -> (image uint8 [H,W,3], label uint8 [H,W], ok bool,
+    error bytes: empty, or a user error for `batches.assert_no_error`)."""
+    @reports_errors_with(_no_example)
     def load(index):
         ref = refs[int(index)]
         try:
@@ -108,7 +159,7 @@ def _file_loader(ds, refs, skip, log, max_size=None):
             if not skip:
                 raise
             log.add(err)
-            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+            return _no_example()
         if label is None:
             label = np.full(image.shape[:2], IGNORE_LABEL, np.uint8)
         _check_fits(image, max_size, ref.image_path)
@@ -118,6 +169,7 @@ def _file_loader(ds, refs, skip, log, max_size=None):
 
 def _record_loader(num_classes, skip, log, max_size=None):
     """numpy function: parsed record fields -> (image, label, ok) as in _file_loader."""
+    @reports_errors_with(_no_example)
     def load(example_id, image_bytes, filename, label_png):
         try:
             image, label = tfrecords.decode_record(example_id, image_bytes, filename,
@@ -126,7 +178,7 @@ def _record_loader(num_classes, skip, log, max_size=None):
             if not skip:
                 raise
             log.add(err)
-            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+            return _no_example()
         _check_fits(image, max_size, filename.decode())
         return image, label, True
     return load
@@ -134,13 +186,16 @@ def _record_loader(num_classes, skip, log, max_size=None):
 
 def _check_fits(image, max_size, name):
     if max_size is not None and (image.shape[0] > max_size[0] or image.shape[1] > max_size[1]):
-        raise ValueError(f"{name}: image {image.shape[0]}x{image.shape[1]} is larger than "
-                         f"eval_crop_size {max_size[0]}x{max_size[1]}")
+        raise BadExampleError(name, f"image {image.shape[0]}x{image.shape[1]} is larger than "
+                              f"eval_crop_size {max_size[0]}x{max_size[1]}; pass a larger "
+                              "--eval_crop_size")
 
 
 def _numpy_decode(fn, args):
-    image, label, ok = tf.numpy_function(fn, args, [tf.uint8, tf.uint8, tf.bool],
-                                         stateful=False)
+    image, label, ok, error = tf.numpy_function(fn, args, [tf.uint8, tf.uint8, tf.bool, tf.string],
+                                                stateful=False)
+    with tf.control_dependencies([assert_no_error(error)]):
+        image, label, ok = tf.identity(image), tf.identity(label), tf.identity(ok)
     image.set_shape([None, None, 3])
     label.set_shape([None, None])
     ok.set_shape([])
@@ -242,8 +297,10 @@ def train_dataset(ds, split, global_batch_size, crop_size, seed, random_scale=(1
     first = int(start_step) * global_batch_size
 
     if _uses_tfrecords(ds):
-        num_examples = tfrecords.read_metadata(ds.tfrecord_dir, split)["num_examples"]
-        records = _tfrecord_stream(tfrecords.shard_paths(ds.tfrecord_dir, split), seed, shuffle)
+        num_examples = tfrecords.read_metadata(ds.tfrecord_dir, split,
+                                               ds.info.name)["num_examples"]
+        records = _tfrecord_stream(tfrecords.shard_paths(ds.tfrecord_dir, split, ds.info.name),
+                                   seed, shuffle)
         if repeat:
             records = records.repeat()
         else:
@@ -257,13 +314,10 @@ def train_dataset(ds, split, global_batch_size, crop_size, seed, random_scale=(1
                 fields["id"], fields["image/encoded"], fields["image/filename"],
                 fields["label/encoded"]])
     else:
-        refs = ds.examples(split)
+        refs = usable_refs(ds, split, skip_bad_examples, log)
         if skip_bad_examples:
-            refs, errors = _scan_split_once(ds, split, refs)
-            for err in errors:
-                log.add(err)
-            logging.info("%s %s: %d bad examples skipped, %d left", ds.info.name, split,
-                         len(errors), len(refs))
+            logging.info("%s %s: %d usable examples (bad ones skipped)", ds.info.name, split,
+                         len(refs))
         num_examples = len(refs)
         if num_examples == 0:
             raise ValueError(f"{ds.info.name} split {split!r} has no usable examples")
@@ -316,7 +370,8 @@ def eval_dataset(ds, split: Union[str, Sequence], batch_size, eval_crop_size=Non
             items = list(split)
             wanted = [item.id if isinstance(item, ExampleRef) else str(item) for item in items]
             split_name = _split_holding(ds, wanted)
-        records = tf.data.TFRecordDataset(tfrecords.shard_paths(ds.tfrecord_dir, split_name))
+        records = tf.data.TFRecordDataset(tfrecords.shard_paths(ds.tfrecord_dir, split_name,
+                                                                ds.info.name))
         fields = records.map(tfrecords.parse)
         if wanted is not None:
             wanted_ids = tf.constant(wanted)
@@ -373,14 +428,16 @@ def _split_holding(ds, ids):
     raise KeyError(f"no TFRecord split in {ds.tfrecord_dir} holds all ids {list(ids)[:5]}...")
 
 
-def holdout_ids(ds, run_dir, fraction=0.3, seed=0, split="val") -> list:
-    """The hold-out ids: a seeded `fraction` of `split`, written once to
+def holdout_ids(ds, run_dir, fraction=0.3, seed=0, split="val", available=None) -> list:
+    """The hold-out ids: a seeded `fraction` of `split` (of its ids in `available` when
+    given, e.g. the usable ones under `skip_bad_examples`), written once to
     run_dir/holdout_ids.txt and read back by every later call."""
     path = os.path.join(run_dir, HOLDOUT_FILE)
-    available = split_ids(ds, split)
+    in_split = split_ids(ds, split)
+    available = in_split if available is None else list(available)
     if os.path.isfile(path):
         ids = read_id_list(path)
-        unknown = sorted(set(ids) - set(available))
+        unknown = sorted(set(ids) - set(in_split))
         if unknown or not ids:
             raise ValueError(f"{path}: lists ids not in {ds.info.name} split {split!r}: "
                              f"{unknown[:5]}" if unknown else f"{path}: is empty")

@@ -19,6 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches
 from deeplab_load.training import steps
 from deeplab_load.training.progress import Progress
 
@@ -37,18 +38,19 @@ def continue_cross_entropy(job, num_steps):
                                       job.ds.info.num_classes)
     dataset = pipeline.train_dataset(job.ds, job.split, f.adv_batch_size, job.crop_size, f.seed,
                                      random_scale=job.random_scale,
-                                     skip_bad_examples=f.skip_bad_examples)
-    batches = iter(trainer.distribute(dataset))
+                                     skip_bad_examples=f.skip_bad_examples,
+                                     bad_example_log=job.bad_examples)
     progress = Progress("cross-entropy arm", total=num_steps)
     loss = first_loss = float("nan")
-    for step in range(1, num_steps + 1):
-        loss = float(trainer.step(*next(batches)))
-        first_loss = loss if step == 1 else first_loss
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"cross-entropy arm: loss is {loss} at step {step}")
-        progress.update(step, loss=loss)
-        with job.writer.as_default(step=step):
-            tf.summary.scalar("cross_entropy_arm/loss", loss)
+    with Batches(trainer.distribute(dataset)) as batches:
+        for step in range(1, num_steps + 1):
+            loss = float(trainer.step(*next(batches)))
+            first_loss = loss if step == 1 else first_loss
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"cross-entropy arm: loss is {loss} at step {step}")
+            progress.update(step, loss=loss)
+            with job.writer.as_default(step=step):
+                tf.summary.scalar("cross_entropy_arm/loss", loss)
     return {"steps": num_steps, "first_loss": first_loss, "loss": loss}
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from deeplab_load import metrics
 from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches
 from deeplab_load.inference import label_map_function, padded_label_maps
 
 
@@ -36,8 +37,9 @@ class HoldoutEvaluator:
     def confusion_matrix(self):
         """int64 [K, K] confusion matrix (rows ground truth) over the hold-out set."""
         total = tf.zeros([self.num_classes, self.num_classes], tf.int64)
-        for batch in self.dataset:
-            total += self._confusion(batch["pixels"], batch["labels"])
+        with Batches(self.dataset) as batches:
+            for batch in batches:
+                total += self._confusion(batch["pixels"], batch["labels"])
         return total.numpy()
 
     def mean_iou(self):
@@ -45,7 +47,9 @@ class HoldoutEvaluator:
 
     def examples_with_maps(self):
         """Yields (pixels uint8 [h,w,3], labels uint8 [h,w], predicted map uint8 [h,w]) per image."""
-        for batch in self.dataset:
+        with Batches(self.dataset) as batches:
+            batches = list(batches)
+        for batch in batches:
             maps = self._maps(batch["pixels"]).numpy()
             pixels = batch["pixels"].numpy()
             labels = batch["labels"].numpy()

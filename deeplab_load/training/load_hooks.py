@@ -16,6 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.training import interrupts, kill_points, map_sets
 from deeplab_load.training.events import EventLog
@@ -71,14 +72,21 @@ class LoAdTrainingHooks:
 
     def _batch_for(self, propagation):
         if self._next_propagation != propagation:
+            self.close()
             o = self.options
             dataset = pipeline.train_dataset(
                 self.ds, o["train_split"], o["batch_size"], o["crop_size"], o["seed"],
                 random_scale=o["random_scale"], skip_bad_examples=o["skip_bad_examples"],
-                start_step=propagation - 1)
-            self._batches = iter(self.generator.distribute(dataset))
+                start_step=propagation - 1, bad_example_log=o.get("bad_example_log"))
+            self._batches = Batches(self.generator.distribute(dataset))
         self._next_propagation = propagation + 1
         return next(self._batches)
+
+    def close(self):
+        """Deletes the adversarial batch stream (its iterator stays alive between steps)."""
+        if self._batches is not None:
+            self._batches.close()
+        self._batches, self._next_propagation = None, None
 
     def adversarial_step(self, propagation):
         interrupts.raise_if_requested(f"before LoAd propagation {propagation}")

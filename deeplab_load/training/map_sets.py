@@ -14,16 +14,19 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches, assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
     encode_index_png, read_bytes
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.inference import label_map_function
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
+from deeplab_load.output_folder import inside
 from deeplab_load.training import kill_points
 
 
 def map_path(set_dir, example_id):
-    return os.path.join(set_dir, f"{example_id}.png")
+    """`set_dir/<example_id>.png`, refused if the id would leave `set_dir`."""
+    return inside(set_dir, f"{example_id}.png")
 
 
 def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
@@ -31,23 +34,26 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
     dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
     predict = label_map_function(model)
     count = 0
-    for batch in dataset:
-        maps = predict(batch["pixels"]).numpy().astype(np.uint8)
-        for label_map, (height, width), example_id in zip(maps, batch["sizes"].numpy(),
-                                                          batch["ids"].numpy()):
-            path = map_path(set_dir, example_id.decode())
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(encode_index_png(label_map[:height, :width]))
-            count += 1
-        kill_points.kill_if_reached("map_batch")
+    os.makedirs(set_dir, exist_ok=True)
+    with Batches(dataset) as batches:
+        for batch in batches:
+            maps = predict(batch["pixels"]).numpy().astype(np.uint8)
+            for label_map, (height, width), example_id in zip(maps, batch["sizes"].numpy(),
+                                                              batch["ids"].numpy()):
+                path = map_path(set_dir, example_id.decode())
+                with open(path, "wb") as f:
+                    f.write(encode_index_png(label_map[:height, :width]))
+                count += 1
+            kill_points.kill_if_reached("map_batch")
     return count
 
 
 def _load_triple(ds, refs, set_dir):
     """numpy function: index -> (image uint8 [H,W,3], [ground truth, map] int32 [H,W,2]).
 
-    Without `set_dir` the map channel repeats the ground truth (the real side)."""
+    Without `set_dir` the map channel repeats the ground truth (the real side); a bad file gives
+    an error for `batches.assert_no_error` (see `batches.reports_errors`)."""
+    @reports_errors_with(lambda: (np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1, 2), np.int32)))
     def load(index):
         ref = refs[int(index)]
         image, label = ds.load(ref)
@@ -61,7 +67,8 @@ def _load_triple(ds, refs, set_dir):
                 raise DamagedFileError(f"{err}; the buffer set {set_dir} is damaged: "
                                        f"{RESTART_LOAD_FIX.format(root=root)}") from err
             if label_map.shape != label.shape:
-                raise ValueError(f"{path}: map size {label_map.shape} != label size {label.shape}")
+                raise BadExampleError(path, f"map size {label_map.shape} differs from the label "
+                                      f"size {label.shape}; delete the buffer set and resume")
         return image, np.stack([label, label_map], axis=-1).astype(np.int32)
     return load
 
@@ -88,7 +95,9 @@ def _example_stream(ds, refs, crop_size, seed, set_dir=None, random_scale=(1.0, 
     crop_size = as_size(crop_size)
 
     def load_and_crop(position, index):
-        image, maps = tf.numpy_function(load, [index], [tf.uint8, tf.int32])
+        image, maps, error = tf.numpy_function(load, [index], [tf.uint8, tf.int32, tf.string])
+        with tf.control_dependencies([assert_no_error(error)]):
+            image, maps = tf.identity(image), tf.identity(maps)
         image.set_shape([None, None, 3])
         maps.set_shape([None, None, 2])
         return discriminator_view(image, maps[..., 0], maps[..., 1], position, seed, crop_size,

@@ -12,6 +12,7 @@ from absl import logging
 
 from deeplab_load import comparison, metrics
 from deeplab_load import evaluation
+from deeplab_load.data import pipeline
 
 WHOLE, UNSELECTED = "val", "unselected_val"
 TITLES = {
@@ -27,14 +28,23 @@ def _result_dirs(results_dir, name):
             UNSELECTED: os.path.join(results_dir, f"{name}_{UNSELECTED}")}
 
 
-def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label):
+def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label,
+                   skip_bad_examples=False, bad_example_log=None):
     """{"val": results of the whole split, "unselected_val": results without the hold-out}.
 
     Each image is evaluated once: the whole split's confusion matrix is the sum of the two
-    parts'. "unselected_val" is None when the hold-out is the whole split.
+    parts'. "unselected_val" is None when the hold-out is the whole split. With
+    `skip_bad_examples`, examples that do not load are left out of both (`pipeline.usable_refs`,
+    logged to `bad_example_log`) and both results say how many under "skipped_examples".
     """
     holdout_ids = {ref.id for ref in holdout_refs}
-    unselected_refs = [ref for ref in ds.examples(split) if ref.id not in holdout_ids]
+    usable = pipeline.usable_refs(ds, split, skip_bad_examples, bad_example_log)
+    extra = {}
+    if skip_bad_examples:
+        extra["skipped_examples"] = len(ds.examples(split)) - len(usable)
+    usable_ids = {ref.id for ref in usable}
+    holdout_refs = [ref for ref in holdout_refs if ref.id in usable_ids]
+    unselected_refs = [ref for ref in usable if ref.id not in holdout_ids]
     holdout = evaluation.evaluate(model, ds, list(holdout_refs), batch_size, eval_crop_size)
     parts = {UNSELECTED: None}
     matrix = holdout["confusion_matrix"]
@@ -42,25 +52,26 @@ def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, l
     if unselected_refs:
         unselected = evaluation.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size)
         parts[UNSELECTED] = dict(unselected, split=f"{split} minus hold-out", checkpoint=label,
-                                 holdout_images=len(holdout_ids))
+                                 holdout_images=len(holdout_ids), **extra)
         matrix = np.add(matrix, unselected["confusion_matrix"])
         images += unselected["num_images"]
     parts[WHOLE] = metrics.results_dict(
         matrix, ds.info.class_names, dataset=ds.info.name, split=split, num_images=images,
         eval_crop_size=holdout.get("eval_crop_size"), checkpoint=label,
-        holdout_images=len(holdout_ids))
+        holdout_images=len(holdout_ids), **extra)
     return parts
 
 
 def evaluate_or_load(model, ds, split, holdout_refs, batch_size, eval_crop_size, results_dir,
-                     name, label):
+                     name, label, skip_bad_examples=False, bad_example_log=None):
     """`evaluate_parts`, written under results_dir (see module doc), or read back if there."""
     dirs = _result_dirs(results_dir, name)
     paths = {part: os.path.join(d, "results.json") for part, d in dirs.items()}
     if os.path.exists(paths[WHOLE]):
         return {part: metrics.load_results(path) if os.path.exists(path) else None
                 for part, path in paths.items()}
-    parts = evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label)
+    parts = evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label,
+                           skip_bad_examples, bad_example_log)
     for part in (UNSELECTED, WHOLE):          # the whole split last: it marks "done"
         if parts[part] is not None:
             evaluation.write_results(parts[part], dirs[part])

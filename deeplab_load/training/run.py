@@ -128,6 +128,9 @@ class Job:
     discriminator_optimizer: object
     logits_loaded: bool
     spec: object = None  # the ModelSpec written into the checkpoint folders
+    # Examples skipped under --skip_bad_examples by any part of the run, each file once.
+    bad_examples: pipeline.BadExampleLog = dataclasses.field(
+        default_factory=pipeline.BadExampleLog)
 
     @property
     def results_dir(self):
@@ -197,7 +200,8 @@ def run_stage1_if_needed(job):
     stats = None
     if f.stage1_weighted_epochs > 0:
         stats = training_class_stats(ds, job.split,
-                                     os.path.join(job.local_dir, "class_stats.json"))
+                                     os.path.join(job.local_dir, "class_stats.json"),
+                                     f.skip_bad_examples, job.bad_examples)
     with job.strategy.scope():
         trainer = steps.Stage1Trainer(job.model, job.stage1_optimizer, job.strategy,
                                       info.num_classes, class_stats=stats,
@@ -210,21 +214,27 @@ def run_stage1_if_needed(job):
                weighted_epochs=f.stage1_weighted_epochs, plain_epochs=f.stage1_plain_epochs,
                seed=f.seed, random_scale=job.random_scale,
                skip_bad_examples=f.skip_bad_examples, checkpoint_every=f.checkpoint_every,
-               summary_writer=job.writer)
+               summary_writer=job.writer, bad_example_log=job.bad_examples)
 
 
 def holdout_refs_of(job):
     """The run's fixed hold-out images (a seeded share of --eval_split, kept in the run dir)."""
     f = job.f
+    available = None
+    if f.skip_bad_examples:
+        available = [ref.id for ref in pipeline.usable_refs(job.ds, f.eval_split, True,
+                                                             job.bad_examples)]
     return pipeline.select_refs(job.ds, f.eval_split, pipeline.holdout_ids(
-        job.ds, job.local_dir, f.holdout_fraction, f.seed, split=f.eval_split))
+        job.ds, job.local_dir, f.holdout_fraction, f.seed, split=f.eval_split,
+        available=available))
 
 
 def evaluate_model(job, holdout_refs, name, label):
     """`reporting.evaluate_or_load` of the current model into results/<name>."""
     return reporting.evaluate_or_load(job.model, job.ds, job.f.eval_split, holdout_refs,
                                       job.f.eval_batch_size, job.eval_crop_size,
-                                      job.results_dir, name, label)
+                                      job.results_dir, name, label,
+                                      job.f.skip_bad_examples, job.bad_examples)
 
 
 def build_adversarial_hooks(job, holdout_refs, progress=None):
@@ -250,9 +260,11 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
                    disc_max_epochs=f.disc_max_epochs, disc_patience=f.disc_patience,
                    disc_min_epochs=f.disc_min_epochs,
                    disc_bn_batches=f.disc_bn_batches,
-                   disc_target_accuracy=f.disc_target_accuracy or None)
+                   disc_target_accuracy=f.disc_target_accuracy or None,
+                   bad_example_log=job.bad_examples)
+    train_refs = pipeline.usable_refs(job.ds, job.split, f.skip_bad_examples, job.bad_examples)
     hooks = LoAdTrainingHooks(generator_trainer, discriminator_trainer, generator_store,
-                              discriminator_store, holdout, job.ds, job.ds.examples(job.split),
+                              discriminator_store, holdout, job.ds, train_refs,
                               options, job.local_dir, summary_writer=job.writer,
                               progress=progress)
     return hooks, generator_store
@@ -296,7 +308,10 @@ def _run_training(f, demo_profile=None):
                                 seed=f.seed)
     if state_exists:
         logging.info("LoAd: resuming from %s", os.path.join(local_dir, STATE_FILE))
-    result = controller.run()
+    try:
+        result = controller.run()
+    finally:
+        hooks.close()
     logging.info("LoAd finished: %s", result)
 
     # Final model: evaluation, tables, graph, export.
@@ -321,7 +336,11 @@ def _run_training(f, demo_profile=None):
         "cycles": result.cycles, "peaks": result.peaks, "stop_reason": result.reason,
         "convergence_plot": plot_path, "export_dir": export_dir,
         "wall_time_s": round(time.monotonic() - start_time, 1),
+        "skipped_examples": job.bad_examples.summary(),
     }
+    if job.bad_examples.count:
+        logging.warning("%d bad examples skipped (--skip_bad_examples): %s",
+                        job.bad_examples.count, "; ".join(job.bad_examples.messages[:5]))
     with open(os.path.join(local_dir, "summary.json"), "w", encoding="utf-8") as out:
         json.dump(summary, out, indent=1)
     unselected = ""

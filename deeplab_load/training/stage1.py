@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import read_json, write_json_atomic
 from deeplab_load.training import interrupts, kill_points
@@ -27,14 +28,16 @@ PREVIOUS_TAG = "stage1_previous"   # the working snapshot before the latest
 DONE_TAG = "stage1"
 
 
-def training_class_stats(ds, split, path):
-    """Class pixel statistics of `split`, computed once and kept as JSON at `path`."""
+def training_class_stats(ds, split, path, skip_bad_examples=False, bad_example_log=None):
+    """Class pixel statistics of `split` (of its usable examples with `skip_bad_examples`),
+    computed once and kept as JSON at `path`."""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             stats = ClassPixelStats.from_json(f.read())
         if stats.num_classes == ds.info.num_classes:
             return stats
-    labels = (ds.load(ref)[1] for ref in ds.examples(split))
+    refs = pipeline.usable_refs(ds, split, skip_bad_examples, bad_example_log)
+    labels = (ds.load(ref)[1] for ref in refs)
     stats = compute_class_pixel_stats(labels, ds.info.num_classes)
     with open(f"{path}.tmp", "w", encoding="utf-8") as f:
         f.write(stats.to_json())
@@ -51,7 +54,8 @@ def schedule(num_examples, batch_size, weighted_epochs, plain_epochs):
 
 def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_size=513,
                weighted_epochs=4.0, plain_epochs=8.0, seed=0, random_scale=(1.0, 1.0),
-               skip_bad_examples=False, checkpoint_every=100, summary_writer=None):
+               skip_bad_examples=False, checkpoint_every=100, summary_writer=None,
+               bad_example_log=None):
     """Trains `trainer.model` with CE; returns {"steps", "loss"}. Leaves the tag "stage1".
 
     trainer: `steps.Stage1Trainer` (with class_stats when weighted_epochs > 0).
@@ -75,28 +79,29 @@ def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_si
                  total, weighted_steps, steps_per_epoch, batch_size, crop_size)
     dataset = pipeline.train_dataset(ds, split, batch_size, crop_size, seed,
                                      random_scale=random_scale,
-                                     skip_bad_examples=skip_bad_examples, start_step=state["step"])
+                                     skip_bad_examples=skip_bad_examples, start_step=state["step"],
+                                     bad_example_log=bad_example_log)
     progress = Progress("stage1", total=total)
     step, loss = state["step"], float("nan")
-    batches = iter(trainer.distribute(dataset))
-    while step < total:
-        trainer.set_use_class_weights(step < weighted_steps)
-        pixels, labels = next(batches)
-        loss = float(trainer.step(pixels, labels))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"stage 1: loss is {loss} at step {step}")
-        step += 1
-        progress.update(step, loss=loss, epoch=f"{step / steps_per_epoch:.2f}",
-                        weighted=step <= weighted_steps)
-        if summary_writer is not None:
-            with summary_writer.as_default(step=step):
-                tf.summary.scalar("stage1/loss", loss)
-        stopping = interrupts.requested()
-        if (step % checkpoint_every == 0 or stopping) and step < total:
-            state = save_working(store, state_path, state, step)
-        kill_points.kill_if_reached("stage1_step")
-        if stopping and step < total:
-            interrupts.raise_if_requested(f"after stage-1 step {step} of {total}")
+    with Batches(trainer.distribute(dataset)) as batches:
+        while step < total:
+            trainer.set_use_class_weights(step < weighted_steps)
+            pixels, labels = next(batches)
+            loss = float(trainer.step(pixels, labels))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"stage 1: loss is {loss} at step {step}")
+            step += 1
+            progress.update(step, loss=loss, epoch=f"{step / steps_per_epoch:.2f}",
+                            weighted=step <= weighted_steps)
+            if summary_writer is not None:
+                with summary_writer.as_default(step=step):
+                    tf.summary.scalar("stage1/loss", loss)
+            stopping = interrupts.requested()
+            if (step % checkpoint_every == 0 or stopping) and step < total:
+                state = save_working(store, state_path, state, step)
+            kill_points.kill_if_reached("stage1_step")
+            if stopping and step < total:
+                interrupts.raise_if_requested(f"after stage-1 step {step} of {total}")
     store.save(DONE_TAG)
     store.delete(WORKING_TAG)
     store.delete(PREVIOUS_TAG)

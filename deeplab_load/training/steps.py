@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_load import losses
+from deeplab_load.data.batches import Batches
 from deeplab_load.inference import resize_bilinear_align_corners
 from deeplab_load.models import discriminator as disc
 from deeplab_load.training.strategy import distribute_dataset
@@ -286,7 +287,8 @@ class DiscriminatorTrainer(_Trainer):
             self._bn_layers, self._probe = disc.batch_norm_probe(self.discriminator)
             self._moments = tf.function(self._distributed_moments, reduce_retracing=True)
         total, sums = 0.0, None
-        for index, (pixels, label_map, ignore_mask, _, _) in enumerate(self.distribute(dataset)):
+        for index, (pixels, label_map, ignore_mask, _, _) in enumerate(
+                Batches(self.distribute(dataset))):
             if max_batches is not None and index >= max_batches:
                 break
             count, batch_sums = self._moments(pixels, label_map, ignore_mask)
@@ -345,7 +347,7 @@ class DiscriminatorTrainer(_Trainer):
         "fake_accuracy", "examples"}; a side without examples counts as accuracy 0.
         """
         totals = tf.zeros([4])
-        for pixels, label_map, ignore_mask, is_real, _ in self.distribute(dataset):
+        for pixels, label_map, ignore_mask, is_real, _ in Batches(self.distribute(dataset)):
             totals += self._evaluate(pixels, label_map, ignore_mask, is_real)
         real_correct, real, fake_correct, fake = (float(v) for v in totals.numpy())
         real_accuracy = real_correct / real if real else 0.0
@@ -444,11 +446,12 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         data = discriminator_dataset(real, fakes, batch_size, seed=seed + epoch,
                                      drop_remainder=trainer.strategy.num_replicas_in_sync > 1)
         loss_sum, accuracy_sum, batches = 0.0, 0.0, 0
-        for batch in trainer.distribute(data):
-            batch_loss, batch_accuracy = trainer.step(*batch)
-            loss_sum += float(batch_loss)
-            accuracy_sum += float(batch_accuracy)
-            batches += 1
+        with Batches(trainer.distribute(data)) as stream:
+            for batch in stream:
+                batch_loss, batch_accuracy = trainer.step(*batch)
+                loss_sum += float(batch_loss)
+                accuracy_sum += float(batch_accuracy)
+                batches += 1
         loss, train_accuracy = loss_sum / max(batches, 1), accuracy_sum / max(batches, 1)
         if recompute_batch_norm:
             trainer.recompute_batch_norm_statistics(

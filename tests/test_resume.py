@@ -201,6 +201,7 @@ def test_run_dir_lock_refuses_a_second_holder_naming_its_pid(tmp_path):
 # Buffer sets.
 
 def test_missing_or_corrupt_buffer_set_is_named_with_a_fix(tmp_path):
+    """(A map PNG that does not decode is a BadExampleError naming it, saying the set is damaged.)"""
     import collections
     from deeplab_load.lookahead.buffer import MapBuffer
     from deeplab_load.training import map_sets

@@ -17,7 +17,6 @@ from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches, assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
     encode_index_png, read_bytes
-from deeplab_load.errors import DamagedFileError
 from deeplab_load.inference import label_map_function
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
@@ -60,15 +59,16 @@ def _load_triple(ds, refs, set_dir):
         label_map = label
         if set_dir is not None:
             path = map_path(set_dir, ref.id)
+            fix = RESTART_LOAD_FIX.format(root=os.path.dirname(os.path.abspath(set_dir)))
             try:
                 label_map = decode_index_png(read_bytes(path), path)
             except BadExampleError as err:
-                root = os.path.dirname(os.path.abspath(set_dir))
-                raise DamagedFileError(f"{err}; the buffer set {set_dir} is damaged: "
-                                       f"{RESTART_LOAD_FIX.format(root=root)}") from err
+                raise BadExampleError(err.path, f"{err.reason}; the buffer set {set_dir} is "
+                                                f"damaged: {fix}") from err
             if label_map.shape != label.shape:
                 raise BadExampleError(path, f"map size {label_map.shape} differs from the label "
-                                      f"size {label.shape}; delete the buffer set and resume")
+                                      f"size {label.shape}; the buffer set {set_dir} is "
+                                      f"damaged: {fix}")
         return image, np.stack([label, label_map], axis=-1).astype(np.int32)
     return load
 

@@ -46,7 +46,7 @@ def config_from_flags():
     from deeplab_load.evaluation import EvaluateConfig
     eval_scales, add_flipped_images = cli.multi_scale_from_flags()
     return EvaluateConfig(
-        eval_scales=eval_scales, add_flipped_images=add_flipped_images,
+        eval_scales=eval_scales, add_flipped_images=add_flipped_images, dtype=FLAGS.dtype,
         model=cli.model_source_from_flags(), dataset=FLAGS.dataset,
         dataset_dir=FLAGS.dataset_dir, tfrecord_dir=FLAGS.tfrecord_dir, split=FLAGS.split,
         eval_crop_size=cli.size_flag("eval_crop_size"), batch_size=FLAGS.eval_batch_size,

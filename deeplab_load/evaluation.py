@@ -60,7 +60,8 @@ def labelled_examples(dataset, split, max_images):
 
 def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
              skip_bad_examples=False, progress_interval=10.0, log=logging.info,
-             eval_scales=(1.0,), add_flipped_images=False, bad_example_log=None):
+             eval_scales=(1.0,), add_flipped_images=False, bad_example_log=None,
+             dtype="float32"):
     """Evaluates ``model`` on a split of ``dataset``; returns ``metrics.results_dict``.
 
     dataset: a ``deeplab_load.data`` data set; read through ``pipeline.eval_dataset``.
@@ -73,10 +74,13 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
       instance ids available, the nIoU scores (``cityscapes_metrics.py``).
     skip_bad_examples: skip examples that do not load (added to ``bad_example_log``, a
       ``pipeline.BadExampleLog``); the results say how many under "skipped_examples".
+    dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
     """
     from deeplab_load.data import pipeline
+    from deeplab_load.models.precision import inference_model
     from deeplab_load.data.batches import Batches
     from deeplab_load.training.progress import Progress
+    model = inference_model(model, dtype)
     info = dataset.info
     if isinstance(split, str):
         examples, split_name = labelled_examples(dataset, split, max_images), split
@@ -113,6 +117,8 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
         eval_crop_size=None if eval_crop_size is None else list(eval_crop_size),
         seconds=round(time.monotonic() - start, 2), **extra)
     results.update(_inference_settings(eval_scales, add_flipped_images))
+    if dtype != "float32":
+        results["dtype"] = dtype
     if info.name == "cityscapes":
         results.update(instance_level.results(stream.matrix) if instance_level is not None
                        else _cityscapes_scores(stream.matrix))
@@ -202,6 +208,7 @@ class EvaluateConfig:
     output_dir: Optional[str] = None
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -221,7 +228,7 @@ def run_evaluation(config, log=logging.info):
     crop = eval_crop_size(config.eval_crop_size, spec, dataset.info)
     results = evaluate(loaded.model, dataset, split, config.batch_size, crop, config.max_images,
                        config.skip_bad_examples, log=log, eval_scales=config.eval_scales,
-                       add_flipped_images=config.add_flipped_images)
+                       add_flipped_images=config.add_flipped_images, dtype=config.dtype)
     results["checkpoint"] = loaded.description
     if config.output_dir:
         write_results(results, config.output_dir)

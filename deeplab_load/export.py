@@ -36,7 +36,8 @@ def config_from_flags():
     return ExportConfig(model=cli.model_source_from_flags(), export_dir=FLAGS.export_dir,
                         dataset=FLAGS.dataset, eval_crop_size=cli.size_flag("eval_crop_size"),
                         with_probabilities=FLAGS.with_probabilities, overwrite=FLAGS.overwrite,
-                        eval_scales=eval_scales, add_flipped_images=add_flipped_images)
+                        eval_scales=eval_scales, add_flipped_images=add_flipped_images,
+                        dtype=FLAGS.dtype)
 
 
 def main(argv):

@@ -52,6 +52,7 @@ def config_from_flags():
                          split=FLAGS.split, input_dir=FLAGS.input_dir,
                          eval_crop_size=cli.size_flag("eval_crop_size"),
                          eval_scales=eval_scales, add_flipped_images=add_flipped_images,
+                         dtype=FLAGS.dtype,
                          skip_bad_examples=FLAGS.skip_bad_examples)
 
 

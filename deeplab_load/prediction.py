@@ -109,7 +109,8 @@ def image_folder_examples(input_dir):
 
 def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
                      progress_interval=10.0, log=logging.info, eval_scales=(1.0,),
-                     add_flipped_images=False, skip_bad_examples=False, bad_example_log=None):
+                     add_flipped_images=False, skip_bad_examples=False, bad_example_log=None,
+                     dtype="float32"):
     """Predicts and writes every example; returns the written paths.
 
     examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``
@@ -122,12 +123,15 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
     anything is written); a file of an earlier run with the same id and format is replaced
     (atomically), nothing else there is touched. While the run writes, ``output_dir/INCOMPLETE``
     says so; if the run stops with an error it names the error and stays.
+    dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
     """
+    from deeplab_load.models.precision import inference_model
     from deeplab_load import multi_scale
     from deeplab_load.data.common import BadExampleError
     from deeplab_load.data.pipeline import BadExampleLog
     from deeplab_load.output_folder import IncompleteMarker
     from deeplab_load.training.progress import Progress
+    model = inference_model(model, dtype)
     check_format(fmt, info)
     examples = list(examples)
     for example_id, _ in examples:
@@ -207,6 +211,7 @@ class PredictConfig:
     eval_crop_size: Optional[tuple] = None
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+    dtype: str = "float32"
     skip_bad_examples: bool = False
 
     def __post_init__(self):
@@ -246,6 +251,6 @@ def run_prediction(config, log=logging.info):
     loaded = load_model(config.model, info.num_classes, log=log)
     paths = predict_examples(loaded.model, examples, info, config.output_dir, config.fmt, crop,
                              log=log, eval_scales=config.eval_scales,
-                             add_flipped_images=config.add_flipped_images,
+                             add_flipped_images=config.add_flipped_images, dtype=config.dtype,
                              skip_bad_examples=config.skip_bad_examples)
     return paths, loaded.description

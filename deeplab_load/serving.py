@@ -81,8 +81,10 @@ class _Serving(tf.Module):
 
 def _metadata(model, eval_crop_size, with_probabilities, class_names, eval_scales=(1.0,),
               add_flipped_images=False):
+    from deeplab_load.models.precision import compute_dtype
     config = getattr(model, "deeplab_config", None)
     return {
+        "compute_dtype": compute_dtype(model),
         "eval_scales": [float(s) for s in eval_scales],
         "add_flipped_images": bool(add_flipped_images),
         "config": dataclasses.asdict(config) if config is not None else None,
@@ -108,7 +110,7 @@ class ExportExistsError(UserError, FileExistsError):
 
 def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilities=False,
                        class_names=None, overwrite=True, spec=None, eval_scales=(1.0,),
-                       add_flipped_images=False):
+                       add_flipped_images=False, dtype="float32"):
     """Writes a SavedModel of ``model`` (raw pixels -> logits) to ``export_dir``; returns the path.
 
     The export is written into a temporary sibling folder and renamed into place, so
@@ -118,7 +120,11 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     written as ``model.json`` (default: the model's config, ``class_names``, the eval crop size).
     ``eval_scales`` / ``add_flipped_images``: the export computes research/deeplab's multi-scale
     / flipped prediction (``multi_scale.py``; probabilities are then the averaged softmax).
+    ``dtype``: "float32" or "bfloat16", the compute dtype of the exported graph
+    (``models.precision.inference_model``; logits and outputs stay float32).
     """
+    from deeplab_load.models.precision import inference_model
+    model = inference_model(model, dtype)
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:
         raise ExportExistsError(f"--export_dir {export_dir} exists; pass --overwrite to "
@@ -160,6 +166,7 @@ class ExportConfig:
     overwrite: bool = False
     eval_scales: tuple = (1.0,)
     add_flipped_images: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -182,5 +189,5 @@ def run_export(config, log=logging.info):
     path = export_saved_model(loaded.model, config.export_dir, crop, config.with_probabilities,
                               class_names, config.overwrite, spec=spec,
                               eval_scales=config.eval_scales,
-                              add_flipped_images=config.add_flipped_images)
+                              add_flipped_images=config.add_flipped_images, dtype=config.dtype)
     return path, crop, loaded.description

@@ -1,12 +1,20 @@
 """Mixed precision (bfloat16 compute, float32 weights): the model builds, runs and loads official
-checkpoints, and its label maps stay close to float32 (the measured mIoU effect)."""
+checkpoints, and its label maps stay close to float32 (the measured mIoU effect), on synthetic
+weights and on a trained demo model."""
+import json
+
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 from deeplab_load import metrics, zoo
-from deeplab_load.inference import predict_labels
+from deeplab_load.data import get_dataset, pipeline
+from deeplab_load.inference import label_map_function, predict_labels
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+from deeplab_load.models.layers import set_batch_norm_decay
+from deeplab_load.models.precision import compute_dtype, inference_model
+from deeplab_load.training import steps
 
 # Measured on the golden synthetic weights (129x193, BatchNorm folded into the convs):
 # Xception-65 95.8% pixels / 79.6% mIoU, MobileNetV2 64.3% / 23.5%. Those weights have random BatchNorm statistics that do not
@@ -36,7 +44,8 @@ def test_bfloat16_labels_match_float32_and_golden(name, golden, make_golden_chec
     image = np.load(golden / "input_129x193.npy")
     reference = np.load(golden / f"{name}__129x193__labels.npy")
     low = build_deeplab(CONFIGS[name])
-    assert low.layers[-1].compute_dtype == "bfloat16"
+    assert compute_dtype(low) == "bfloat16"
+    assert low.layers[-1].compute_dtype == "float32"      # the logits layer stays float32
     assert all(w.dtype == "float32" for w in low.weights)
     zoo.load_checkpoint(low, checkpoint)
     labels = predict_labels(low, image).numpy()
@@ -46,3 +55,106 @@ def test_bfloat16_labels_match_float32_and_golden(name, golden, make_golden_chec
           f"mIoU against them {100 * miou:.2f}%")
     min_agreement, min_miou = MIN_AGREEMENT_AND_MIOU[name]
     assert agreement > min_agreement and miou > min_miou
+
+
+DEMO_SIZE = (65, 97)
+
+
+@pytest.fixture(scope="module")
+def trained_demo(tmp_path_factory):
+    """The demo's stage-1 model (MobileNetV2 OS8, the demo profile's BatchNorm and learning
+    rate), trained for 100 steps on 48 small demo images; and its data set."""
+    ds = get_dataset("demo", str(tmp_path_factory.mktemp("demo") / "demo"), num_train=48,
+                     num_val=16, image_size=DEMO_SIZE, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build_deeplab(DeepLabConfig("mobilenet_v2", ds.info.num_classes, 8, (), None,
+                                        fine_tune_batch_norm=True))
+    set_batch_norm_decay(model, 0.9)
+    trainer = steps.Stage1Trainer(model, steps.stage1_optimizer(0.05),
+                                  tf.distribute.get_strategy(), ds.info.num_classes)
+    batches = iter(pipeline.train_dataset(ds, "train", 8, DEMO_SIZE, 0))
+    for _ in range(100):
+        trainer.step(*next(batches))
+    return model, ds
+
+
+@pytest.mark.slow
+def test_bfloat16_keeps_the_labels_of_a_trained_model(trained_demo):
+    model, ds = trained_demo
+    weights = model.get_weights()
+    fast = inference_model(model, "bfloat16")
+    assert fast is not model and compute_dtype(fast) == "bfloat16"
+    assert compute_dtype(model) == "float32" and inference_model(model, "float32") is model
+    num_classes = ds.info.num_classes
+    matrices = {"float32": 0, "bfloat16": 0}
+    agree = total = 0
+    logit_gap = 0.0
+    for batch in pipeline.eval_dataset(ds, "val", 8, DEMO_SIZE):
+        labels = batch["labels"].numpy()
+        reference = label_map_function(model)(batch["pixels"]).numpy()
+        low = label_map_function(fast)(batch["pixels"]).numpy()
+        matrices["float32"] = matrices["float32"] + metrics.confusion_matrix_numpy(
+            labels, reference, num_classes)
+        matrices["bfloat16"] = matrices["bfloat16"] + metrics.confusion_matrix_numpy(
+            labels, low, num_classes)
+        agree += int(np.sum(reference == low))
+        total += reference.size
+        low_logits = fast(batch["pixels"], training=False)
+        assert low_logits.dtype == tf.float32
+        logit_gap = max(logit_gap, float(tf.reduce_max(tf.abs(
+            low_logits - model(batch["pixels"], training=False)))))
+    miou = {k: metrics.mean_iou(m) for k, m in matrices.items()}
+    print(f"trained demo: bfloat16 vs float32 labels agree on {100 * agree / total:.2f}% of "
+          f"pixels; mIoU {100 * miou['float32']:.2f} (float32) vs {100 * miou['bfloat16']:.2f}")
+    assert logit_gap > 1e-3            # the copy really computes in bfloat16
+    assert miou["float32"] > 0.3       # the model was trained: it segments
+    assert agree / total >= 0.995
+    assert abs(miou["float32"] - miou["bfloat16"]) <= 0.001
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.slow
+def test_bfloat16_evaluate_and_export_use_the_bfloat16_model(trained_demo, tmp_path):
+    from deeplab_load import serving as export
+    from deeplab_load.evaluation import evaluate
+    model, ds = trained_demo
+    fast = inference_model(model, "bfloat16")
+    low_matrix = 0
+    for batch in pipeline.eval_dataset(ds, "val", 8, DEMO_SIZE):
+        low_matrix = low_matrix + metrics.confusion_matrix_numpy(
+            batch["labels"].numpy(), label_map_function(fast)(batch["pixels"]).numpy(),
+            ds.info.num_classes)
+    results = evaluate(model, ds, "val", 8, DEMO_SIZE, log=lambda *a: None, dtype="bfloat16")
+    assert results["miou"] == pytest.approx(metrics.mean_iou(low_matrix), abs=1e-6)
+    with pytest.raises(ValueError, match="dtype"):
+        evaluate(model, ds, "val", 8, DEMO_SIZE, dtype="float16")
+
+    export_dir = export.export_saved_model(model, tmp_path / "export", dtype="bfloat16")
+    metadata = json.loads((tmp_path / "export" / export.METADATA_FILE).read_text())
+    assert metadata["compute_dtype"] == "bfloat16"
+    serving = tf.saved_model.load(export_dir)
+    image, _ = ds.load(ds.examples("val")[0])
+    served = serving.signatures["serving_default"](images=tf.constant(image[None]))["labels"]
+    np.testing.assert_array_equal(served.numpy(), predict_labels(fast, image[None]).numpy())
+    assert np.mean(served.numpy() == predict_labels(model, image[None]).numpy()) >= 0.99
+
+
+def test_mixed_bfloat16_training_keeps_logits_and_loss_float32(bfloat16_policy):
+    from deeplab_load import losses
+    from deeplab_load.inference import resize_bilinear_align_corners
+    keras.utils.set_random_seed(0)
+    model = build_deeplab(DeepLabConfig("mobilenet_v2", 3, 16, (), None))
+    assert compute_dtype(model) == "bfloat16"
+    rng = np.random.RandomState(0)
+    pixels = tf.constant(rng.uniform(0, 255, (2, 33, 33, 3)).astype(np.float32))
+    labels = tf.constant(rng.randint(0, 3, (2, 33, 33)).astype(np.int32))
+    logits = model(pixels, training=False)
+    assert logits.dtype == tf.float32
+    trainer = steps.Stage1Trainer(model, steps.stage1_optimizer(0.0), tf.distribute.get_strategy(),
+                                  3, model_training=False)
+    loss = trainer.step(pixels, labels)
+    assert loss.dtype == tf.float32
+    total, count = losses.cross_entropy_sum_and_count(
+        labels, resize_bilinear_align_corners(logits, (33, 33)))
+    np.testing.assert_allclose(float(loss), float(total / count), rtol=1e-6)

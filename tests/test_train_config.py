@@ -16,7 +16,7 @@ BAD_VALUES = {
     "crop_size": (0, 65), "eval_crop_size": (65,), "min_scale_factor": 0.0,
     "stage1_weighted_epochs": -1.0, "stage1_plain_epochs": -0.5, "stage1_batch_size": 0,
     "stage1_learning_rate": 0.0, "stage1_momentum": 1.0, "min_class_weight": 0.0,
-    "checkpoint_every": 0, "beta_l": 2.0, "beta_u": -0.5, "gamma_max": 0, "psi_max": -1,
+    "checkpoint_every": 0, "weight_decay": -4e-5, "beta_l": 2.0, "beta_u": -0.5, "gamma_max": 0, "psi_max": -1,
     "omega_max": -1, "buffer_max": 1, "max_propagations": -1, "holdout_fraction": 0.0,
     "adv_batch_size": -1, "adv_learning_rate": -1e-3, "adv_momentum": 1.5, "disc_batch_size": 0,
     "disc_learning_rate": 0.0, "disc_input_size": 16, "disc_max_epochs": 0, "disc_patience": -1,

@@ -168,6 +168,11 @@ def test_commands_need_only_the_run_dir(finished_run, tmp_path):
     final = json.load(open(os.path.join(run_dir, "results", "final", "results.json")))
     assert ours["num_images"] == final["num_images"] == 8
     assert abs(ours["miou"] - final["miou"]) < 1e-9, (ours["miou"], final["miou"])
+    run_command("evaluate", f"--run_dir={run_dir}", f"--output_dir={tmp_path / 'b'}",
+                "--dtype=bfloat16")
+    bf16 = json.load(open(tmp_path / "b" / "results.json"))
+    assert bf16["dtype"] == "bfloat16" and "dtype" not in ours
+    assert abs(bf16["miou"] - final["miou"]) < 0.02, (bf16["miou"], final["miou"])
 
     run_command("export", f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'x'}")
     exported = json.load(open(tmp_path / "x" / "model.json"))

@@ -1,13 +1,19 @@
-"""Speed and memory benchmark on the current device; prints a table and writes JSON.
+"""Speed and memory benchmark on the current device, float32 and bfloat16 side by side.
 
-    python tools/benchmark.py                       # every case, results in benchmark.json
-    python tools/benchmark.py --cases=forward_mnv2_os16,matmul_peak --repeats=5
-    python tools/benchmark.py --mixed_precision=mixed_bfloat16 --jit_compile
+    python tools/benchmark.py                       # every default case, both dtypes (~10 min)
+    python tools/benchmark.py --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
+    python tools/benchmark.py --list_cases
 
-Every case runs in its own subprocess so its peak resident memory (ru_maxrss) is its own. Times
-are medians over `--repeats` runs after `--warmup` runs, with min and max; throughput is
-images/s. Forward cases also report the model's FLOPs per image (TF profiler on the frozen
-graph) and the achieved fraction of the dense float32 matmul peak measured in the same run.
+Every (case, dtype) runs in its own subprocess so its peak resident memory (ru_maxrss) is its
+own. Times are medians over `--repeats` runs after `--warmup` runs, with min and max. The dense
+float32 and bfloat16 matmul peaks are measured first in the same run; every row with a FLOP
+count reports the percent of the peak of its own dtype (forward rows: the profiler's count of
+the inference graph; training rows: 3x the forward count of the images of a step, an estimate,
+marked "~"). No figure from another run or machine is used: speed ratios are only printed
+between rows of this run (bfloat16 vs float32 of the same case).
+
+bfloat16 rows: inference models from `models.precision.build_deeplab_in(config, "bfloat16")`,
+training under Keras' `mixed_bfloat16` policy (what `--mixed_precision=mixed_bfloat16` does).
 """
 import json
 import os
@@ -24,17 +30,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("cases", None, "Cases to run (default: all). See --list_cases.")
+flags.DEFINE_list("cases", None, "Cases to run (default: every case but the load_run_memory "
+                  "ones). See --list_cases.")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes to run every case in.")
 flags.DEFINE_bool("list_cases", False, "Print the case names and exit.")
-flags.DEFINE_integer("warmup", 2, "Untimed runs before timing.")
+flags.DEFINE_integer("warmup", 1, "Untimed runs before timing.")
 flags.DEFINE_integer("repeats", 5, "Timed runs (median, min, max reported).")
-flags.DEFINE_integer("image_size", 513, "Forward-pass input size (square).")
-flags.DEFINE_integer("batch_size", 4, "Batch size of the throughput measurements.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the timed functions (slower for conv nets on CPU).")
-flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-                  "Keras dtype policy for the models.")
+flags.DEFINE_integer("image_size", 513, "Forward-pass and training crop size (square).")
+flags.DEFINE_integer("batch_size", 0, "Also time forward passes at this batch (0: batch 1 only).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the timed forward functions (slower for "
+                  "conv nets on CPU).")
 flags.DEFINE_string("output", "benchmark.json", "Where the JSON results go.")
 flags.DEFINE_string("run_case", None, "Internal: run one case in this process and print its JSON.")
+flags.DEFINE_string("run_dtype", "float32", "Internal: the dtype of --run_case.")
 flags.DEFINE_integer("timeout", 900, "Seconds one case may take.")
 
 MODEL_CONFIGS = {
@@ -47,6 +55,7 @@ MODEL_CONFIGS = {
     "mnv2_os8": dict(backbone="mobilenet_v2", output_stride=8, atrous_rates=(),
                      decoder_output_stride=None),
 }
+TRACE_CROP = 321     # the first Xception-65 stage-1 step (batch 1) is timed at this crop
 
 
 def time_calls(fn, warmup, repeats):
@@ -61,53 +70,67 @@ def time_calls(fn, warmup, repeats):
     return statistics.median(times), min(times), max(times)
 
 
-def timing(fn, images_per_call=1):
-    median, low, high = time_calls(fn, FLAGS.warmup, FLAGS.repeats)
+def timing(fn, images_per_call=1, repeats=None):
+    median, low, high = time_calls(fn, FLAGS.warmup, repeats or FLAGS.repeats)
     return {"median_s": median, "min_s": low, "max_s": high,
             "images_per_s": images_per_call / median}
 
 
-def set_policy():
+def training_policy(dtype):
+    """Keras' global policy for training in `dtype` (as --mixed_precision sets it)."""
     import keras
-    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+    keras.mixed_precision.set_global_policy({"float32": "float32",
+                                             "bfloat16": "mixed_bfloat16"}[dtype])
 
 
-def measure_matmul_peak():
-    """Dense float32 matmul GFLOP/s (the device's practical peak)."""
+def measure_matmul_peaks(dtype=None):
+    """Dense 2048^3 matmul GFLOP/s in float32 and in bfloat16 (the device's practical peaks)."""
     import tensorflow as tf
     n = 2048
-    a = tf.random.stateless_normal([n, n], seed=[1, 2])
-    b = tf.random.stateless_normal([n, n], seed=[3, 4])
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)), jit_compile=FLAGS.jit_compile)
-    result = timing(lambda: matmul().numpy())
-    result["gflops"] = 2 * n ** 3 / result["median_s"] / 1e9
+    result = {}
+    for name, tf_dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
+        a = tf.cast(tf.random.stateless_normal([n, n], seed=[1, 2]), tf_dtype)
+        b = tf.cast(tf.random.stateless_normal([n, n], seed=[3, 4]), tf_dtype)
+        matmul = tf.function(lambda a=a, b=b: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)),
+                             jit_compile=FLAGS.jit_compile)
+        timed = timing(lambda: matmul().numpy(), repeats=max(FLAGS.repeats, 5))
+        timed["gflops"] = 2 * n ** 3 / timed["median_s"] / 1e9
+        result[name] = timed
+    result["median_s"] = result["float32"]["median_s"]
+    result["min_s"], result["max_s"] = result["float32"]["min_s"], result["float32"]["max_s"]
+    result["images_per_s"] = 0.0
     return result
 
 
-def model_flops(model, size):
-    """Float operations per image of the model's inference graph (TF profiler)."""
+def model_flops(model, shape):
+    """Float operations of one inference call of `model` on a float32 input of `shape`
+    (TF profiler on the frozen graph)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import \
         convert_variables_to_constants_v2
     fn = tf.function(lambda x: model(x, training=False))
     frozen = convert_variables_to_constants_v2(
-        fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32)))
+        fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)))
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return tf.compat.v1.profiler.profile(graph=frozen.graph, options=options).total_float_ops
 
 
-def build_model(key, num_classes=21):
-    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
-    return build_deeplab(DeepLabConfig(num_classes=num_classes, **MODEL_CONFIGS[key]))
+def config_of(key, num_classes=21):
+    from deeplab_load.models.deeplab import DeepLabConfig
+    return DeepLabConfig(num_classes=num_classes, **MODEL_CONFIGS[key])
 
 
-def forward_case(key, saved_model=False):
-    """Forward pass at image_size^2: batch 1 latency, batch-N throughput, FLOPs, % of peak."""
+def inference_model(key, dtype, num_classes=21):
+    from deeplab_load.models.precision import build_deeplab_in
+    return build_deeplab_in(config_of(key, num_classes), dtype)
+
+
+def forward_case(key, dtype, saved_model=False):
+    """Forward pass at image_size^2, batch 1 (and --batch_size): latency, FLOPs per image."""
     import numpy as np
     import tensorflow as tf
-    set_policy()
-    model = build_model(key)
+    model = inference_model(key, dtype)
     size = FLAGS.image_size
     if saved_model:
         from deeplab_load.serving import export_saved_model
@@ -126,10 +149,10 @@ def forward_case(key, saved_model=False):
         def run(batch):
             pixels = tf.random.stateless_uniform([batch, size, size, 3], [0, 1], maxval=255.0)
             return lambda: predict(pixels).numpy()
-    result = {"batch1": timing(run(1)),
-              f"batch{FLAGS.batch_size}": timing(run(FLAGS.batch_size), FLAGS.batch_size)}
-    if not saved_model:
-        result["gflop_per_image"] = model_flops(model, size) / 1e9
+    result = {"batch1": timing(run(1))}
+    if FLAGS.batch_size > 1:
+        result[f"batch{FLAGS.batch_size}"] = timing(run(FLAGS.batch_size), FLAGS.batch_size)
+    result["gflop"] = model_flops(model, [1, size, size, 3]) / 1e9
     return result
 
 
@@ -140,14 +163,16 @@ def _demo(num_train, num_val, size):
                        image_size=(size, size), seed=0)
 
 
-def _trainers(key, num_classes, discriminator_size=224):
-    """(strategy, model, discriminator, stage-1, generator and discriminator trainers)."""
+def _trainers(key, num_classes, dtype, discriminator_size=224):
+    """(model, stage-1, generator and discriminator trainers) under `dtype`'s training policy."""
+    from deeplab_load.models.deeplab import build_deeplab
     from deeplab_load.models.discriminator import build_discriminator
     from deeplab_load.training import steps
     from deeplab_load.training.strategy import make_strategy
+    training_policy(dtype)
     strategy = make_strategy()
     with strategy.scope():
-        model = build_model(key, num_classes)
+        model = build_deeplab(config_of(key, num_classes))
         discriminator = build_discriminator(num_classes, input_size=discriminator_size)
         stage1 = steps.Stage1Trainer(model, steps.stage1_optimizer(), strategy, num_classes)
         generator = steps.GeneratorTrainer(model, discriminator, steps.generator_optimizer(),
@@ -157,18 +182,22 @@ def _trainers(key, num_classes, discriminator_size=224):
     return model, stage1, generator, disc
 
 
-def train_step_case(kind, key="mnv2_os16", num_classes=21):
-    """Images/s of one training step at the paper's batch sizes (stage 1: 7, generator: 5 at
-    the crop size; discriminator: 16 at 224x224x3K)."""
+def _random_batch(batch, size, num_classes):
     import tensorflow as tf
-    set_policy()
-    _, stage1, generator, disc = _trainers(key, num_classes)
-    crop = FLAGS.image_size
-    batch = {"stage1": 7, "generator": 5, "discriminator": 16}[kind]
-    size = 224 if kind == "discriminator" else crop
     pixels = tf.random.stateless_uniform([batch, size, size, 3], [0, 1], maxval=255.0)
     labels = tf.random.stateless_uniform([batch, size, size], [0, 2], maxval=num_classes,
                                          dtype=tf.int32)
+    return pixels, labels
+
+
+def train_step_case(kind, dtype, key="mnv2_os16", num_classes=21):
+    """Images/s of one training step at the paper's batch sizes (stage 1: 7, generator: 5 at
+    the crop size; discriminator: 16 at 224x224x3K)."""
+    import tensorflow as tf
+    model, stage1, generator, disc = _trainers(key, num_classes, dtype)
+    batch = {"stage1": 7, "generator": 5, "discriminator": 16}[kind]
+    size = 224 if kind == "discriminator" else FLAGS.image_size
+    pixels, labels = _random_batch(batch, size, num_classes)
     if kind == "stage1":
         step = lambda: stage1.step(pixels, labels).numpy()
     elif kind == "generator":
@@ -179,26 +208,44 @@ def train_step_case(kind, key="mnv2_os16", num_classes=21):
         weight = tf.ones([batch])
         step = lambda: [t.numpy() for t in disc.step(pixels, labels, ignore, is_real, weight)]
     result = timing(step, batch)
+    trained = disc.discriminator if kind == "discriminator" else model
+    shape = [1, size, size, trained.input_shape[-1]]
+    result["gflop"] = 3 * batch * model_flops(trained, shape) / 1e9
+    result["flop_estimated"] = True
     result["batch_size"], result["input_size"] = batch, size
     result["traces"] = {"stage1": stage1, "generator": generator,
                         "discriminator": disc}[kind].trace_count
     return result
 
 
-def propagation_case(key="mnv2_os16"):
+def trace_case(dtype, key="xception65_os16", num_classes=21):
+    """The first Xception-65 stage-1 step (batch 1, TRACE_CROP^2): its wall time, the steady
+    step's, and their difference (tracing + graph optimisation + first-run allocations)."""
+    started = time.perf_counter()
+    _, stage1, _, _ = _trainers(key, num_classes, dtype)
+    build_s = time.perf_counter() - started
+    pixels, labels = _random_batch(1, TRACE_CROP, num_classes)
+    started = time.perf_counter()
+    stage1.step(pixels, labels).numpy()
+    first_s = time.perf_counter() - started
+    result = timing(lambda: stage1.step(pixels, labels).numpy(), 1, repeats=3)
+    result.update(first_step_s=first_s, trace_s=first_s - result["median_s"], build_s=build_s,
+                  traces=stage1.trace_count, input_size=TRACE_CROP)
+    return result
+
+
+def propagation_case(dtype, key="mnv2_os16"):
     """One LoAd propagation (the hooks' adversarial step + hold-out mIoU) against the two parts
-    timed separately; the hold-out set is 8 images of 513x513 kept in memory."""
+    timed separately; the hold-out set is 8 images of image_size^2 kept in memory."""
     from deeplab_load.data import pipeline
     from deeplab_load.training.holdout import HoldoutEvaluator
     from deeplab_load.training.load_hooks import LoAdTrainingHooks
-    set_policy()
     size = FLAGS.image_size
     ds = _demo(10, 27, size)
-    model, _, generator, disc = _trainers(key, ds.info.num_classes)
+    model, _, generator, disc = _trainers(key, ds.info.num_classes, dtype)
     holdout = HoldoutEvaluator(model, ds, ds.examples("val")[:8], 4, (size, size))
     options = dict(train_split="train", batch_size=5, crop_size=(size, size), seed=0,
-                   random_scale=(1.0, 1.0),
-                   skip_bad_examples=False)
+                   random_scale=(1.0, 1.0), skip_bad_examples=False)
     hooks = LoAdTrainingHooks(generator, disc, None, None, holdout, ds, ds.examples("train"),
                               options, tempfile.mkdtemp(prefix="bench_run_"))
     counter = iter(range(1, 10 ** 6))
@@ -207,28 +254,32 @@ def propagation_case(key="mnv2_os16"):
         hooks.adversarial_step(next(counter))
         hooks.evaluate()
     batch = next(iter(generator.distribute(pipeline.train_dataset(ds, "train", 5, size, 0))))
-    parts = {"generator_step": timing(lambda: generator.step(*batch).numpy(), 5),
-             "holdout_eval": timing(holdout.mean_iou, 8)}
+    parts = {"generator_step": timing(lambda: generator.step(*batch).numpy(), 5, repeats=3),
+             "holdout_eval": timing(holdout.mean_iou, 8, repeats=3)}
     result = timing(propagation)
     separate = parts["generator_step"]["median_s"] + parts["holdout_eval"]["median_s"]
     result.update(parts, separate_sum_s=separate, ratio_to_separate=result["median_s"] / separate,
                   generator_traces=generator.trace_count)
+    result["gflop"] = (3 * 5 + 8) * model_flops(model, [1, size, size, 3]) / 1e9
+    result["flop_estimated"] = True
     return result
 
 
-def map_generation_case(key="mnv2_os16", images=16):
-    """Label-map set generation (batched inference + PNG writes), images of 513x513."""
+def map_generation_case(dtype, key="mnv2_os16", images=16):
+    """Label-map set generation (batched inference + PNG writes), images of image_size^2."""
     from deeplab_load.training.map_sets import write_label_map_set
-    set_policy()
     size = FLAGS.image_size
     ds = _demo(images, 4, size)
-    model = build_model(key, ds.info.num_classes)
+    model = inference_model(key, dtype, ds.info.num_classes)
     refs = ds.examples("train")
     out = tempfile.mkdtemp(prefix="bench_maps_")
-    return timing(lambda: write_label_map_set(model, ds, refs, out, 4, (size, size)), len(refs))
+    result = timing(lambda: write_label_map_set(model, ds, refs, out, 4, (size, size)), len(refs),
+                    repeats=3)
+    result["gflop"] = len(refs) * model_flops(model, [1, size, size, 3]) / 1e9
+    return result
 
 
-def load_run_memory_case(num_train):
+def load_run_memory_case(num_train, dtype):
     """Peak memory of a short demo LoAd run (no stage 1) with `num_train` training images,
     run as `python -m deeplab_load.train` in a child process."""
     run_dir = tempfile.mkdtemp(prefix=f"bench_load_{num_train}_")
@@ -236,7 +287,8 @@ def load_run_memory_case(num_train):
     cmd = [sys.executable, "-m", "deeplab_load.train", f"--run_dir={run_dir}",
            f"--dataset_dir={data_dir}", f"--demo_num_train={num_train}", "--demo_num_val=20",
            "--stage1=off", "--gamma_max=2", "--psi_max=1", "--max_propagations=4",
-           "--disc_max_epochs=1", "--noexport"]
+           "--disc_max_epochs=1", "--noexport",
+           "--mixed_precision=" + {"float32": "float32", "bfloat16": "mixed_bfloat16"}[dtype]]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -252,66 +304,120 @@ def load_run_memory_case(num_train):
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 CASES = {
-    "matmul_peak": measure_matmul_peak,
-    **{f"forward_{k}": (lambda k=k: forward_case(k)) for k in MODEL_CONFIGS},
-    **{f"savedmodel_{k}": (lambda k=k: forward_case(k, saved_model=True))
-       for k in ("xception65_os16", "mnv2_os16")},
-    **{f"{kind}_step_mnv2_os16": (lambda kind=kind: train_step_case(kind))
+    "matmul_peak": measure_matmul_peaks,
+    **{f"forward_{k}": (lambda dtype, k=k: forward_case(k, dtype)) for k in MODEL_CONFIGS},
+    **{f"{kind}_step_mnv2_os16": (lambda dtype, kind=kind: train_step_case(kind, dtype))
        for kind in ("stage1", "generator", "discriminator")},
+    "stage1_step_xception65_os16": lambda dtype: train_step_case("stage1", dtype,
+                                                                  "xception65_os16"),
+    "first_step_trace_xception65_os16": trace_case,
     "load_propagation_mnv2_os16": propagation_case,
     "map_generation_mnv2_os16": map_generation_case,
-    "load_run_memory_50_images": lambda: load_run_memory_case(50),
-    "load_run_memory_500_images": lambda: load_run_memory_case(500),
+    "savedmodel_xception65_os16": lambda dtype: forward_case("xception65_os16", dtype, True),
+    "load_run_memory_50_images": lambda dtype: load_run_memory_case(50, dtype),
+    "load_run_memory_500_images": lambda dtype: load_run_memory_case(500, dtype),
 }
+OPTIONAL_CASES = ("savedmodel_xception65_os16", "load_run_memory_50_images",
+                  "load_run_memory_500_images", "stage1_step_xception65_os16")
+TARGETS = (  # (case, minimum float32/bfloat16 time ratio), issue 10's targets
+    ("forward_xception65_os16", 1.6), ("load_propagation_mnv2_os16", 1.4),
+    ("forward_mnv2_os16", 1.0), ("forward_mnv2_os8", 1.0))
 
 
-def run_one_case(name):
-    result = CASES[name]()
+def run_one_case(name, dtype):
+    result = CASES[name](dtype)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
-def run_in_subprocess(name):
+def run_in_subprocess(name, dtype):
     cmd = [sys.executable, os.path.abspath(__file__), f"--run_case={name}",
-           f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}",
+           f"--run_dtype={dtype}", f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}",
            f"--image_size={FLAGS.image_size}", f"--batch_size={FLAGS.batch_size}",
-           f"--mixed_precision={FLAGS.mixed_precision}",
            "--jit_compile" if FLAGS.jit_compile else "--nojit_compile"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {FLAGS.timeout} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("BENCHMARK_RESULT "):
-            return json.loads(line[len("BENCHMARK_RESULT "):])
+            result = json.loads(line[len("BENCHMARK_RESULT "):])
+            result["process_s"] = time.perf_counter() - started
+            return result
     return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
 
 
-def headline(name, result):
-    """One table row: median, min-max, images/s, peak memory, and extras."""
-    if "error" in result:
-        return f"{name:<28} ERROR {result['error']}"
+def add_percent_of_peak(result, dtype, peaks):
+    """Achieved GFLOP/s of a row as a percent of the same run's matmul peak of its dtype."""
+    if "gflop" not in result or dtype not in peaks:
+        return
     main = result.get("batch1", result)
-    row = (f"{name:<28} {main['median_s'] * 1e3:9.1f} ms  [{main['min_s'] * 1e3:.1f}-"
-           f"{main['max_s'] * 1e3:.1f}]  {main['images_per_s']:8.2f} img/s  "
-           f"{result['peak_rss_mb']:7.0f} MB")
-    batched = [k for k in result if k.startswith("batch") and k[5:].isdigit() and k != "batch1"]
-    for k in batched:
-        row += f"  {k}: {result[k]['images_per_s']:.2f} img/s"
-    if "gflops" in result:
-        row += f"  {result['gflops']:.0f} GFLOP/s"
-    if "fraction_of_peak" in result:
-        row += f"  {result['gflop_per_image']:.2f} GFLOP/img, {100 * result['fraction_of_peak']:.0f}% of peak"
+    result["gflops"] = result["gflop"] / main["median_s"]
+    result["percent_of_peak"] = 100 * result["gflops"] / peaks[dtype]
+
+
+def headline(name, dtype, result):
+    """One table row: median, min-max, images/s, peak memory, GFLOP/s and % of peak, extras."""
+    label = f"{name} [{dtype}]"
+    if "error" in result:
+        return f"{label:<48} ERROR {result['error']}"
+    if name == "matmul_peak":
+        return (f"{label:<48} float32 {result['float32']['gflops']:.0f} GFLOP/s, bfloat16 "
+                f"{result['bfloat16']['gflops']:.0f} GFLOP/s (2048^3 matmul)  "
+                f"{result['peak_rss_mb']:6.0f} MB")
+    main = result.get("batch1", result)
+    row = (f"{label:<48} {main['median_s'] * 1e3:8.1f} ms [{main['min_s'] * 1e3:.1f}-"
+           f"{main['max_s'] * 1e3:.1f}] {main['images_per_s']:7.2f} img/s "
+           f"{result['peak_rss_mb']:6.0f} MB")
+    for key in result:
+        if key.startswith("batch") and key[5:].isdigit() and key != "batch1":
+            row += f"  {key}: {result[key]['images_per_s']:.2f} img/s"
+    if "percent_of_peak" in result:
+        approx = "~" if result.get("flop_estimated") else ""
+        row += (f"  {approx}{result['gflops']:.0f} GFLOP/s = {approx}"
+                f"{result['percent_of_peak']:.0f}% of {dtype} peak")
+    if "trace_s" in result:
+        row += (f"  first step {result['first_step_s']:.1f} s = trace+setup "
+                f"{result['trace_s']:.1f} s + step; build {result['build_s']:.1f} s, "
+                f"{result['traces']} trace(s)")
     if "ratio_to_separate" in result:
         row += (f"  = {result['ratio_to_separate']:.2f}x (generator step "
                 f"{result['generator_step']['median_s'] * 1e3:.0f} ms + hold-out eval "
-                f"{result['holdout_eval']['median_s'] * 1e3:.0f} ms timed apart), "
-                f"{result['generator_traces']} trace(s)")
+                f"{result['holdout_eval']['median_s'] * 1e3:.0f} ms timed apart)")
     if "train_process_peak_rss_mb" in result:
         row += (f"  train process peak {result['train_process_peak_rss_mb']:.0f} MB for "
                 f"{result['num_train']} training images")
     return row
+
+
+def speedups(results):
+    """(case, timed key, float32 / bfloat16 of the medians, of the minima) for every case run in
+    both dtypes (the minima are the less load-sensitive figure on a shared machine)."""
+    rows = []
+    for name, by_dtype in results.items():
+        if name == "matmul_peak" or not {"float32", "bfloat16"} <= set(by_dtype):
+            continue
+        f32, bf16 = by_dtype["float32"], by_dtype["bfloat16"]
+        if "error" in f32 or "error" in bf16:
+            continue
+        key = "trace_s" if "trace_s" in f32 else "median_s"
+        a, b = f32.get("batch1", f32), bf16.get("batch1", bf16)
+        minima = a["min_s"] / b["min_s"] if key == "median_s" else float("nan")
+        rows.append((name, key, a[key] / b[key], minima))
+    return rows
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def main(argv):
@@ -320,32 +426,57 @@ def main(argv):
         print("\n".join(CASES))
         return
     if FLAGS.run_case:
-        print("BENCHMARK_RESULT " + json.dumps(run_one_case(FLAGS.run_case)))
+        print("BENCHMARK_RESULT " + json.dumps(run_one_case(FLAGS.run_case, FLAGS.run_dtype)))
         return
-    names = FLAGS.cases or list(CASES)
+    names = FLAGS.cases or [n for n in CASES if n not in OPTIONAL_CASES]
     unknown = sorted(set(names) - set(CASES))
     if unknown:
         raise app.UsageError(f"--cases: unknown {unknown}; known: {sorted(CASES)}")
-    if "matmul_peak" in names:
-        names = ["matmul_peak"] + [n for n in names if n != "matmul_peak"]
-    results = {}
+    bad_dtypes = sorted(set(FLAGS.dtypes) - {"float32", "bfloat16"})
+    if bad_dtypes:
+        raise app.UsageError(f"--dtypes: unknown {bad_dtypes}; use float32 and/or bfloat16")
+    names = ["matmul_peak"] + [n for n in names if n != "matmul_peak"]
+    load_before = os.getloadavg()
+    print(f"device: {cpu_model()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f}",
+          flush=True)
+    started = time.perf_counter()
+    results, peaks = {}, {}
     for name in names:
-        print(f"running {name} ...", flush=True)
-        results[name] = run_in_subprocess(name)
-        peak = results.get("matmul_peak", {}).get("gflops")
-        res = results[name]
-        if peak and "gflop_per_image" in res and "batch1" in res:
-            res["fraction_of_peak"] = res["gflop_per_image"] / res["batch1"]["median_s"] / peak
-        print(headline(name, res), flush=True)
-    report = {"flags": {"mixed_precision": FLAGS.mixed_precision, "jit_compile": FLAGS.jit_compile,
+        for dtype in (["both"] if name == "matmul_peak" else FLAGS.dtypes):
+            result = run_in_subprocess(name, "float32" if dtype == "both" else dtype)
+            if name == "matmul_peak" and "error" not in result:
+                peaks = {k: result[k]["gflops"] for k in ("float32", "bfloat16")}
+            add_percent_of_peak(result, dtype, peaks)
+            results.setdefault(name, {})[dtype] = result
+            print(headline(name, dtype, result), flush=True)
+    total_s = time.perf_counter() - started
+    load_after = os.getloadavg()
+    report = {"device": cpu_model(), "cpus": os.cpu_count(), "total_s": total_s,
+              "load_average_1min": {"start": load_before[0], "end": load_after[0]},
+              "flags": {"dtypes": FLAGS.dtypes, "jit_compile": FLAGS.jit_compile,
                         "image_size": FLAGS.image_size, "warmup": FLAGS.warmup,
                         "repeats": FLAGS.repeats},
-              "results": results}
+              "matmul_peak_gflops": peaks, "results": results,
+              "bfloat16_speedups": {n: {"medians": r, "minima": m}
+                                    for n, _, r, m in speedups(results)}}
     with open(FLAGS.output, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
-    print("\nsummary")
-    for name, res in results.items():
-        print(headline(name, res))
+    print(f"\nsummary ({cpu_model()}, {os.cpu_count()} CPUs, whole run {total_s / 60:.1f} min, "
+          f"1-min load average {load_before[0]:.2f} at start, {load_after[0]:.2f} at end: other "
+          f"processes on the machine slow every row)")
+    for name, by_dtype in results.items():
+        for dtype, res in by_dtype.items():
+            print(headline(name, dtype, res))
+    rows = speedups(results)
+    if rows:
+        print("\nbfloat16 speed-up in this run (float32 time / bfloat16 time: medians, minima)")
+        targets = dict(TARGETS)
+        for name, key, ratio, minima in rows:
+            target = (f"  (target >= {targets[name]:.1f}x: "
+                      f"{'met' if min(ratio, minima) >= targets[name] else 'not met'} "
+                      f"by medians and minima)"
+                      if name in targets else "")
+            print(f"  {name:<40} {key:<9} {ratio:5.2f}x  {minima:5.2f}x{target}")
     print(f"wrote {FLAGS.output}")
 
 

@@ -109,8 +109,9 @@ class ImagePooling(keras.layers.Layer):
         self.conv = _conv_bn_relu("image_pooling", filters, fine_tune_batch_norm)
 
     def pooled(self, features, training=False):
-        """The 1x1 branch output [B,1,1,256] before the broadcast."""
-        return self.conv(tf.reduce_mean(features, axis=[1, 2], keepdims=True), training=training)
+        """The 1x1 branch output [B,1,1,256] before the broadcast (the mean taken in float32)."""
+        mean = tf.reduce_mean(tf.cast(features, tf.float32), axis=[1, 2], keepdims=True)
+        return self.conv(tf.cast(mean, features.dtype), training=training)
 
     def call(self, features, training=False):
         return resize_bilinear_align_corners(self.pooled(features, training),
@@ -212,8 +213,9 @@ def build_deeplab(config, crop_size=None):
     if config.decoder_output_stride is not None:
         net = Decoder(fine_tune_batch_norm=config.fine_tune_batch_norm,
                       name="decoder")([net, endpoints["low_level"]])
+    # float32 under any policy: logits, their resize, softmax and the loss keep full precision
     logits = ConvBN(LOGITS_SCOPE, filters=config.num_classes, kernel_size=1,
-                    use_batch_norm=False, name="logits")(net)
+                    use_batch_norm=False, name="logits", dtype="float32")(net)
     model = keras.Model(pixels, logits, name=f"deeplab_{config.backbone}")
     model.deeplab_config = config
     return model

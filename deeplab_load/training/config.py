@@ -91,6 +91,9 @@ class TrainConfig:
     min_class_weight: float = option(0.1, "Weighted CE: lower clip of pixel weights.")
     max_class_weight: float = option(10.0, "Weighted CE: upper clip of pixel weights.")
     checkpoint_every: int = option(100, "Stage-1 steps between resumable checkpoints.")
+    weight_decay: float = option(4e-5, "L2 weight decay of stage 1 and the generator steps, as "
+                                 "research/deeplab: weight_decay * sum(w^2) / 2 over the regular "
+                                 "conv kernels, not depthwise ones (original default 4e-5; 0: off).")
     # Stage 2: LoAd (Algorithm 3).
     beta_l: float = option(0.05, "Divergence margin below mu_s that ends a cycle.")
     beta_u: float = option(0.001, "Minimum mIoU gain over mu_s for a peak.")
@@ -195,6 +198,7 @@ FIELD_RULES = (
     ("stage1_momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("min_class_weight", lambda v: v > 0, "> 0"),
     ("checkpoint_every", lambda v: v >= 1, ">= 1"),
+    ("weight_decay", lambda v: v >= 0, ">= 0 (0: off)"),
     ("beta_l", lambda v: 0.0 <= v < 1.0, "in [0, 1) (mIoU is a fraction)"),
     ("beta_u", lambda v: 0.0 <= v < 1.0, "in [0, 1) (mIoU is a fraction)"),
     ("gamma_max", lambda v: v >= 1, ">= 1"),

@@ -35,7 +35,7 @@ def continue_cross_entropy(job, num_steps):
     with job.strategy.scope():
         optimizer = steps.stage1_optimizer(f.stage1_learning_rate, f.stage1_momentum)
         trainer = steps.Stage1Trainer(job.model, optimizer, job.strategy,
-                                      job.ds.info.num_classes)
+                                      job.ds.info.num_classes, weight_decay=f.weight_decay)
     dataset = pipeline.train_dataset(job.ds, job.split, f.adv_batch_size, job.crop_size, f.seed,
                                      random_scale=job.random_scale,
                                      skip_bad_examples=f.skip_bad_examples,

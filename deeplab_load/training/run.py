@@ -206,7 +206,8 @@ def run_stage1_if_needed(job):
         trainer = steps.Stage1Trainer(job.model, job.stage1_optimizer, job.strategy,
                                       info.num_classes, class_stats=stats,
                                       min_class_weight=f.min_class_weight,
-                                      max_class_weight=f.max_class_weight)
+                                      max_class_weight=f.max_class_weight,
+                                      weight_decay=f.weight_decay)
     store = CheckpointStore(os.path.join(job.local_dir, "stage1"), model=job.model,
                             optimizer=job.stage1_optimizer)
     run_stage1(trainer, store, ds, job.local_dir, split=job.split,
@@ -243,7 +244,8 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
     with job.strategy.scope():
         generator_trainer = steps.GeneratorTrainer(job.model, job.discriminator,
                                                    job.generator_optimizer, job.strategy,
-                                                   info.num_classes, map_encoding=f.map_encoding)
+                                                   info.num_classes, map_encoding=f.map_encoding,
+                                                   weight_decay=f.weight_decay)
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),

@@ -23,6 +23,7 @@ from deeplab_load.data.batches import Batches
 from deeplab_load.inference import resize_bilinear_align_corners
 from deeplab_load.models import discriminator as disc
 from deeplab_load.training.strategy import distribute_dataset
+from deeplab_load.training.weight_decay import decayed_kernels, weight_decay_loss
 
 IGNORE_LABEL = losses.IGNORE_LABEL
 
@@ -62,6 +63,13 @@ def _regularization_loss(model, strategy):
     if not model.losses:
         return 0.0
     return tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / strategy.num_replicas_in_sync
+
+
+def _weight_decay_term(kernels, weight_decay, strategy):
+    """The original's L2 weight decay on `kernels`, split across replicas (counted once)."""
+    if not weight_decay:
+        return 0.0
+    return weight_decay_loss(kernels, weight_decay) / strategy.num_replicas_in_sync
 
 
 def _local_replicas(strategy):
@@ -121,18 +129,22 @@ class Stage1Trainer(_Trainer):
     (`class_weights.ClassPixelStats`) and `use_class_weights=True` it is the paper's weighted CE
     (`losses.class_balanced_pixel_weights`, clipped to [min_class_weight, max_class_weight]);
     switch with `set_use_class_weights` (one extra trace).
+    `weight_decay`: the original's L2 term on the conv kernels (`training.weight_decay`; 0 = off)
+    added to the loss (and to the returned value).
     `model_training` is the model's `training` argument: True (DeepLab's training mode) enables
     the concat-projection dropout; BatchNorm follows the model's fine_tune_batch_norm either way.
     """
 
     def __init__(self, model, optimizer, strategy, num_classes, class_stats=None,
                  use_class_weights=False, min_class_weight=0.1, max_class_weight=10.0,
-                 ignore_label=IGNORE_LABEL, model_training=True):
+                 ignore_label=IGNORE_LABEL, model_training=True, weight_decay=0.0):
         super().__init__(strategy)
         self.model_training = model_training
         _check_created_in_scope(strategy, model, "segmentation model")
         self.model, self.optimizer = model, optimizer
         self.num_classes, self.ignore_label = num_classes, ignore_label
+        self.weight_decay, self._decayed_kernels = float(weight_decay), decayed_kernels(model)
+        weight_decay_loss(self._decayed_kernels, self.weight_decay)    # validates the value
         self.class_stats = class_stats
         self.min_class_weight, self.max_class_weight = min_class_weight, max_class_weight
         self.set_use_class_weights(use_class_weights)
@@ -158,6 +170,7 @@ class Stage1Trainer(_Trainer):
                                                               self.ignore_label)
             loss = total / tf.maximum(_global_sum(count), 1.0)
             loss += _regularization_loss(self.model, self.strategy)
+            loss += _weight_decay_term(self._decayed_kernels, self.weight_decay, self.strategy)
             scaled = self.optimizer.scale_loss(loss)
         self._apply(self.optimizer, tape, scaled, variables)
         return loss
@@ -182,12 +195,14 @@ class GeneratorTrainer(_Trainer):
     """Adversarial generator step: loss -log D(G(x)), CE off, D frozen (inference mode, no update).
 
     `labels` are the ground truth of the batch; only their ignore pixels are used (zeroed in D's
-    input). `map_encoding`: "straight_through" (default) or "soft". `model_training`: as in
-    `Stage1Trainer` (the generator's `training` argument; D always runs in inference mode).
+    input). `map_encoding`: "straight_through" (default) or "soft". `model_training`,
+    `weight_decay`: as in `Stage1Trainer` (`model_training` is the generator's `training`
+    argument; D always runs in inference mode).
     """
 
     def __init__(self, model, discriminator, optimizer, strategy, num_classes,
-                 map_encoding="straight_through", ignore_label=IGNORE_LABEL, model_training=True):
+                 map_encoding="straight_through", ignore_label=IGNORE_LABEL, model_training=True,
+                 weight_decay=0.0):
         super().__init__(strategy)
         self.model_training = model_training
         if map_encoding not in disc.MAP_ENCODINGS:
@@ -197,6 +212,8 @@ class GeneratorTrainer(_Trainer):
         self.model, self.discriminator, self.optimizer = model, discriminator, optimizer
         self.num_classes, self.ignore_label = num_classes, ignore_label
         self.map_encoding = map_encoding
+        self.weight_decay, self._decayed_kernels = float(weight_decay), decayed_kernels(model)
+        weight_decay_loss(self._decayed_kernels, self.weight_decay)    # validates the value
         self.input_size = disc.discriminator_input_size(discriminator)
         _build_optimizer(strategy, optimizer, model.trainable_variables)
         self._step = tf.function(self._distributed_step, reduce_retracing=True)
@@ -221,6 +238,7 @@ class GeneratorTrainer(_Trainer):
             per_example = losses.generator_adversarial_per_example(d_logits)
             batch = tf.cast(tf.shape(per_example)[0], tf.float32)
             loss = tf.reduce_sum(per_example) / tf.maximum(_global_sum(batch), 1.0)
+            loss += _weight_decay_term(self._decayed_kernels, self.weight_decay, self.strategy)
             scaled = self.optimizer.scale_loss(loss)
         self._apply(self.optimizer, tape, scaled, variables)
         return loss
@@ -230,7 +248,8 @@ class GeneratorTrainer(_Trainer):
         return self._sum(self.strategy.run(self._replica_step, (pixels, labels)))
 
     def step(self, pixels, labels):
-        """One generator update on a distributed global batch; returns mean -log D(G(x))."""
+        """One generator update on a distributed global batch; returns mean -log D(G(x)) (+ the
+        weight-decay term when weight_decay > 0)."""
         self._check_distributed(pixels)
         return self._step(pixels, labels)
 

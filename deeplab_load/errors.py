@@ -19,6 +19,10 @@ class DamagedFileError(UserError, ValueError):
     """A file the run wrote or reads is unreadable (truncated, corrupt); the message names it."""
 
 
+class NonFiniteError(UserError, FloatingPointError):
+    """A loss, metric or model output is NaN or infinite; the message names where and why."""
+
+
 def first_line(error):
     """The first line of an exception's message (its type name when the message is empty)."""
     text = str(error).strip()

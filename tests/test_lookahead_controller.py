@@ -1,6 +1,7 @@
 """LoAd controller (Algorithm 3): scripted mIoU sequences through every branch, Fig. 1, resume."""
 import itertools
 import json
+import math
 import os
 import sys
 import zlib
@@ -8,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
+from deeplab_load.errors import DamagedFileError, NonFiniteError
 from deeplab_load.lookahead import LoAdConfig, LoAdController, MapBuffer, load_state
 
 
@@ -337,8 +339,76 @@ def test_non_numeric_miou_is_rejected(tmp_path, bad):
     config = LoAdConfig(gamma_max=2, psi_max=1)
     controller = LoAdController(config, FakeHooks(Disk(), lambda model: bad),
                                 tmp_path / "state.json", MapBuffer(tmp_path / "buffer", 3))
-    with pytest.raises(ValueError, match="evaluate"):
+    with pytest.raises(NonFiniteError, match="LoAd start .*hold-out mIoU = nan"):
         controller.run()
+
+
+class NonFiniteHooks(FakeHooks):
+    """The generator loss of propagation `bad_propagation`, or D's loss of round `bad_round`,
+    is `value`."""
+
+    def __init__(self, disk, mu_of, value, bad_propagation=None, bad_round=None):
+        super().__init__(disk, mu_of)
+        self.value, self.bad_propagation, self.bad_round = value, bad_propagation, bad_round
+
+    def adversarial_step(self, propagation):
+        losses = super().adversarial_step(propagation)
+        return {"loss_g": self.value} if propagation == self.bad_propagation else losses
+
+    def train_discriminator(self, set_dirs, round):
+        metrics = super().train_discriminator(set_dirs, round)
+        return dict(metrics, loss=self.value) if round == self.bad_round else metrics
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_generator_loss_stops_at_its_propagation_with_valid_state(tmp_path, value):
+    config = LoAdConfig(gamma_max=3, psi_max=2)
+    hooks = NonFiniteHooks(Disk(), scripted(0.5, {1: 0.5, 2: 0.5, 3: 0.5}), value,
+                           bad_propagation=3)
+    controller = LoAdController(config, hooks, tmp_path / "state.json",
+                                MapBuffer(tmp_path / "buffer", 3))
+    with pytest.raises(NonFiniteError, match=r"propagation 3: generator loss_g = (nan|inf)"):
+        controller.run()
+    text = (tmp_path / "state.json").read_text()
+    state = json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in state.json"))
+    assert state["propagation"] == 2 and state["phase"] == "propagate"
+    # the last good working checkpoint (propagation 2) is the resume point
+    assert hooks.disk.working_slots[0][0] == 2
+
+
+def test_non_finite_discriminator_loss_names_the_round(tmp_path):
+    config = LoAdConfig(gamma_max=2, psi_max=3)
+    hooks = NonFiniteHooks(Disk(), scripted(0.5, {1: 0.5, 2: 0.5}), float("nan"), bad_round=1)
+    controller = LoAdController(config, hooks, tmp_path / "state.json",
+                                MapBuffer(tmp_path / "buffer", 3))
+    with pytest.raises(NonFiniteError, match=r"discriminator round 1 \(after propagation 2\): "
+                                             r"discriminator loss = nan"):
+        controller.run()
+    state = load_state(tmp_path / "state.json")
+    assert state["discriminator_round"] == 0 and state["cycle_end_step"] == "discriminator"
+
+
+def test_non_finite_holdout_miou_names_the_propagation(tmp_path):
+    config = LoAdConfig(gamma_max=3, psi_max=2)
+    controller = LoAdController(config, FakeHooks(Disk(), scripted(0.5, {1: 0.5, 2: math.inf})),
+                                tmp_path / "state.json", MapBuffer(tmp_path / "buffer", 3))
+    with pytest.raises(NonFiniteError, match="propagation 2: hold-out mIoU = inf"):
+        controller.run()
+    assert load_state(tmp_path / "state.json")["propagation"] == 1
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 99}', "\xff\xfe"])
+def test_damaged_state_and_buffer_index_are_named_with_a_fix(tmp_path, content):
+    (tmp_path / "state.json").write_text(content, encoding="latin-1")
+    controller = LoAdController(LoAdConfig(), FakeHooks(Disk(), scripted(0.5, {})),
+                                tmp_path / "state.json", MapBuffer(tmp_path / "buffer", 3))
+    with pytest.raises(DamagedFileError, match="state.json.*delete it, events.jsonl"):
+        controller.run()
+    (tmp_path / "buffer" / "index.json").write_text(content, encoding="latin-1")
+    if content.startswith('{"version'):
+        return   # valid JSON: the buffer checks max_sets (ValueError) instead
+    with pytest.raises(DamagedFileError, match="index.json: damaged.*delete"):
+        MapBuffer(tmp_path / "buffer", 3)
 
 
 # Resume: a kill at any hook call, then a fresh process resumes.

@@ -211,40 +211,83 @@ def test_existing_run_is_not_touched_without_resume(finished_run, demo_dir):
     assert open(os.path.join(run_dir, "state.json")).read() == before
 
 
+def events_with_values(run_dir):
+    """Every event of the log by seq (a resent event once), losses and D metrics included."""
+    seen = {}
+    with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            event = json.loads(line)
+            assert seen.setdefault(event["seq"], event) == event, event["seq"]
+    return [seen[seq] for seq in sorted(seen)]
+
+
+# (kill point, how many passes of it the process may make before the kill: the seeded pick is
+# in 1..max). In order, each in a process that resumes the run the previous kill left.
+KILL_PLAN = (("stage1_step", 3), ("stage1_step", 3), ("map_batch", 3), ("disc_epoch", 2),
+             ("propagation", 3), ("event_torn", 4), ("disc_epoch", 2), ("propagation", 3))
+KILLED_RUN_FLAGS = ["--checkpoint_every=2", "--noexport"]
+
+
 @pytest.mark.slow
-def test_sigkill_mid_cycle_then_resume_makes_the_same_decisions(finished_run, demo_dir,
-                                                                tmp_path):
+def test_sigkill_at_seeded_points_of_every_phase_then_resume_gives_the_same_run(
+        finished_run, demo_dir, tmp_path):
+    """One run SIGKILLed (by itself, `training.kill_points`) at 8 seeded points: twice in stage
+    1, in map-set generation, in D training, after a generator step, mid-write of events.jsonl,
+    in D's next round and in the next cycle; resumed after each; then stopped once by SIGINT in
+    the propagation loop (exit 0) and resumed to the end. Decisions, every loss and D metric, and the
+    final metrics equal the uninterrupted run's."""
+    import random
     reference_dir, _ = finished_run
     run_dir = str(tmp_path / "killed")
-    state_path = os.path.join(run_dir, "state.json")
-    proc = subprocess.Popen(train_command(run_dir, demo_dir), cwd=REPO, env=environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = None
-    deadline = time.time() + 600
+    rng = random.Random(11)
+    kills, stderr = [], []
+    for point, most in KILL_PLAN:
+        passes = rng.randint(1, most)
+        env = dict(environment(), DEEPLAB_LOAD_TEST_KILL_AT=f"{point}:{passes}")
+        proc = subprocess.run(train_command(run_dir, demo_dir, KILLED_RUN_FLAGS),
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == -signal.SIGKILL, (point, passes, proc.stderr[-3000:])
+        state_path = os.path.join(run_dir, "state.json")
+        phase = json.load(open(state_path))["phase"] if os.path.exists(state_path) else None
+        kills.append((point, passes, phase))
+        print("killed at", kills[-1], flush=True)
+        stderr.append(proc.stderr)
+    # and a SIGINT once the resumed run is back in the propagation loop: a clean stop (exit 0)
+    proc = subprocess.Popen(train_command(run_dir, demo_dir, KILLED_RUN_FLAGS), cwd=REPO,
+                            env=environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     try:
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                state = json.load(open(state_path))
-            except (OSError, ValueError):
-                state = None
-            # Mid-cycle: inside the propagation loop of the second cycle or later.
-            if state and state["phase"] == "propagate" and state["cycle"] >= 1 \
-                    and state["cycle_propagations"] >= 1:
-                proc.send_signal(signal.SIGKILL)
-                killed_at = (state["cycle"], state["propagation"])
+        start_propagation = json.load(open(os.path.join(run_dir, "state.json")))["propagation"]
+        while proc.poll() is None:
+            state = json.load(open(os.path.join(run_dir, "state.json")))
+            if state["phase"] == "propagate" and state["propagation"] > start_propagation:
+                proc.send_signal(signal.SIGINT)
                 break
             time.sleep(0.05)
+        out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
-    assert killed_at is not None, "the run ended before it could be killed mid-cycle"
-    run_to_end(run_dir, demo_dir)
-    assert decisions(run_dir) == decisions(reference_dir)
+    assert proc.returncode == 0 and "stopped by SIGINT before" in out, out
+    kills.append(("SIGINT", 1, json.load(open(os.path.join(run_dir, "state.json")))["phase"]))
+    print("stopped at", kills[-1], flush=True)
+    final = run_to_end(run_dir, demo_dir, KILLED_RUN_FLAGS)
+    stderr.append(final.stderr)
+    # the kills fell in stage 1 (no LoAd state yet), LoAd's start and later cycles
+    assert [k[2] for k in kills[:2]] == [None, None], kills
+    assert {k[2] for k in kills[2:]} >= {"init_buffer", "init_discriminator", "propagate",
+                                          "cycle_end"}, kills
+    log = "\n".join(stderr)
+    assert "stage 1: resuming at step" in log and "events.jsonl: line" in log
+    assert "predates random-state" not in log
+    assert events_with_values(run_dir) == events_with_values(reference_dir)
     reference = json.load(open(os.path.join(reference_dir, "summary.json")))
     resumed = json.load(open(os.path.join(run_dir, "summary.json")))
-    for key in ("final_tag", "propagations", "cycles", "peaks", "holdout_miou_final"):
+    for key in ("final_tag", "propagations", "cycles", "peaks", "holdout_miou_start",
+                "holdout_miou_final", "baseline_miou", "final_miou", "final_unselected_miou"):
         assert resumed[key] == reference[key], key
+    assert (json.load(open(os.path.join(run_dir, "stage1_state.json"))) ==
+            json.load(open(os.path.join(reference_dir, "stage1_state.json"))))
 
 
 def launch_two_workers(run_dir, demo_dir, extra):

@@ -28,11 +28,15 @@ import os
 import re
 import shutil
 
+from deeplab_load.errors import DamagedFileError
+
 INDEX_FILE = "index.json"
 TMP_PREFIX = ".tmp_"
 SET_PREFIX = "set_"
 ROLES = ("peak", "end")
 _LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+RESTART_LOAD_FIX = ("delete {root} and the run dir's state.json and events.jsonl to restart LoAd "
+                    "from the stage-1 model, or delete the run dir")
 
 
 def write_json_atomic(path, payload):
@@ -45,13 +49,15 @@ def write_json_atomic(path, payload):
     os.replace(tmp, path)
 
 
-def read_json(path):
-    """Reads a JSON file; a corrupt file raises ValueError naming it."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+def read_json(path, fix="restore it from a backup or delete the run dir to start over"):
+    """Reads a JSON file; a corrupt one raises DamagedFileError (a ValueError) naming it and
+    `fix`, what the user can do."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(f"{path}: damaged, not valid JSON ({error}); {fix}") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +84,19 @@ class MapBuffer:
         os.makedirs(self.root, exist_ok=True)
         self._index = {"max_sets": self.max_sets, "next_serial": 0, "last_op": None, "sets": []}
         if os.path.exists(self.index_path):
-            self._index = read_json(self.index_path)
+            self._index = read_json(self.index_path,
+                                    fix=RESTART_LOAD_FIX.format(root=self.root))
             if self._index.get("max_sets") != self.max_sets:
                 raise ValueError(f"{self.index_path}: buffer was created with max_sets="
                                  f"{self._index.get('max_sets')}, opened with {self.max_sets}")
         if os.path.exists(self.index_path + ".tmp"):
             os.remove(self.index_path + ".tmp")
         self._remove_unlisted()
+        for set_dir in self.set_dirs():
+            if not os.path.isdir(set_dir) or not os.listdir(set_dir):
+                raise DamagedFileError(
+                    f"{set_dir}: buffer set listed in {self.index_path} is missing or empty; "
+                    f"{RESTART_LOAD_FIX.format(root=self.root)}")
 
     # Reading.
 

@@ -95,6 +95,7 @@ import math
 import os
 from typing import Protocol
 
+from deeplab_load.errors import DamagedFileError, NonFiniteError
 from deeplab_load.lookahead.buffer import read_json, write_json_atomic
 
 STATE_VERSION = 1
@@ -175,6 +176,20 @@ def scalars(values):
     return {str(k): float(v) for k, v in (values or {}).items()}
 
 
+def check_finite(values, what, where):
+    """NonFiniteError naming `where` when a number of `values` ({name: float}) is NaN / Inf.
+
+    Raised before the state is written: state.json stays valid JSON and keeps the last good
+    propagation, whose checkpoint stays the resume point."""
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{name} = {value}" for name, value in sorted(bad.items()))
+        raise NonFiniteError(
+            f"LoAd {where}: {what} {shown}; the run stops (state.json and the checkpoints keep "
+            f"the last good step; resuming repeats the same computation). Lower the learning "
+            f"rate (--adv_learning_rate / --disc_learning_rate) or start from other weights.")
+
+
 def initial_state(config, seed):
     return {
         "version": STATE_VERSION, "config": dataclasses.asdict(config), "seed": seed,
@@ -189,12 +204,14 @@ def initial_state(config, seed):
 
 
 def load_state(path):
-    """Reads a LoAd state file (ValueError naming the file if it is not one)."""
-    state = read_json(path)
+    """Reads a LoAd state file (DamagedFileError naming the file if it is not one)."""
+    fix = ("delete it, events.jsonl and buffer/ beside it to restart LoAd from the stage-1 "
+           "model, or delete the run dir")
+    state = read_json(path, fix=fix)
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: not a LoAd state file of version {STATE_VERSION}")
+        raise DamagedFileError(f"{path}: not a LoAd state file of version {STATE_VERSION}; {fix}")
     if state.get("phase") not in PHASES:
-        raise ValueError(f"{path}: unknown phase {state.get('phase')!r}")
+        raise DamagedFileError(f"{path}: unknown phase {state.get('phase')!r}; {fix}")
     return state
 
 
@@ -314,20 +331,25 @@ class LoAdController:
     def _writer(self, tag):
         return lambda set_dir: self.hooks.write_map_set(tag, set_dir)
 
-    def _evaluate(self):
+    def _evaluate(self, where):
         value = self.hooks.evaluate()
         try:
             mu = float(value)
         except (TypeError, ValueError):
             mu = math.nan
-        if not math.isfinite(mu):
-            raise ValueError(f"LoAd hooks.evaluate() returned {value!r}, expected a finite mIoU")
+        check_finite({"mIoU": mu}, "hold-out", where)
         return mu
+
+    def _train_discriminator(self, round_):
+        metrics = scalars(self.hooks.train_discriminator(self.buffer.set_dirs(), round_))
+        check_finite(metrics, "discriminator", f"discriminator round {round_} (after "
+                                               f"propagation {self.state['propagation']})")
+        return metrics
 
     # Initialisation: mu_s, mu, mu_best <- eval(g_0); B = [g_0(X)]; train D.
 
     def _init(self):
-        mu = self._evaluate()
+        mu = self._evaluate("start (the initial generator g_0)")
         self.hooks.save_model("g_s")
         s = self.state
         s.update(mu_start=mu, mu_0=mu, mu_s=mu, mu=mu, mu_best=mu, phase="init_buffer")
@@ -340,10 +362,10 @@ class LoAdController:
         self._commit([{"kind": "buffer", "action": "start", "sets": self.state["buffer_sets"]}])
 
     def _init_discriminator(self):
-        metrics = self.hooks.train_discriminator(self.buffer.set_dirs(), 0)
+        metrics = self._train_discriminator(0)
         self._discriminator_ready = True
         self.state.update(discriminator_round=0, phase="cycle_start")
-        self._commit([{"kind": "discriminator", "round": 0, "metrics": scalars(metrics)}])
+        self._commit([{"kind": "discriminator", "round": 0, "metrics": metrics}])
 
     # One cycle.
 
@@ -370,8 +392,9 @@ class LoAdController:
         self._ensure_discriminator()
         self._ensure_working()
         n = s["propagation"] + 1
-        losses = self.hooks.adversarial_step(n)
-        mu = self._evaluate()
+        losses = scalars(self.hooks.adversarial_step(n))
+        check_finite(losses, "generator", f"propagation {n}")
+        mu = self._evaluate(f"propagation {n}")
         self.hooks.save_working(n)
         self._working = ("propagation", n)
 
@@ -391,7 +414,7 @@ class LoAdController:
         s["pending_snapshots"] = pending
         events.insert(0, {"kind": "propagation", "mu": mu, "mu_s": s["mu_s"],
                           "mu_best": s["mu_best"], "gamma": s["gamma"], "omega": s["omega"],
-                          "psi": s["psi"], "losses": scalars(losses)})
+                          "psi": s["psi"], "losses": losses})
         self._commit(events)
         if pending:
             self._save_pending()
@@ -456,12 +479,11 @@ class LoAdController:
         elif step == "discriminator":
             round_ = s["discriminator_round"] + 1
             self._discriminator_ready = False
-            metrics = self.hooks.train_discriminator(self.buffer.set_dirs(), round_)
+            metrics = self._train_discriminator(round_)
             self._discriminator_ready = True
             self._working = None
             s.update(discriminator_round=round_, phase="cycle_start", cycle_end_step=None)
-            self._commit([{"kind": "discriminator", "round": round_,
-                           "metrics": scalars(metrics)}])
+            self._commit([{"kind": "discriminator", "round": round_, "metrics": metrics}])
         else:
             raise ValueError(f"{self.state_path}: unknown cycle_end_step {step!r}")
 

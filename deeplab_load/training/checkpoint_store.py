@@ -7,6 +7,14 @@ keeps, and would silently save only part of the model. Each save writes a fresh 
 a tag pointing at a half-written checkpoint. Folders no tag points at are deleted after the
 pointer update. Under multi-worker training every worker keeps its own store in its own folder
 (`strategy.worker_directory`).
+
+Besides the weights, a model's table holds its random-generator state (the `seed_generator_state`
+of Dropout layers, in `model.variables` but not `model.weights`) as "random_state/<i>", so a
+resumed run draws the same dropout masks as an uninterrupted one. Checkpoints written before that
+(no random_state entries) still restore, with a warning; readers of weights only
+(`read_model_weights`) ignore them.
+
+A checkpoint or tags.json that cannot be read raises `errors.DamagedFileError` naming the file.
 """
 import json
 import os
@@ -14,17 +22,23 @@ import shutil
 
 import keras
 import tensorflow as tf
+from absl import logging
 
+from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import write_json_atomic
 
 TAGS_FILE = "tags.json"
+RANDOM_STATE_PREFIX = "random_state/"
+# What reading a damaged checkpoint raises (truncated data file: IndexError "Read less bytes").
+_READ_ERRORS = (tf.errors.OpError, IndexError, EOFError, OSError, UnicodeDecodeError)
 
 
 def variable_table(obj):
     """{name: variable} of what is checkpointed of `obj`.
 
     Keras models and layers: their weights by `variable.path` (layer names are fixed by the
-    architecture). Optimizers: their variables by path without the first component (the
+    architecture), and their other variables (random-generator states, whose paths are numbered
+    per process) as "random_state/<i>" in `obj.variables` order. Optimizers: their variables by path without the first component (the
     optimizer's own name, numbered per process: "sgd", "sgd_1", ...). A single variable:
     {"variable": it}.
     """
@@ -32,6 +46,8 @@ def variable_table(obj):
         entries = [(v.path.split("/", 1)[-1], v) for v in obj.variables]
     elif isinstance(obj, (keras.layers.Layer, keras.Model)):
         entries = [(v.path, v) for v in obj.weights]
+        entries += [(f"{RANDOM_STATE_PREFIX}{i}", v)
+                    for i, v in enumerate(random_state_variables(obj))]
     elif isinstance(obj, tf.Variable):
         entries = [("variable", obj)]
     else:
@@ -43,6 +59,40 @@ def variable_table(obj):
     return table
 
 
+def random_state_variables(layer):
+    """Variables of a Keras layer / model that are not weights: the random-generator states
+    (`keras.random.SeedGenerator`, e.g. of Dropout), in `layer.variables` order."""
+    weight_ids = {id(v) for v in layer.weights}
+    return [v for v in layer.variables if id(v) not in weight_ids]
+
+
+def _is_random_state(checkpoint_name):
+    return f"/{RANDOM_STATE_PREFIX.replace('/', '.S')}" in checkpoint_name
+
+
+def list_checkpoint(prefix):
+    """{name: shape} of the checkpoint at `prefix`; DamagedFileError naming it when unreadable."""
+    try:
+        return dict(tf.train.list_variables(prefix))
+    except _READ_ERRORS as err:
+        raise DamagedFileError(damaged_message(prefix, err)) from err
+
+
+def damaged_message(prefix, err):
+    folder = os.path.dirname(prefix)
+    return (f"{folder}: checkpoint is damaged or incomplete ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); it cannot be restored: delete the "
+            f"run dir to start over")
+
+
+def _read(checkpoint, prefix):
+    """checkpoint.read(prefix), with DamagedFileError naming `prefix` on unreadable data."""
+    try:
+        return checkpoint.read(prefix)
+    except _READ_ERRORS as err:
+        raise DamagedFileError(damaged_message(prefix, err)) from err
+
+
 def _checkpoint_name(key, name):
     """The name tf.train.Checkpoint stores table entry `name` of object `key` under."""
     escaped = name.replace(".", "..").replace("/", ".S")
@@ -51,15 +101,21 @@ def _checkpoint_name(key, name):
 
 def check_checkpoint_matches(prefix, tables):
     """Raises ValueError naming `prefix` and every missing, unexpected or mis-shaped entry
-    unless the checkpoint holds exactly the variables of `tables` ({key: variable table})."""
-    stored = dict(tf.train.list_variables(prefix))
-    problems = []
+    unless the checkpoint holds exactly the variables of `tables` ({key: variable table}).
+
+    Random-state entries may be missing (older checkpoints) or extra (a reader of weights only);
+    returns the names of `tables`' entries absent from the checkpoint ({key: [name]})."""
+    stored = list_checkpoint(prefix)
+    problems, absent = [], {}
     for key, table in tables.items():
         expected = {_checkpoint_name(key, name): tuple(v.shape) for name, v in table.items()}
         present = {n for n in stored if n.startswith(key + "/") and
                    n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")}
-        problems += [f"missing {n}" for n in sorted(set(expected) - present)]
-        problems += [f"unexpected {n}" for n in sorted(present - set(expected))]
+        absent[key] = [name for name in table if _checkpoint_name(key, name) not in present]
+        problems += [f"missing {n}" for n in sorted(set(expected) - present)
+                     if not _is_random_state(n)]
+        problems += [f"unexpected {n}" for n in sorted(present - set(expected))
+                     if not _is_random_state(n)]
         problems += [f"{n}: checkpoint {tuple(stored[n])} vs model {shape}"
                      for n, shape in sorted(expected.items())
                      if n in stored and tuple(stored[n]) != shape]
@@ -68,6 +124,7 @@ def check_checkpoint_matches(prefix, tables):
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise ValueError(f"{prefix}: checkpoint does not match ({len(problems)} problems):\n  "
                          f"{shown}{more}")
+    return absent
 
 
 def read_model_weights(model, prefix, key="model"):
@@ -77,8 +134,9 @@ def read_model_weights(model, prefix, key="model"):
     ValueError naming `prefix`, before anything is assigned.
     """
     table = variable_table(model)
-    check_checkpoint_matches(prefix, {key: table})
-    tf.train.Checkpoint(**{key: table}).read(prefix).expect_partial()
+    absent = check_checkpoint_matches(prefix, {key: table})[key]
+    table = {name: v for name, v in table.items() if name not in absent}
+    _read(tf.train.Checkpoint(**{key: table}), prefix).expect_partial()
 
 
 class CheckpointStore:
@@ -92,8 +150,7 @@ class CheckpointStore:
         self.tags_path = os.path.join(root, TAGS_FILE)
         self.tags = {}
         if os.path.exists(self.tags_path):
-            with open(self.tags_path, encoding="utf-8") as f:
-                self.tags = json.load(f)
+            self.tags = read_tags(self.tags_path)
         self._collect_garbage()
 
     def _next_folder(self):
@@ -129,10 +186,42 @@ class CheckpointStore:
         self._commit()
 
     def restore(self, tag):
-        """Loads the snapshot of `tag` into the tracked objects (all of them must match)."""
+        """Loads the snapshot of `tag` into the tracked objects (all of them must match).
+
+        DamagedFileError naming the snapshot when its files cannot be read (nothing is assigned
+        when the index is unreadable; a data file that breaks mid-read may leave part assigned,
+        so restore another tag after that error)."""
         prefix = self.prefix(tag)
-        check_checkpoint_matches(prefix, self.tables)
-        self.checkpoint.read(prefix).assert_consumed()
+        absent = check_checkpoint_matches(prefix, self.tables)
+        if not any(absent.values()):
+            _read(self.checkpoint, prefix).assert_consumed()
+            return
+        logging.warning("%s (tag %s) predates random-state checkpointing: %s keep their current "
+                        "state, so dropout draws after this restore differ from an "
+                        "uninterrupted run", prefix, tag,
+                        sorted(f"{k}/{n}" for k, names in absent.items() for n in names))
+        tables = {key: {n: v for n, v in table.items() if n not in absent[key]}
+                  for key, table in self.tables.items()}
+        _read(tf.train.Checkpoint(**tables), prefix).assert_consumed()
+
+    def restore_first(self, tags):
+        """Restores the first of `tags` that exists and reads back; returns that tag.
+
+        A damaged snapshot is skipped with a warning naming it; DamagedFileError when none of
+        them could be read, None when none of them exists."""
+        damaged = []
+        for tag in tags:
+            if tag not in self.tags:
+                continue
+            try:
+                self.restore(tag)
+                return tag
+            except DamagedFileError as err:
+                logging.warning("%s; trying the previous snapshot", err)
+                damaged.append(str(err))
+        if damaged:
+            raise DamagedFileError(damaged[-1])
+        return None
 
     def copy(self, source_tag, tag):
         """Makes `tag` point at the same snapshot as `source_tag` (no data copied)."""
@@ -143,3 +232,19 @@ class CheckpointStore:
     def delete(self, tag):
         if self.tags.pop(tag, None) is not None:
             self._commit()
+
+
+def read_tags(path):
+    """tags.json of a store ({tag: folder}); DamagedFileError naming it when corrupt."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tags = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(
+            f"{path}: corrupt ({err}); the snapshots in {os.path.dirname(path)} cannot be "
+            f"found: restore the file from a backup or delete the run dir to start over") from err
+    if not isinstance(tags, dict) or not all(
+            isinstance(folder, str) and folder.startswith("ckpt_") for folder in tags.values()):
+        raise DamagedFileError(f"{path}: not a tag table {{tag: ckpt_<n>}}; restore it from a "
+                               f"backup or delete the run dir to start over")
+    return tags

@@ -5,6 +5,9 @@ live in a `CheckpointStore` under the controller's tags ("g_s", "g_best", "g_end
 rotating per-propagation slots used for resume. The discriminator and its optimizer are saved
 once per training round. Data for propagation n is batch n - 1 of the seeded training stream, so
 a resumed run sees exactly the batches an uninterrupted one did.
+
+A stop signal (`interrupts`) is honoured when a hook starts new work or between discriminator
+epochs: all finished work is saved by then (an interrupted D round restarts from round - 1).
 """
 import json
 import os
@@ -14,7 +17,9 @@ from absl import logging
 
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
-from deeplab_load.training import map_sets
+from deeplab_load.errors import DamagedFileError
+from deeplab_load.training import interrupts, kill_points, map_sets
+from deeplab_load.training.events import EventLog
 from deeplab_load.training.steps import fit_discriminator
 
 EVENTS_FILE = "events.jsonl"
@@ -57,11 +62,11 @@ class LoAdTrainingHooks:
         self.train_refs = train_refs
         self.options = options
         self.events_path = os.path.join(run_dir, EVENTS_FILE)
+        self.events = EventLog(self.events_path)
         self.summary_writer = summary_writer
         self.progress = progress
         self._batches = None
         self._next_propagation = None
-        self._seen_seq = self._last_logged_seq()
 
     # Generator.
 
@@ -84,8 +89,10 @@ class LoAdTrainingHooks:
         self._batches, self._next_propagation = None, None
 
     def adversarial_step(self, propagation):
+        interrupts.raise_if_requested(f"before LoAd propagation {propagation}")
         pixels, labels = self._batch_for(propagation)
         loss = float(self.generator.step(pixels, labels))
+        kill_points.kill_if_reached("propagation")
         return {"generator_loss": loss}
 
     def evaluate(self):
@@ -94,8 +101,18 @@ class LoAdTrainingHooks:
     def save_working(self, propagation):
         self.generator_store.save(working_tag(propagation))
 
+    def _restore(self, store, tag):
+        """store.restore(tag); a damaged snapshot's error also says how to restart LoAd."""
+        try:
+            store.restore(tag)
+        except DamagedFileError as err:
+            run_dir = os.path.dirname(self.events_path)
+            raise DamagedFileError(
+                f"{err}. To keep stage 1 and restart only LoAd instead, delete state.json, "
+                f"events.jsonl and buffer/ in {run_dir}") from err
+
     def restore_working(self, propagation):
-        self.generator_store.restore(working_tag(propagation))
+        self._restore(self.generator_store, working_tag(propagation))
 
     def save_model(self, tag):
         self.generator_store.save(tag)
@@ -104,10 +121,11 @@ class LoAdTrainingHooks:
         self.generator_store.copy(src_tag, dst_tag)
 
     def restore_model(self, tag):
-        self.generator_store.restore(tag)
+        self._restore(self.generator_store, tag)
 
     def write_map_set(self, tag, set_dir):
-        self.generator_store.restore(tag)
+        interrupts.raise_if_requested(f"before writing the label maps of {tag}")
+        self._restore(self.generator_store, tag)
         count = map_sets.write_label_map_set(
             self.generator.model, self.ds, self.train_refs, set_dir,
             self.options["map_batch_size"], self.options["eval_crop_size"])
@@ -116,13 +134,14 @@ class LoAdTrainingHooks:
     # Discriminator.
 
     def train_discriminator(self, set_dirs, round):
+        interrupts.raise_if_requested(f"before discriminator round {round}")
         o = self.options
         if round > 0:
             self.restore_discriminator(round - 1)
         crop, scale, seed = o["crop_size"], o["random_scale"], o["seed"] + 1000 * (round + 1)
         # Hold-out fakes come from the generator the next cycle starts from; the hold-out crops
         # are the same in every round, so the rounds' accuracies compare.
-        self.generator_store.restore("g_s")
+        self._restore(self.generator_store, "g_s")
         triples = list(self.holdout.examples_with_maps())
         holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
         holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
@@ -145,6 +164,9 @@ class LoAdTrainingHooks:
                     tf.summary.scalar("discriminator_epoch/train_loss", values["loss"])
                     tf.summary.scalar("discriminator_epoch/train_accuracy",
                                       values["train_accuracy"])
+            kill_points.kill_if_reached("disc_epoch")
+            interrupts.raise_if_requested(f"in discriminator round {round} after epoch {epoch} "
+                                          f"(the round restarts on resume)")
 
         result = fit_discriminator(
             self.discriminator, real, fakes, holdout_real, holdout_fake,
@@ -169,26 +191,19 @@ class LoAdTrainingHooks:
         return metrics
 
     def restore_discriminator(self, round):
-        self.discriminator_store.restore(discriminator_tag(round))
+        self._restore(self.discriminator_store, discriminator_tag(round))
 
     # Events.
 
-    def _last_logged_seq(self):
-        if not os.path.exists(self.events_path):
-            return 0
-        last = 0
-        with open(self.events_path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    last = max(last, json.loads(line)["seq"])
-        return last
-
     def on_event(self, event):
-        if event["seq"] <= self._seen_seq:
+        if event["seq"] <= self.events.last_seq:
             return
-        self._seen_seq = event["seq"]
-        with open(self.events_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event, sort_keys=True) + "\n")
+        if kill_points.reached("event_torn"):
+            line = json.dumps(event, sort_keys=True)
+            with open(self.events_path, "a", encoding="utf-8") as f:
+                f.write(line[:len(line) // 2])
+            kill_points.kill_now()
+        self.events.append(event)
         kind = event["kind"]
         if kind == "propagation":
             if self.progress is not None:

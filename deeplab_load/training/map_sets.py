@@ -18,7 +18,9 @@ from deeplab_load.data.batches import Batches, assert_no_error, reports_errors_w
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
     encode_index_png, read_bytes
 from deeplab_load.inference import label_map_function
+from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
+from deeplab_load.training import kill_points
 
 
 def map_path(set_dir, example_id):
@@ -41,6 +43,7 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
                 with open(path, "wb") as f:
                     f.write(encode_index_png(label_map[:height, :width]))
                 count += 1
+            kill_points.kill_if_reached("map_batch")
     return count
 
 
@@ -56,10 +59,16 @@ def _load_triple(ds, refs, set_dir):
         label_map = label
         if set_dir is not None:
             path = map_path(set_dir, ref.id)
-            label_map = decode_index_png(read_bytes(path), path)
+            fix = RESTART_LOAD_FIX.format(root=os.path.dirname(os.path.abspath(set_dir)))
+            try:
+                label_map = decode_index_png(read_bytes(path), path)
+            except BadExampleError as err:
+                raise BadExampleError(err.path, f"{err.reason}; the buffer set {set_dir} is "
+                                                f"damaged: {fix}") from err
             if label_map.shape != label.shape:
                 raise BadExampleError(path, f"map size {label_map.shape} differs from the label "
-                                      f"size {label.shape}; delete the buffer set and resume")
+                                      f"size {label.shape}; the buffer set {set_dir} is "
+                                      f"damaged: {fix}")
         return image, np.stack([label, label_map], axis=-1).astype(np.int32)
     return load
 

@@ -2,6 +2,7 @@
 
 Run directory layout:
     flags.txt                  flags of the first start (flags_resume_<n>.txt for resumes)
+    train.lock                 pid of the train process running in the dir (`run_lock`)
     class_stats.json           training-set class pixel statistics (weighted CE)
     holdout_ids.txt            the fixed hold-out images
     stage1_state.json, generator/ (tagged checkpoints), discriminator/ (one per D round)
@@ -34,7 +35,7 @@ from deeplab_load.model_spec import RUN_CHECKPOINT_FOLDERS, ModelSpec, model_con
 from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
-from deeplab_load.training import reporting, steps
+from deeplab_load.training import interrupts, reporting, run_lock, steps
 from deeplab_load.training.checkpoint_store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
@@ -160,6 +161,7 @@ def open_job(f, demo_profile=None):
     # Every worker runs the same deterministic controller; non-chief workers keep their state
     # and snapshots in their own scratch folder (run_dir/worker_tmp_<i>), the chief in run_dir.
     local_dir = worker_directory(run_dir, strategy)
+    run_lock.lock_run_dir(local_dir)   # held until run_training returns
     resumed = prepare_run_dir(f, local_dir)
     if demo_profile:
         logging.info("demo data set: demo profile applied to unset flags: %s", demo_profile)
@@ -271,7 +273,24 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
 
 
 def run_training(f, demo_profile=None):
-    """Runs (or resumes) the whole job of TrainConfig `f`; returns a summary dict."""
+    """Runs (or resumes) the whole job of TrainConfig `f`; returns a summary dict.
+
+    Holds the run dir's lock (`run_lock`) throughout. A SIGTERM / SIGINT stops the run at the
+    next saved point (`interrupts`): returns {"interrupted": message} after logging how to
+    resume."""
+    with interrupts.stop_on_signals(), run_lock.release_acquired_since():
+        try:
+            return _run_training(f, demo_profile)
+        except interrupts.TrainingInterrupted as stop:
+            held = run_lock.held_run_dirs()
+            message = (f"{stop}; progress is saved in {held[-1] if held else f.run_dir}: to "
+                       f"resume, run the same train command again (--resume is the default)")
+            logging.warning("%s", message)
+            print(message, flush=True)
+            return {"interrupted": message}
+
+
+def _run_training(f, demo_profile=None):
     start_time = time.monotonic()
     job = open_job(f, demo_profile)
     run_dir, local_dir, model = job.run_dir, job.local_dir, job.model

@@ -3,9 +3,11 @@
 The paper's schedule: the weighted CE (class-balanced pixel weights) for the first epochs, then
 plain CE; momentum SGD with a constant learning rate. Resumable: the batch of step t is a pure
 function of (seed, t) (`pipeline.train_dataset(start_step=t)`), and the model + optimizer are
-snapshotted with the step number every `checkpoint_every` steps and at the end.
+snapshotted with the step number every `checkpoint_every` steps, at the end, and when a stop
+signal arrives (`interrupts`). The snapshot before the latest is kept too: when the latest cannot
+be read, the run resumes from the one before (the batches being a function of the step, the
+result is the same).
 """
-import json
 import math
 import os
 
@@ -14,12 +16,15 @@ from absl import logging
 
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
-from deeplab_load.lookahead.buffer import write_json_atomic
+from deeplab_load.errors import DamagedFileError
+from deeplab_load.lookahead.buffer import read_json, write_json_atomic
+from deeplab_load.training import interrupts, kill_points
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
 from deeplab_load.training.progress import Progress
 
 STATE_FILE = "stage1_state.json"
 WORKING_TAG = "stage1_working"
+PREVIOUS_TAG = "stage1_previous"   # the working snapshot before the latest
 DONE_TAG = "stage1"
 
 
@@ -59,14 +64,13 @@ def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_si
     state_path = os.path.join(run_dir, STATE_FILE)
     state = {"step": 0, "done": False}
     if os.path.exists(state_path):
-        with open(state_path, encoding="utf-8") as f:
-            state = json.load(f)
+        state = read_state(state_path, store.root)
     if state["done"]:
         store.restore(DONE_TAG)
         logging.info("stage 1 already done (%d steps): restored its checkpoint", state["step"])
         return state
     if state["step"] > 0:
-        store.restore(WORKING_TAG)
+        state = restore_working(store, state)
         logging.info("stage 1: resuming at step %d", state["step"])
     num_examples = len(pipeline.split_ids(ds, split))
     steps_per_epoch, weighted_steps, total = schedule(num_examples, batch_size, weighted_epochs,
@@ -92,12 +96,54 @@ def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_si
             if summary_writer is not None:
                 with summary_writer.as_default(step=step):
                     tf.summary.scalar("stage1/loss", loss)
-            if step % checkpoint_every == 0 and step < total:
-                store.save(WORKING_TAG)
-                write_json_atomic(state_path, {"step": step, "done": False})
+            stopping = interrupts.requested()
+            if (step % checkpoint_every == 0 or stopping) and step < total:
+                state = save_working(store, state_path, state, step)
+            kill_points.kill_if_reached("stage1_step")
+            if stopping and step < total:
+                interrupts.raise_if_requested(f"after stage-1 step {step} of {total}")
     store.save(DONE_TAG)
     store.delete(WORKING_TAG)
+    store.delete(PREVIOUS_TAG)
     state = {"step": step, "done": True, "loss": loss}
     write_json_atomic(state_path, state)
     progress.update(step, force=True, loss=loss)
     return state
+
+
+def read_state(path, store_root):
+    """stage1_state.json; DamagedFileError naming it (and what to delete) when unreadable."""
+    fix = (f"delete it and {store_root} to redo stage 1, or delete the run dir to start over")
+    state = read_json(path, fix=fix)
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int)
+            and isinstance(state.get("done"), bool)):
+        raise DamagedFileError(f"{path}: not a stage-1 state {{step, done}}; {fix}")
+    return state
+
+
+def save_working(store, state_path, state, step):
+    """Snapshots the working model at `step` (keeping the previous snapshot); returns the state."""
+    new_state = {"step": step, "done": False}
+    if state["step"] > 0 and store.has(WORKING_TAG):
+        store.copy(WORKING_TAG, PREVIOUS_TAG)
+        new_state["previous_step"] = state["step"]
+    store.save(WORKING_TAG)
+    write_json_atomic(state_path, new_state)
+    return new_state
+
+
+def restore_working(store, state):
+    """Restores the latest stage-1 snapshot, or the one before when the latest is damaged;
+    returns the state of the snapshot restored."""
+    try:
+        store.restore(WORKING_TAG)
+        return state
+    except DamagedFileError as err:
+        if "previous_step" not in state or not store.has(PREVIOUS_TAG):
+            raise DamagedFileError(f"{err} (stage 1 has no earlier snapshot: delete "
+                                   f"{store.root} and its stage1_state.json to redo stage 1)")
+        logging.warning("%s; resuming stage 1 from the snapshot before, at step %d", err,
+                        state["previous_step"])
+    store.restore(PREVIOUS_TAG)
+    store.copy(PREVIOUS_TAG, WORKING_TAG)   # drops the damaged snapshot
+    return {"step": state["previous_step"], "done": False}

@@ -7,6 +7,7 @@ from absl import logging
 
 from deeplab_load.checkpoints import CheckpointNotFoundError, restore_checkpoint
 from deeplab_load.errors import DamagedFileError, FlagError, UserError, first_line
+from deeplab_load.finite import check_model_is_finite
 from deeplab_load.model_spec import (config_differences, find_model_spec, model_config,
                                      run_checkpoint_folder)
 
@@ -76,7 +77,8 @@ def load_model(source, num_classes=None, log=logging.info):
 
     num_classes: the data set's class count, used when neither the flags nor a spec give one.
     A checkpoint that does not fit is a UserError naming the fields that differ from the spec
-    (when there is one) or suggesting --run_dir.
+    (when there is one) or suggesting --run_dir; NaN / Inf weights or logits (on seeded pixels)
+    are a NonFiniteError naming the checkpoint.
     """
     from deeplab_load.models.deeplab import build_deeplab
     checkpoint = source.checkpoint_path()
@@ -99,9 +101,16 @@ def load_model(source, num_classes=None, log=logging.info):
                            f"{getattr(spec.config, name)!r})" for name in differing)
         raise UserError(f"the model flags differ from {spec_path} in {fields} and the checkpoint "
                         f"does not fit them; drop those flags to use --run_dir's model") from err
+    check_model_is_finite(model, checkpoint, _probe_pixels())
     log("model %s, weights from %s%s", config, description,
         f" (spec {spec_path})" if spec_path else "")
     return LoadedModel(model, config, spec, spec_path, description)
+
+
+def _probe_pixels(size=65, seed=0):
+    """float32 [1, size, size, 3] seeded pixels 0..255: a finite model gives finite logits."""
+    import numpy as np
+    return np.random.default_rng(seed).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
 
 
 def open_dataset(spec=None, dataset=None, dataset_dir=None, tfrecord_dir=None):

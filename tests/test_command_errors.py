@@ -154,3 +154,22 @@ def test_predict_skip_bad_examples_reaches_the_library(checkpoint_folder, tmp_pa
     paths, _ = run_prediction(dataclasses.replace(config, skip_bad_examples=True))
     assert [os.path.basename(p) for p in paths] == ["good.png"]
     assert not (tmp_path / "out" / "INCOMPLETE").exists()
+
+
+def test_commands_refuse_a_model_with_non_finite_weights(tmp_path):
+    """evaluate / export / predict load through load_model, which refuses NaN weights naming the
+    checkpoint (their argmax would otherwise give an ordinary-looking mIoU)."""
+    import numpy as np
+    from deeplab_load.errors import NonFiniteError
+    from deeplab_load.model_loading import load_model
+    model = build_deeplab(TINY)
+    kernel = next(v for v in model.weights if v.path.endswith("kernel"))
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    CheckpointStore(str(tmp_path / "nan"), model=model).save("final")
+    write_model_spec(str(tmp_path / "nan"), ModelSpec(config=TINY, dataset="demo"))
+    with pytest.raises(NonFiniteError, match=f"{tmp_path / 'nan'}: the model has NaN"):
+        load_model(ModelSource(checkpoint=str(tmp_path / "nan")))
+    with pytest.raises(NonFiniteError):
+        run_export(ExportConfig(model=ModelSource(checkpoint=str(tmp_path / "nan")),
+                                export_dir=str(tmp_path / "x")))
+    assert not (tmp_path / "x").exists()

@@ -126,3 +126,14 @@ def test_wrong_checkpoint_fails_verification(make_golden_checkpoint, tmp_path):
     with pytest.raises(zoo.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
         tool.fetch_checkpoint(NAME, str(dest), tarball=tarball)
     assert os.listdir(dest) == []
+
+
+def test_truncated_tarball_is_named_and_nothing_is_left(good_tarball, tmp_path):
+    data = open(good_tarball, "rb").read()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(data[:len(data) // 2])
+    dest = tmp_path / "checkpoints"
+    with pytest.raises(tool.UnsafeTarballError, match="truncated.tar.gz: not a readable tarball, "
+                                                      "truncated or damaged"):
+        tool.fetch_checkpoint(NAME, str(dest), tarball=str(truncated), stream=io.StringIO())
+    assert os.listdir(dest) == []  # no half checkpoint, no temporary folder

@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 
 from absl import app, flags
 
@@ -111,8 +112,9 @@ def safe_extract(tar_path, target):
         with tarfile.open(tar_path) as archive:
             check_members(archive, tar_path)
             archive.extractall(target, filter="data")
-    except tarfile.TarError as error:
-        raise UnsafeTarballError(f"{tar_path}: not a readable tarball ({error})") from error
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        raise UnsafeTarballError(f"{tar_path}: not a readable tarball, truncated or damaged "
+                                 f"({error}); download it again") from error
 
 
 def verify_checkpoint(name, folder):

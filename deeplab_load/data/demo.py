@@ -9,7 +9,7 @@ is a pure function of (num_train, num_val, image_size, seed): it is written to a
 for non-default parameters) with a `manifest.json`, and regenerated when absent or made with
 other parameters.
 
-    python -m deeplab_load.data.demo --num_train=500 --num_val=100 --output_dir=/tmp/demo500
+    python tools/make_demo_data.py --num_train=500 --num_val=100 --output_dir=/tmp/demo500
 """
 import json
 import os
@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, encode_image, \
     encode_index_png, write_id_list_atomic
@@ -235,22 +235,3 @@ class DemoDataset(VocDataset):
     @property
     def splits(self):
         return ("train", "val", "trainval")
-
-
-def main(argv):
-    del argv
-    start = time.time()
-    root = ensure_demo(FLAGS.output_dir, FLAGS.num_train, FLAGS.num_val,
-                       (FLAGS.height, FLAGS.width), FLAGS.seed)
-    print(f"demo data set ready in {root} ({time.time() - start:.2f} s)")
-
-
-if __name__ == "__main__":
-    flags.DEFINE_string("output_dir", None, "Where to write (default: the cache dir).")
-    flags.DEFINE_integer("num_train", DEFAULT_NUM_TRAIN, "Training images.")
-    flags.DEFINE_integer("num_val", DEFAULT_NUM_VAL, "Validation images.")
-    flags.DEFINE_integer("height", DEFAULT_IMAGE_SIZE[0], "Image height in pixels.")
-    flags.DEFINE_integer("width", DEFAULT_IMAGE_SIZE[1], "Image width in pixels.")
-    flags.DEFINE_integer("seed", 0, "Generator seed.")
-    FLAGS = flags.FLAGS
-    app.run(main)

@@ -5,13 +5,11 @@ model (the revert to g_s), the start line mu_s, cycle boundaries, peaks (g_i), c
 (g_{i,j}) and dynamic start updates. Input is `state["history"]` of `controller.py` (or the path
 of a state JSON / a JSON list of events).
 
-    python -m deeplab_load.lookahead.convergence_plot --state=RUN/load/state.json \
-        --out=RUN/convergence.png
+    python tools/plot_convergence.py --state=RUN/state.json --out=RUN/convergence.png
 """
 import json
 import os
 
-from absl import app, flags
 
 PEAK_COLOR = "#d62728"
 END_COLOR = "#555555"
@@ -127,18 +125,3 @@ def plot_convergence(history, out_png, title="LoAd convergence on the hold-out s
     figure.savefig(tmp, format="png", dpi=dpi)
     os.replace(tmp, out_png)
     return out_png
-
-
-def main(argv):
-    del argv
-    flag_values = flags.FLAGS
-    if not flag_values.state or not flag_values.out:
-        raise app.UsageError("--state and --out are required")
-    print(plot_convergence(flag_values.state, flag_values.out))
-
-
-if __name__ == "__main__":
-    # Defined here, not at import, so importing the library never claims these flag names.
-    flags.DEFINE_string("state", None, "LoAd state JSON (its history is drawn).")
-    flags.DEFINE_string("out", None, "Output PNG path.")
-    app.run(main)

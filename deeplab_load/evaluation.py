@@ -14,7 +14,7 @@ from typing import Optional
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load import inference, metrics
+from deeplab_load import metrics
 from deeplab_load.data.common import SplitError
 from deeplab_load.errors import UserError
 from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \

@@ -168,9 +168,10 @@ def test_commands_need_only_the_run_dir(finished_run, tmp_path):
     final = json.load(open(os.path.join(run_dir, "results", "final", "results.json")))
     assert ours["num_images"] == final["num_images"] == 8
     assert abs(ours["miou"] - final["miou"]) < 1e-9, (ours["miou"], final["miou"])
-    run_command("evaluate", f"--run_dir={run_dir}", f"--output_dir={tmp_path / 'b'}",
-                "--dtype=bfloat16")
-    bf16 = json.load(open(tmp_path / "b" / "results.json"))
+    from deeplab_load.evaluation import EvaluateConfig, run_evaluation
+    from deeplab_load.model_loading import ModelSource
+    bf16 = run_evaluation(EvaluateConfig(model=ModelSource(run_dir=run_dir), dtype="bfloat16"),
+                          log=lambda *a: None)
     assert bf16["dtype"] == "bfloat16" and "dtype" not in ours
     assert abs(bf16["miou"] - final["miou"]) < 0.02, (bf16["miou"], final["miou"])
 

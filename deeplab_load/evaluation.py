@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import time
+import weakref
 from typing import Optional
 
 import tensorflow as tf
@@ -31,13 +32,28 @@ def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flippe
     """
     from deeplab_load import multi_scale
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def batch_confusion(pixels, labels):
         predictions = multi_scale.padded_label_maps(model, pixels, eval_scales,
                                                     add_flipped_images)
         return metrics.confusion_matrix_batch(labels, predictions, num_classes)
 
     return batch_confusion
+
+
+_CONFUSION_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _shared_confusion_matrix_function(model, num_classes, eval_scales, add_flipped_images):
+    """`confusion_matrix_function`, one per (model, classes, scales, flip): a training run that
+    evaluates its model again and again traces it once. For models that live as long as the
+    process (the function holds its model)."""
+    from deeplab_load import multi_scale
+    functions = _CONFUSION_FUNCTIONS.setdefault(model, {})
+    key = (num_classes, multi_scale.normalize_scales(eval_scales), bool(add_flipped_images))
+    if key not in functions:
+        functions[key] = confusion_matrix_function(model, *key)
+    return functions[key]
 
 
 def labelled_examples(dataset, split, max_images):
@@ -80,7 +96,11 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     from deeplab_load.models.precision import inference_model
     from deeplab_load.data.batches import Batches
     from deeplab_load.training.progress import Progress
-    model = inference_model(model, dtype)
+    computing = inference_model(model, dtype)
+    # a bfloat16 copy is made for this call only: its function is not kept
+    confusion_function = (_shared_confusion_matrix_function if computing is model
+                          else confusion_matrix_function)
+    model = computing
     info = dataset.info
     if isinstance(split, str):
         examples, split_name = labelled_examples(dataset, split, max_images), split
@@ -91,8 +111,7 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     bad = pipeline.BadExampleLog()
     batches = pipeline.eval_dataset(dataset, examples, batch_size, eval_crop_size,
                                     skip_bad_examples=skip_bad_examples, bad_example_log=bad)
-    batch_confusion = confusion_matrix_function(model, info.num_classes, eval_scales,
-                                                add_flipped_images)
+    batch_confusion = confusion_function(model, info.num_classes, eval_scales, add_flipped_images)
     instance_level = _instance_level_evaluation(model, dataset, examples, split, eval_scales,
                                                 add_flipped_images)
     stream = metrics.StreamingConfusionMatrix(info.num_classes)

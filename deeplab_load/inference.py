@@ -61,7 +61,7 @@ def _predict_function(model):
     """One traced function per model: uint8 images + padded size -> logits at the image size."""
     function = _PREDICT_FUNCTIONS.get(model)
     if function is None:
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def function(images, padded_size):
             pixels = tf.cast(images, tf.float32)
             height, width = tf.shape(images)[1], tf.shape(images)[2]
@@ -109,6 +109,6 @@ def label_map_function(model):
     function = _LABEL_MAP_FUNCTIONS.get(model)
     if function is None:
         function = tf.function(lambda pixels: padded_label_maps(model, pixels),
-                               reduce_retracing=True)
+                               reduce_retracing=True, autograph=False)
         _LABEL_MAP_FUNCTIONS[model] = function
     return function

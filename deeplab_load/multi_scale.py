@@ -100,7 +100,7 @@ def label_map_function(model, eval_scales=SINGLE_SCALE, add_flipped_images=False
     if key not in functions:
         functions[key] = tf.function(
             lambda pixels: padded_label_maps(model, pixels, key[0], key[1]),
-            reduce_retracing=True)
+            reduce_retracing=True, autograph=False)
     return functions[key]
 
 
@@ -113,7 +113,7 @@ def _probabilities_function(model, scales, add_flipped_images):
     functions = _PREDICT_FUNCTIONS.setdefault(model, {})
     key = (scales, bool(add_flipped_images))
     if key not in functions:
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def function(images, padded_size):
             height, width = tf.shape(images)[1], tf.shape(images)[2]
             pixels = tf.pad(tf.cast(images, tf.float32),

@@ -80,6 +80,22 @@ def test_padded_eval_equals_predict_labels_then_crop(model, voc):
     assert results["miou"] == pytest.approx(metrics.mean_iou(expected))
 
 
+def test_evaluating_a_model_again_traces_nothing(model, voc):
+    """A training run evaluates its model many times: the confusion function is kept per model,
+    so the second evaluation of the same shapes reuses its trace (a bfloat16 copy is not kept)."""
+    first = evaluation.evaluate(model, voc, "val", batch_size=3, eval_crop_size=(81, 113))
+    function = evaluation._CONFUSION_FUNCTIONS[model][(21, (1.0,), False)]
+    traces = function.experimental_get_tracing_count()
+    assert traces >= 1
+    second = evaluation.evaluate(model, voc, "val", batch_size=3, eval_crop_size=(81, 113))
+    assert function.experimental_get_tracing_count() == traces
+    assert second["confusion_matrix"] == first["confusion_matrix"]
+    kept = len(evaluation._CONFUSION_FUNCTIONS)
+    evaluation.evaluate(model, voc, "val", batch_size=3, eval_crop_size=(81, 113),
+                        dtype="bfloat16")
+    assert len(evaluation._CONFUSION_FUNCTIONS) == kept
+
+
 def test_unpadded_eval_uses_each_image_size(model, voc):
     dataset = CroppedSizes(voc)
     expected = _reference_matrix(model, dataset, None)

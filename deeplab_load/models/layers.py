@@ -20,6 +20,11 @@ def fixed_padding(kernel_size, rate=1):
     return pad_beg, effective - 1 - pad_beg
 
 
+def _float32(variable):
+    """A Keras variable's value (autocast where Keras autocasts it) as float32."""
+    return tf.cast(variable.value, tf.float32)
+
+
 class ConvBN(keras.layers.Layer):
     """Conv (regular or depthwise) -> optional BatchNorm -> optional activation.
 
@@ -95,19 +100,20 @@ class ConvBN(keras.layers.Layer):
         then BatchNorm with moving statistics, as one conv + bias that oneDNN fuses with the
         activation (Keras' BatchNorm would add two passes over the activation). Gradients reach
         kernel, gamma and beta through the fold."""
-        bn = self.bn
-        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
-        bias = bn.beta - bn.moving_mean * scale
-        conv = self.conv
+        # TF ops on float32 reads of the variables (autocast bfloat16 values promoted as Keras'
+        # arithmetic promotes them): Keras ops' graph without their per-op Python dispatch.
+        bn, conv = self.bn, self.conv
+        scale = _float32(bn.gamma) * tf.math.rsqrt(_float32(bn.moving_variance) + bn.epsilon)
+        bias = _float32(bn.beta) - _float32(bn.moving_mean) * scale
         strides = conv.strides
         dilations = conv.dilation_rate
         padding = conv.padding.upper()
         if self.depthwise:
-            kernel = conv.kernel * scale[tf.newaxis, tf.newaxis, :, tf.newaxis]
+            kernel = _float32(conv.kernel) * scale[tf.newaxis, tf.newaxis, :, tf.newaxis]
             y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, x.dtype), [1, *strides, 1], padding,
                                        dilations=dilations)
         else:
-            kernel = conv.kernel * scale
+            kernel = _float32(conv.kernel) * scale
             y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides, padding, dilations=dilations)
         return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
 

@@ -27,7 +27,7 @@ class HoldoutEvaluator:
         self.model = model
         self.num_classes = ds.info.num_classes
         self.dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size, cache=True)
-        self._confusion = tf.function(self._batch_confusion, reduce_retracing=True)
+        self._confusion = tf.function(self._batch_confusion, reduce_retracing=True, autograph=False)
         self._maps = label_map_function(model)
 
     def _batch_confusion(self, pixels, labels):

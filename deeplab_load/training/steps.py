@@ -177,7 +177,7 @@ class Stage1Trainer(_Trainer):
 
     def _function(self, weighted):
         if weighted not in self._functions:
-            @tf.function(reduce_retracing=True)
+            @tf.function(reduce_retracing=True, autograph=False)
             def step(pixels, labels):
                 self.trace_count += 1
                 per_replica = self.strategy.run(self._replica_step, (pixels, labels, weighted))
@@ -216,7 +216,7 @@ class GeneratorTrainer(_Trainer):
         weight_decay_loss(self._decayed_kernels, self.weight_decay)    # validates the value
         self.input_size = disc.discriminator_input_size(discriminator)
         _build_optimizer(strategy, optimizer, model.trainable_variables)
-        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
 
     def discriminator_inputs(self, pixels, labels, training=None):
         """D's input [B,s,s,3K] of the generator's maps of a crop batch (differentiable).
@@ -270,8 +270,9 @@ class DiscriminatorTrainer(_Trainer):
         self.num_classes = num_classes
         self.input_size = disc.discriminator_input_size(discriminator)
         _build_optimizer(strategy, optimizer, discriminator.trainable_variables)
-        self._step = tf.function(self._distributed_step, reduce_retracing=True)
-        self._evaluate = tf.function(self._distributed_evaluate, reduce_retracing=True)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
+        self._evaluate = tf.function(self._distributed_evaluate, reduce_retracing=True,
+                                     autograph=False)
         self._probe = None
 
     def inputs(self, pixels, label_map, ignore_mask):
@@ -304,7 +305,8 @@ class DiscriminatorTrainer(_Trainer):
         """
         if self._probe is None:
             self._bn_layers, self._probe = disc.batch_norm_probe(self.discriminator)
-            self._moments = tf.function(self._distributed_moments, reduce_retracing=True)
+            self._moments = tf.function(self._distributed_moments, reduce_retracing=True,
+                                        autograph=False)
         total, sums = 0.0, None
         for index, (pixels, label_map, ignore_mask, _, _) in enumerate(
                 Batches(self.distribute(dataset))):

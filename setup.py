@@ -21,7 +21,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest", "cityscapesscripts"],
+        "test": ["pytest", "pytest-xdist", "cityscapesscripts"],
         "cityscapes": ["cityscapesscripts"],
     },
 )

@@ -12,8 +12,9 @@ from test_train_e2e import REPO, TINY_FLAGS, environment
 from deeplab_load.training import ablation_report
 from deeplab_load.training.ablation import ARMS
 
-ABLATION_FLAGS = [f for f in TINY_FLAGS if not f.startswith(("--seed", "--max_propagations"))] + [
-    "--max_propagations=4", "--psi_max=1", "--seed=3", "--num_seeds=2"]
+ABLATION_FLAGS = [f for f in TINY_FLAGS
+                  if not f.startswith(("--seed", "--max_propagations", "--disc_max_epochs"))] + [
+    "--max_propagations=3", "--disc_max_epochs=1", "--psi_max=1", "--seed=3", "--num_seeds=2"]
 
 
 def run_ablation(ablation_dir, demo_dir):

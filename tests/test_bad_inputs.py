@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import prediction as predict
+from deeplab_load import model_spec, prediction as predict
 from deeplab_load.data import BadExampleError, get_dataset, pipeline, tfrecords
 from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import BadIdListError, decode_image
 from deeplab_load.errors import DamagedFileError, UserError
+from deeplab_load.lookahead import buffer, controller
 from deeplab_load.output_folder import INCOMPLETE_FILE, OutsideOutputFolderError
 from deeplab_load.training import map_sets
 from fake_datasets import make_fake_cityscapes, make_fake_stanford, make_fake_voc, write_regions
@@ -254,6 +255,16 @@ def setup_map_set(kind):
     return setup
 
 
+def damaged_file(name, content):
+    """setup: a run file `name` holding `content` (bytes) in <tmp>/run."""
+    def setup(tmp):
+        path = tmp / "run" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return {"path": str(path), "named": str(path)}
+    return setup
+
+
 def run_tfrecords(ctx):
     tfrecords.write_split(ctx["ds"], "train", ctx["output"], 2)
 
@@ -328,6 +339,16 @@ CASES = [
     Case("map set PNG of the wrong size", setup_map_set("size"),
          lambda ctx: drain(map_sets.fake_examples(ctx["ds"], ctx["ds"].examples("train"),
                                                   ctx["set"], 17, seed=0)), BadExampleError),
+    # Damaged run files name themselves and the fix (item 4).
+    Case("truncated LoAd state.json", damaged_file("state.json", b'{"version": 1, "pha'),
+         lambda ctx: controller.load_state(ctx["path"]), DamagedFileError),
+    Case("state.json of another program", damaged_file("state.json", b'{"phase": "x"}'),
+         lambda ctx: controller.load_state(ctx["path"]), DamagedFileError),
+    Case("model.json that is not a model spec", damaged_file("generator/model.json", b"[1, 2]"),
+         lambda ctx: model_spec.read_model_spec(ctx["path"]), DamagedFileError),
+    Case("buffer index.json with bytes that are not UTF-8",
+         damaged_file("buffer/index.json", b"\xff\xfe{"),
+         lambda ctx: buffer.read_json(ctx["path"]), DamagedFileError),
 ]
 
 
@@ -365,7 +386,7 @@ def test_bad_input(case, tmp_path):
 
 
 def test_corpus_size():
-    assert len(CASES) >= 20
+    assert len(CASES) >= 30
 
 
 # ----------------------------------------------------------------------------------------------

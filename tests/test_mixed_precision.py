@@ -148,3 +148,18 @@ def test_mixed_bfloat16_training_keeps_logits_and_loss_float32(bfloat16_policy):
     total, count = losses.cross_entropy_sum_and_count(
         labels, resize_bilinear_align_corners(logits, (33, 33)))
     np.testing.assert_allclose(float(loss), float(total / count), rtol=1e-6)
+
+
+def test_discriminator_computes_in_float32_under_mixed_bfloat16(bfloat16_policy):
+    """D's depthwise-heavy MobileNet is slower in bfloat16 on CPU: it stays float32, and
+    building it leaves the global policy as it was."""
+    from deeplab_load.models.discriminator import build_discriminator
+    discriminator = build_discriminator(3, input_size=32)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    backbone = next(layer for layer in discriminator.layers if isinstance(layer, keras.Model))
+    dtypes = {layer.compute_dtype for layer in backbone.layers}
+    assert dtypes == {"float32"}, dtypes
+    logits = discriminator(tf.zeros([2, 32, 32, 9]), training=False)
+    assert logits.dtype == tf.float32
+    generator = build_deeplab(DeepLabConfig("mobilenet_v2", 3, 16, (), None))
+    assert compute_dtype(generator) == "bfloat16"        # the generator still computes in bf16

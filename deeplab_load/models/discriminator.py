@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models.precision import global_policy
 
 DEFAULT_INPUT_SIZE = 224
 MAP_ENCODINGS = ("straight_through", "soft")
@@ -31,23 +32,26 @@ def build_discriminator(num_classes, input_size=DEFAULT_INPUT_SIZE, alpha=1.0, d
     `input_size` must be >= 32 (MobileNet downsamples by 32); tests use 32 to stay fast.
     `batch_norm_momentum` overrides Keras' 0.99 for the moving statistics D uses in inference
     mode (hold-out accuracy, generator steps); a lower value suits small data sets.
+    D computes in float32 under any global policy: this depthwise-heavy MobileNet, at D's small
+    spatial sizes, is slower in bfloat16 on CPU (a mixed_bfloat16 generator step at 513, batch 5:
+    646-720 ms with D in bfloat16, 579-614 ms with D in float32, alternated runs).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if input_size < 32:
         raise ValueError(f"discriminator input_size must be >= 32, got {input_size}")
-    with warnings.catch_warnings():   # "usually expects 1 or 3 input channels": 3K is intended
-        warnings.simplefilter("ignore", UserWarning)
+    with global_policy("float32"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # "expects 1 or 3 input channels": 3K is meant
         mobilenet = keras.applications.MobileNet(
             input_shape=(input_size, input_size, 3 * num_classes), alpha=alpha, dropout=dropout,
             weights=None, include_top=True, classes=1, classifier_activation=None)
-    if batch_norm_momentum is not None:
-        for layer in mobilenet.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(batch_norm_momentum)
-    inputs = keras.Input((input_size, input_size, 3 * num_classes), name="class_split_image")
-    logits = mobilenet(inputs)
-    return keras.Model(inputs, logits, name=name)
+        if batch_norm_momentum is not None:
+            for layer in mobilenet.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = float(batch_norm_momentum)
+        inputs = keras.Input((input_size, input_size, 3 * num_classes), name="class_split_image")
+        logits = mobilenet(inputs)
+        return keras.Model(inputs, logits, name=name)
 
 
 def batch_norm_probe(discriminator):

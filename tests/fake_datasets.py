@@ -158,3 +158,23 @@ def make_fake_stanford(root, num_images=10, size=(60, 80), seed=0):
         labels["all"][example_id] = np.where(regions < 0, 255, regions).astype(np.uint8)
     return FakeTree(str(root), labels)
 
+
+
+# The demo's classes as Cityscapes label ids: road, car, building, vegetation, person, sky.
+DEMO_AS_CITYSCAPES_IDS = (7, 26, 11, 21, 24, 23)
+
+
+def cityscapes_tree_from(dataset, root, splits=("train", "val")):
+    """A Cityscapes-layout tree (leftImg8bit + gtFine_labelIds, city "demo") holding the images
+    and labels of `dataset` (6 classes, e.g. the demo); its ignore pixels become label id 0."""
+    to_id = np.zeros(256, np.uint8)
+    to_id[:len(DEMO_AS_CITYSCAPES_IDS)] = DEMO_AS_CITYSCAPES_IDS
+    for split in splits:
+        for index, ref in enumerate(dataset.examples(split)):
+            image, label = dataset.load(ref)
+            stem = f"demo_{index:06d}_000019"
+            _save(os.path.join(str(root), "leftImg8bit", split, "demo",
+                               f"{stem}_leftImg8bit.png"), image, "RGB")
+            _save(os.path.join(str(root), "gtFine", split, "demo",
+                               f"{stem}_gtFine_labelIds.png"), to_id[label], "L")
+    return str(root)

@@ -114,6 +114,47 @@ def test_bfloat16_keeps_the_labels_of_a_trained_model(trained_demo):
 
 
 @pytest.mark.slow
+def test_bfloat16_keeps_the_labels_of_a_model_trained_on_a_cityscapes_layout_tree(tmp_path):
+    """Demo images and labels in the Cityscapes layout (19 train ids, 6 of them present), read
+    by the cityscapes loader; MobileNetV2 OS8 trained 150 steps as the demo's stage 1; its
+    float32 and bfloat16 evaluations (evaluate(dtype=...)) and label maps compared."""
+    from deeplab_load.evaluation import evaluate
+    from fake_datasets import cityscapes_tree_from
+    demo = get_dataset("demo", str(tmp_path / "demo"), num_train=64, num_val=24,
+                       image_size=DEMO_SIZE, seed=1)
+    ds = get_dataset("cityscapes", cityscapes_tree_from(demo, tmp_path / "cityscapes"))
+    num_classes = ds.info.num_classes
+    assert num_classes == 19
+    keras.utils.set_random_seed(0)
+    model = build_deeplab(DeepLabConfig("mobilenet_v2", num_classes, 8, (), None,
+                                        fine_tune_batch_norm=True))
+    set_batch_norm_decay(model, 0.9)
+    trainer = steps.Stage1Trainer(model, steps.stage1_optimizer(0.05),
+                                  tf.distribute.get_strategy(), num_classes)
+    batches = iter(pipeline.train_dataset(ds, "train", 8, (DEMO_SIZE[0], DEMO_SIZE[0]), 0))
+    for _ in range(150):
+        trainer.step(*next(batches))
+    results = {dtype: evaluate(model, ds, "val", 8, DEMO_SIZE, log=lambda *a: None, dtype=dtype)
+               for dtype in ("float32", "bfloat16")}
+    assert results["bfloat16"]["dtype"] == "bfloat16"
+    fast = inference_model(model, "bfloat16")
+    agree = total = 0
+    for batch in pipeline.eval_dataset(ds, "val", 8, DEMO_SIZE):
+        reference = label_map_function(model)(batch["pixels"]).numpy()
+        low = label_map_function(fast)(batch["pixels"]).numpy()
+        agree += int(np.sum(reference == low))
+        total += reference.size
+    miou = {dtype: result["miou"] for dtype, result in results.items()}
+    print(f"cityscapes-layout model: bfloat16 vs float32 labels agree on "
+          f"{100 * agree / total:.2f}% of pixels; mIoU {100 * miou['float32']:.2f} (float32) vs "
+          f"{100 * miou['bfloat16']:.2f}")
+    assert miou["float32"] > 0.2       # the model was trained (27.55% measured after 150 steps)
+    assert agree < total               # the bfloat16 copy is not the float32 model
+    assert agree / total >= 0.995
+    assert abs(miou["float32"] - miou["bfloat16"]) <= 0.001
+
+
+@pytest.mark.slow
 def test_bfloat16_evaluate_uses_the_bfloat16_model(trained_demo):
     """(The SavedModel's dtype is the same inference_model call inside export_saved_model.)"""
     from deeplab_load.evaluation import evaluate

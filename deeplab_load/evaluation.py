@@ -9,13 +9,13 @@ import dataclasses
 import json
 import os
 import time
-import weakref
 from typing import Optional
 
 import tensorflow as tf
 from absl import logging
 
 from deeplab_load import metrics
+from deeplab_load.traced import PerModel, compiled
 from deeplab_load.data.common import SplitError
 from deeplab_load.errors import UserError
 from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
@@ -32,7 +32,7 @@ def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flippe
     """
     from deeplab_load import multi_scale
 
-    @tf.function(reduce_retracing=True, autograph=False)
+    @compiled
     def batch_confusion(pixels, labels):
         predictions = multi_scale.padded_label_maps(model, pixels, eval_scales,
                                                     add_flipped_images)
@@ -41,19 +41,17 @@ def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flippe
     return batch_confusion
 
 
-_CONFUSION_FUNCTIONS = weakref.WeakKeyDictionary()
+_CONFUSION_FUNCTIONS = PerModel()
 
 
-def _shared_confusion_matrix_function(model, num_classes, eval_scales, add_flipped_images):
-    """`confusion_matrix_function`, one per (model, classes, scales, flip): a training run that
-    evaluates its model again and again traces it once. For models that live as long as the
-    process (the function holds its model)."""
+def shared_confusion_matrix_function(model, num_classes, eval_scales=(1.0,),
+                                     add_flipped_images=False):
+    """`confusion_matrix_function` kept per (model, classes, scales, flip) (`traced.PerModel`):
+    a training run that evaluates its model again and again (evaluate, the hold-out) traces
+    it once."""
     from deeplab_load import multi_scale
-    functions = _CONFUSION_FUNCTIONS.setdefault(model, {})
     key = (num_classes, multi_scale.normalize_scales(eval_scales), bool(add_flipped_images))
-    if key not in functions:
-        functions[key] = confusion_matrix_function(model, *key)
-    return functions[key]
+    return _CONFUSION_FUNCTIONS.get(model, key, lambda: confusion_matrix_function(model, *key))
 
 
 def labelled_examples(dataset, split, max_images):
@@ -98,7 +96,7 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     from deeplab_load.training.progress import Progress
     computing = inference_model(model, dtype)
     # a bfloat16 copy is made for this call only: its function is not kept
-    confusion_function = (_shared_confusion_matrix_function if computing is model
+    confusion_function = (shared_confusion_matrix_function if computing is model
                           else confusion_matrix_function)
     model = computing
     info = dataset.info

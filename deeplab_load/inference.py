@@ -5,10 +5,10 @@ bottom/right with the mean pixel 127.5 to ``Hc x Wc`` (as eval.py / vis.py / exp
 the image-pooling branch averages over the padding too), the logits are resized to the padded size
 with ``align_corners=True`` bilinear interpolation, and the result is cropped back to ``H x W``.
 """
-import weakref
-
 import numpy as np
 import tensorflow as tf
+
+from deeplab_load.traced import PerModel, compiled
 
 PAD_PIXEL_VALUE = 127.5
 
@@ -54,25 +54,32 @@ def _padded_size(image_size, eval_crop_size):
     return crop_height, crop_width
 
 
-_PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
+_PREDICT_FUNCTIONS = PerModel()
 
 
 def _predict_function(model):
     """One traced function per model: uint8 images + padded size -> logits at the image size."""
-    function = _PREDICT_FUNCTIONS.get(model)
-    if function is None:
-        @tf.function(reduce_retracing=True, autograph=False)
-        def function(images, padded_size):
-            pixels = tf.cast(images, tf.float32)
-            height, width = tf.shape(images)[1], tf.shape(images)[2]
-            pixels = tf.pad(pixels, [[0, 0], [0, padded_size[0] - height],
-                                     [0, padded_size[1] - width], [0, 0]],
-                            constant_values=PAD_PIXEL_VALUE)
-            logits = tf.cast(model(pixels, training=False), tf.float32)
-            logits = upsample_logits(logits, padded_size)
-            return logits[:, :height, :width, :]
+    return _PREDICT_FUNCTIONS.get(model, None, lambda: _new_predict_function(model))
 
-        _PREDICT_FUNCTIONS[model] = function
+
+def padded_pixels(images, padded_size):
+    """(float32 pixels [B,Hp,Wp,3] padded at the bottom/right with PAD_PIXEL_VALUE, H, W) of
+    uint8 images [B,H,W,3] (graph code)."""
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    pixels = tf.pad(tf.cast(images, tf.float32), [[0, 0], [0, padded_size[0] - height],
+                                                  [0, padded_size[1] - width], [0, 0]],
+                    constant_values=PAD_PIXEL_VALUE)
+    return pixels, height, width
+
+
+def _new_predict_function(model):
+    @compiled
+    def function(images, padded_size):
+        pixels, height, width = padded_pixels(images, padded_size)
+        logits = tf.cast(model(pixels, training=False), tf.float32)
+        logits = upsample_logits(logits, padded_size)
+        return logits[:, :height, :width, :]
+
     return function
 
 
@@ -101,14 +108,10 @@ def padded_label_maps(model, pixels):
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
-_LABEL_MAP_FUNCTIONS = weakref.WeakKeyDictionary()
+_LABEL_MAP_FUNCTIONS = PerModel()
 
 
 def label_map_function(model):
     """The compiled `padded_label_maps` of `model`, traced once per model and input shape."""
-    function = _LABEL_MAP_FUNCTIONS.get(model)
-    if function is None:
-        function = tf.function(lambda pixels: padded_label_maps(model, pixels),
-                               reduce_retracing=True, autograph=False)
-        _LABEL_MAP_FUNCTIONS[model] = function
-    return function
+    return _LABEL_MAP_FUNCTIONS.get(
+        model, None, lambda: compiled(lambda pixels: padded_label_maps(model, pixels)))

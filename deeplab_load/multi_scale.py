@@ -16,11 +16,10 @@ the eval crop size in eval/vis/export):
 With ``eval_scales=(1.0,)`` and no flip, everything here defers to ``inference`` so the numbers
 are bit-identical to single-scale prediction (argmax of the upsampled logits).
 """
-import weakref
-
 import tensorflow as tf
 
 from deeplab_load import inference
+from deeplab_load.traced import PerModel, compiled
 
 SINGLE_SCALE = (1.0,)
 
@@ -87,7 +86,7 @@ def padded_label_maps(model, pixels, eval_scales=SINGLE_SCALE, add_flipped_image
     return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
 
 
-_LABEL_MAP_FUNCTIONS = weakref.WeakKeyDictionary()
+_LABEL_MAP_FUNCTIONS = PerModel()
 
 
 def label_map_function(model, eval_scales=SINGLE_SCALE, add_flipped_images=False):
@@ -95,36 +94,27 @@ def label_map_function(model, eval_scales=SINGLE_SCALE, add_flipped_images=False
     and input shape; single scale without flip is ``inference.label_map_function``."""
     if is_single_scale(eval_scales, add_flipped_images):
         return inference.label_map_function(model)
-    functions = _LABEL_MAP_FUNCTIONS.setdefault(model, {})
-    key = (normalize_scales(eval_scales), bool(add_flipped_images))
-    if key not in functions:
-        functions[key] = tf.function(
-            lambda pixels: padded_label_maps(model, pixels, key[0], key[1]),
-            reduce_retracing=True, autograph=False)
-    return functions[key]
+    scales = normalize_scales(eval_scales)
+    return _LABEL_MAP_FUNCTIONS.get(
+        model, (scales, bool(add_flipped_images)),
+        lambda: compiled(lambda pixels: padded_label_maps(model, pixels, scales,
+                                                          bool(add_flipped_images))))
 
 
-_PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
+_PREDICT_FUNCTIONS = PerModel()
 
 
 def _probabilities_function(model, scales, add_flipped_images):
     """One traced function per (model, scales, flip): uint8 images + padded size ->
     probabilities at the image size."""
-    functions = _PREDICT_FUNCTIONS.setdefault(model, {})
-    key = (scales, bool(add_flipped_images))
-    if key not in functions:
-        @tf.function(reduce_retracing=True, autograph=False)
+    def make():
+        @compiled
         def function(images, padded_size):
-            height, width = tf.shape(images)[1], tf.shape(images)[2]
-            pixels = tf.pad(tf.cast(images, tf.float32),
-                            [[0, 0], [0, padded_size[0] - height],
-                             [0, padded_size[1] - width], [0, 0]],
-                            constant_values=inference.PAD_PIXEL_VALUE)
+            pixels, height, width = inference.padded_pixels(images, padded_size)
             probabilities = multi_scale_probabilities(model, pixels, scales, add_flipped_images)
             return probabilities[:, :height, :width, :]
-
-        functions[key] = function
-    return functions[key]
+        return function
+    return _PREDICT_FUNCTIONS.get(model, (scales, bool(add_flipped_images)), make)
 
 
 def predict_probabilities(model, images_uint8, eval_crop_size=None, eval_scales=SINGLE_SCALE,

@@ -110,6 +110,12 @@ def _cityscapes_train_ids(label_ids):
     return table[label_ids]
 
 
+def _cityscapes_files(root, split, city, example_id):
+    """(leftImg8bit image path, gtFine labelIds path) of one Cityscapes example."""
+    return (os.path.join(str(root), "leftImg8bit", split, city, f"{example_id}_leftImg8bit.png"),
+            os.path.join(str(root), "gtFine", split, city, f"{example_id}_gtFine_labelIds.png"))
+
+
 def make_fake_cityscapes(root, num_train=2, num_val=2, size=(65, 97), seed=0, num_test=1,
                          cities=("aachen", "bremen")):
     """leftImg8bit/{split}/{city}/*_leftImg8bit.png and gtFine/.../*_gtFine_labelIds.png
@@ -121,14 +127,13 @@ def make_fake_cityscapes(root, num_train=2, num_val=2, size=(65, 97), seed=0, nu
         for i in range(count):
             city = cities[i % len(cities)]
             example_id = f"{city}_{i:06d}_{19 + i:06d}"
-            _save(os.path.join(str(root), "leftImg8bit", split, city,
-                               example_id + "_leftImg8bit.png"), _image(rng, size), "RGB")
+            image_path, label_path = _cityscapes_files(root, split, city, example_id)
+            _save(image_path, _image(rng, size), "RGB")
             if split == "test":
                 labels[split][example_id] = None
                 continue
             label_ids = _blocks(rng, size, np.arange(34))
-            _save(os.path.join(str(root), "gtFine", split, city,
-                               example_id + "_gtFine_labelIds.png"), label_ids, "L")
+            _save(label_path, label_ids, "L")
             labels[split][example_id] = _cityscapes_train_ids(label_ids)
     return FakeTree(str(root), labels)
 
@@ -172,9 +177,8 @@ def cityscapes_tree_from(dataset, root, splits=("train", "val")):
     for split in splits:
         for index, ref in enumerate(dataset.examples(split)):
             image, label = dataset.load(ref)
-            stem = f"demo_{index:06d}_000019"
-            _save(os.path.join(str(root), "leftImg8bit", split, "demo",
-                               f"{stem}_leftImg8bit.png"), image, "RGB")
-            _save(os.path.join(str(root), "gtFine", split, "demo",
-                               f"{stem}_gtFine_labelIds.png"), to_id[label], "L")
+            image_path, label_path = _cityscapes_files(root, split, "demo",
+                                                       f"demo_{index:06d}_000019")
+            _save(image_path, image, "RGB")
+            _save(label_path, to_id[label], "L")
     return str(root)

@@ -84,7 +84,7 @@ def test_evaluating_a_model_again_traces_nothing(model, voc):
     """A training run evaluates its model many times: the confusion function is kept per model,
     so the second evaluation of the same shapes reuses its trace (a bfloat16 copy is not kept)."""
     first = evaluation.evaluate(model, voc, "val", batch_size=3, eval_crop_size=(81, 113))
-    function = evaluation._CONFUSION_FUNCTIONS[model][(21, (1.0,), False)]
+    function = evaluation._CONFUSION_FUNCTIONS.kept(model)[(21, (1.0,), False)]
     traces = function.experimental_get_tracing_count()
     assert traces >= 1
     second = evaluation.evaluate(model, voc, "val", batch_size=3, eval_crop_size=(81, 113))

@@ -11,7 +11,8 @@ import tensorflow as tf
 from deeplab_load import metrics
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
-from deeplab_load.inference import label_map_function, padded_label_maps
+from deeplab_load.evaluation import shared_confusion_matrix_function
+from deeplab_load.inference import label_map_function
 
 
 class HoldoutEvaluator:
@@ -27,12 +28,8 @@ class HoldoutEvaluator:
         self.model = model
         self.num_classes = ds.info.num_classes
         self.dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size, cache=True)
-        self._confusion = tf.function(self._batch_confusion, reduce_retracing=True, autograph=False)
+        self._confusion = shared_confusion_matrix_function(model, self.num_classes)
         self._maps = label_map_function(model)
-
-    def _batch_confusion(self, pixels, labels):
-        predictions = padded_label_maps(self.model, pixels)
-        return metrics.confusion_matrix_batch(labels, predictions, self.num_classes)
 
     def confusion_matrix(self):
         """int64 [K, K] confusion matrix (rows ground truth) over the hold-out set."""

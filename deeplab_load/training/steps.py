@@ -13,7 +13,7 @@ Usage (the model, discriminator and optimizers must be created inside `strategy.
 Batches are global: each replica receives global / replicas examples, and every loss is divided
 by a count summed over all replicas (valid pixels, or examples), so the summed replica gradients
 equal the single-device gradient of the global batch. Each step returns the global-batch loss.
-Functions are traced once per input shape (`reduce_retracing=True`); `trace_count` counts traces.
+Functions are `traced.compiled` (traced once per input-shape family); `trace_count` counts traces.
 """
 import keras
 import tensorflow as tf
@@ -22,6 +22,7 @@ from deeplab_load import losses
 from deeplab_load.data.batches import Batches
 from deeplab_load.inference import resize_bilinear_align_corners
 from deeplab_load.models import discriminator as disc
+from deeplab_load.traced import compiled
 from deeplab_load.training.strategy import distribute_dataset
 from deeplab_load.training.weight_decay import decayed_kernels, weight_decay_loss
 
@@ -177,7 +178,7 @@ class Stage1Trainer(_Trainer):
 
     def _function(self, weighted):
         if weighted not in self._functions:
-            @tf.function(reduce_retracing=True, autograph=False)
+            @compiled
             def step(pixels, labels):
                 self.trace_count += 1
                 per_replica = self.strategy.run(self._replica_step, (pixels, labels, weighted))
@@ -216,7 +217,7 @@ class GeneratorTrainer(_Trainer):
         weight_decay_loss(self._decayed_kernels, self.weight_decay)    # validates the value
         self.input_size = disc.discriminator_input_size(discriminator)
         _build_optimizer(strategy, optimizer, model.trainable_variables)
-        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
+        self._step = compiled(self._distributed_step)
 
     def discriminator_inputs(self, pixels, labels, training=None):
         """D's input [B,s,s,3K] of the generator's maps of a crop batch (differentiable).
@@ -270,9 +271,8 @@ class DiscriminatorTrainer(_Trainer):
         self.num_classes = num_classes
         self.input_size = disc.discriminator_input_size(discriminator)
         _build_optimizer(strategy, optimizer, discriminator.trainable_variables)
-        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
-        self._evaluate = tf.function(self._distributed_evaluate, reduce_retracing=True,
-                                     autograph=False)
+        self._step = compiled(self._distributed_step)
+        self._evaluate = compiled(self._distributed_evaluate)
         self._probe = None
 
     def inputs(self, pixels, label_map, ignore_mask):
@@ -305,8 +305,7 @@ class DiscriminatorTrainer(_Trainer):
         """
         if self._probe is None:
             self._bn_layers, self._probe = disc.batch_norm_probe(self.discriminator)
-            self._moments = tf.function(self._distributed_moments, reduce_retracing=True,
-                                        autograph=False)
+            self._moments = compiled(self._distributed_moments)
         total, sums = 0.0, None
         for index, (pixels, label_map, ignore_mask, _, _) in enumerate(
                 Batches(self.distribute(dataset))):

@@ -49,8 +49,10 @@ def confusion_matrix_batch(labels, predictions, num_classes, ignore_label=IGNORE
     labels = tf.cast(tf.reshape(labels, [-1]), tf.int64)
     predictions = tf.cast(tf.reshape(predictions, [-1]), tf.int64)
     counted = tf.not_equal(labels, ignore_label)
-    labels = tf.boolean_mask(labels, counted)
-    predictions = tf.boolean_mask(predictions, counted)
+    # Ignored pixels go to one extra bin (K*K) instead of being gathered out: same counts,
+    # without the two boolean-mask copies of every batch.
+    labels = tf.where(counted, labels, 0)
+    predictions = tf.where(counted, predictions, 0)
     num_classes = tf.cast(num_classes, tf.int64)
     checks = [
         tf.debugging.assert_non_negative(labels, message="negative label"),
@@ -59,11 +61,12 @@ def confusion_matrix_batch(labels, predictions, num_classes, ignore_label=IGNORE
         tf.debugging.assert_non_negative(predictions, message="negative prediction"),
         tf.debugging.assert_less(predictions, num_classes, message="prediction >= num_classes"),
     ]
+    bins = num_classes * num_classes
     with tf.control_dependencies(checks):
-        flat = tf.math.bincount(tf.cast(labels * num_classes + predictions, tf.int32),
-                                minlength=tf.cast(num_classes * num_classes, tf.int32),
-                                maxlength=tf.cast(num_classes * num_classes, tf.int32),
-                                dtype=tf.int64)
+        index = tf.where(counted, labels * num_classes + predictions, bins)
+        flat = tf.math.bincount(tf.cast(index, tf.int32), minlength=tf.cast(bins + 1, tf.int32),
+                                maxlength=tf.cast(bins + 1, tf.int32), dtype=tf.int64)
+    flat = flat[:bins]
     return tf.reshape(flat, tf.stack([num_classes, num_classes]))
 
 

@@ -11,6 +11,7 @@ from deeplab_load import metrics, zoo
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.inference import label_map_function, predict_labels
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+from deeplab_load.models import layers
 from deeplab_load.models.layers import set_batch_norm_decay
 from deeplab_load.models.precision import compute_dtype, inference_model
 from deeplab_load.training import steps
@@ -204,3 +205,36 @@ def test_discriminator_computes_in_float32_under_mixed_bfloat16(bfloat16_policy)
     assert logits.dtype == tf.float32
     generator = build_deeplab(DeepLabConfig("mobilenet_v2", 3, 16, (), None))
     assert compute_dtype(generator) == "bfloat16"        # the generator still computes in bf16
+
+
+@pytest.mark.parametrize("strides", [(2, 2), (1, 1)])
+def test_strided_bfloat16_depthwise_conv_has_float32_gradients(strides):
+    """Strided: bfloat16 forward, gradients = the float32 gradients of the bfloat16 values (as
+    the layer's docstring says); stride 1: the plain bfloat16 op's gradients."""
+    rng = np.random.RandomState(0)
+    x = tf.cast(tf.constant(rng.randn(2, 17, 17, 8), tf.float32), tf.bfloat16)
+    kernel = tf.constant(rng.randn(3, 3, 8, 1), tf.float32)
+    probe = tf.cast(tf.constant(rng.randn(2, 9 if strides[0] == 2 else 17,
+                                          9 if strides[0] == 2 else 17, 8), tf.float32),
+                    tf.bfloat16)
+
+    def gradients(convolve, x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = convolve(x, kernel)
+            objective = tf.reduce_sum(tf.cast(y * tf.cast(probe, y.dtype), tf.float32))
+        return (y,) + tuple(tape.gradient(objective, [x, kernel]))
+
+    y, dx, dkernel = gradients(
+        lambda x, k: layers.depthwise_conv2d(x, k, strides, "SAME", (1, 1)), x, kernel)
+    plain = lambda x, k: tf.nn.depthwise_conv2d(x, tf.cast(k, x.dtype), [1, *strides, 1], "SAME")
+    assert y.dtype == tf.bfloat16 and dx.dtype == tf.bfloat16 and dkernel.dtype == tf.float32
+    np.testing.assert_array_equal(y.numpy(), plain(x, kernel).numpy())
+    if strides == (2, 2):
+        _, dx32, dkernel32 = gradients(plain, tf.cast(x, tf.float32), kernel)
+        np.testing.assert_array_equal(dkernel.numpy(), dkernel32.numpy())
+        np.testing.assert_array_equal(dx.numpy(), tf.cast(dx32, tf.bfloat16).numpy())
+    else:
+        _, dx16, dkernel16 = gradients(plain, x, kernel)
+        np.testing.assert_array_equal(dkernel.numpy(), dkernel16.numpy())
+        np.testing.assert_array_equal(dx.numpy(), dx16.numpy())

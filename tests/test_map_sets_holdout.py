@@ -49,6 +49,29 @@ def test_holdout_miou_equals_per_image_eval(demo, model):
         np.testing.assert_array_equal(label_map, ref_map)
 
 
+def test_holdout_reads_its_images_once_and_evaluates_without_tf_data(demo, model, monkeypatch):
+    """After the first evaluation no tf.data pipeline runs (its threads would compete with the
+    evaluation for the cores); later evaluations and label maps are unchanged."""
+    from deeplab_load.training import holdout
+    refs = demo.examples("val")
+    evaluator = HoldoutEvaluator(model, demo, refs, batch_size=3, eval_crop_size=(48, 64))
+    first = evaluator.confusion_matrix()
+    images = [(image, label) for image, label, _ in evaluator.examples_with_maps()]
+
+    def no_pipeline(*args, **kwargs):
+        raise AssertionError("the hold-out set was read through tf.data again")
+    monkeypatch.setattr(holdout, "Batches", no_pipeline)
+    for _ in range(2):
+        np.testing.assert_array_equal(evaluator.confusion_matrix(), first)
+    again = list(evaluator.examples_with_maps())
+    for (image, label), (image_again, label_again, _) in zip(images, again):
+        np.testing.assert_array_equal(image_again, image)
+        np.testing.assert_array_equal(label_again, label)
+    for (image, label), ref in zip(images, refs):
+        np.testing.assert_array_equal(image, demo.load(ref)[0])
+        np.testing.assert_array_equal(label, demo.load(ref)[1])
+
+
 def test_written_set_matches_predictions_and_streams_back(demo, model, tmp_path):
     refs = demo.examples("train")
     crop = (48, 64)

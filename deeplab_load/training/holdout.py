@@ -1,7 +1,9 @@
 """Hold-out mIoU of the working generator, evaluated after every LoAd propagation.
 
-The hold-out images are decoded once and kept in memory (uint8, `eval_dataset(cache=True)`);
-each evaluation is one batched pass of a compiled function that returns the confusion matrix.
+The hold-out images are decoded once and kept in memory as uint8; each evaluation pads them into
+batches in the calling thread and runs a compiled function that returns the confusion matrix.
+No tf.data thread runs beside the evaluation: on 2 cores its prefetching made about one
+evaluation in three 40% slower (MobileNetV2, 8 images at 513: 309 instead of 215 ms).
 Padding pixels carry the ignore label, so predictions are compared on the padded canvas without
 cropping, which equals the original eval (logits upsampled to the padded crop, then cropped).
 """
@@ -27,16 +29,35 @@ class HoldoutEvaluator:
     def __init__(self, model, ds, refs, batch_size, eval_crop_size):
         self.model = model
         self.num_classes = ds.info.num_classes
-        self.dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size, cache=True)
+        self.dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
         self._confusion = shared_confusion_matrix_function(model, self.num_classes)
         self._maps = label_map_function(model)
+        self._stored = None
+
+    def _batches(self):
+        """Yields (pixels float32 [B,H,W,3], labels int32 [B,H,W], sizes int32 [B,2]) as
+        `pipeline.eval_dataset` pads them, from the uint8 copies decoded on the first call."""
+        if self._stored is None:
+            stored = []
+            with Batches(self.dataset) as batches:
+                for batch in batches:
+                    pixels, sizes = batch["pixels"].numpy(), batch["sizes"].numpy()
+                    images = [pixels[i, :height, :width].astype(np.uint8)
+                              for i, (height, width) in enumerate(sizes)]
+                    stored.append((images, batch["labels"].numpy().astype(np.uint8),
+                                   pixels.shape, sizes))
+            self._stored = stored
+        for images, labels, shape, sizes in self._stored:
+            pixels = np.full(shape, pipeline.PIXEL_PAD, np.float32)
+            for i, image in enumerate(images):
+                pixels[i, :image.shape[0], :image.shape[1]] = image
+            yield pixels, labels.astype(np.int32), sizes
 
     def confusion_matrix(self):
         """int64 [K, K] confusion matrix (rows ground truth) over the hold-out set."""
         total = tf.zeros([self.num_classes, self.num_classes], tf.int64)
-        with Batches(self.dataset) as batches:
-            for batch in batches:
-                total += self._confusion(batch["pixels"], batch["labels"])
+        for pixels, labels, _ in self._batches():
+            total += self._confusion(pixels, labels)
         return total.numpy()
 
     def mean_iou(self):
@@ -44,13 +65,9 @@ class HoldoutEvaluator:
 
     def examples_with_maps(self):
         """Yields (pixels uint8 [h,w,3], labels uint8 [h,w], predicted map uint8 [h,w]) per image."""
-        with Batches(self.dataset) as batches:
-            batches = list(batches)
-        for batch in batches:
-            maps = self._maps(batch["pixels"]).numpy()
-            pixels = batch["pixels"].numpy()
-            labels = batch["labels"].numpy()
-            for i, (height, width) in enumerate(batch["sizes"].numpy()):
+        for pixels, labels, sizes in self._batches():
+            maps = self._maps(pixels).numpy()
+            for i, (height, width) in enumerate(sizes):
                 yield (pixels[i, :height, :width].astype(np.uint8),
                        labels[i, :height, :width].astype(np.uint8),
                        maps[i, :height, :width].astype(np.uint8))

@@ -108,3 +108,28 @@ def test_deeplab_training_mode_keeps_batch_norm_frozen_and_drops_out():
     assert np.abs(train_a.numpy() - train_b.numpy()).max() > 0
     np.testing.assert_array_equal(model(pixels).numpy(), model(pixels, training=False).numpy())
     assert model.get_layer("aspp").dropout.rate == pytest.approx(0.1)
+
+
+def test_grappler_remapper_does_not_fail_on_the_xception_graph(tmp_path):
+    """A unit input feeding both a Relu and a shortcut made grappler's remapper fail and drop
+    every conv fusion (logged by TF's C++ runtime, hence a subprocess with its log on)."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "forward.py"
+    script.write_text(
+        "import tensorflow as tf\n"
+        "from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab\n"
+        "m = build_deeplab(DeepLabConfig(backbone='xception_65', num_classes=3,"
+        " output_stride=16))\n"
+        "x = tf.zeros([1, 65, 65, 3])\n"
+        "print(tf.function(lambda x: m(x, training=False))(x).shape)\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="meta_optimizer=1",
+               PYTHONPATH=repo)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "remapper: Graph size after" in done.stderr     # the remapper ran and was logged
+    failures = [line for line in done.stderr.splitlines() if "remapper failed" in line]
+    assert not failures, failures[0]

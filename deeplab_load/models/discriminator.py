@@ -104,15 +104,17 @@ def _value_with_gradient_to(value, source):
 
 @tf.custom_gradient
 def _class_split(class_maps, image):
-    """[B,s,s,K] x [B,s,s,3] -> [B,s,s,K,3], the product of every class map with every channel.
+    """[B,s,s,K] x [B,s,s,C] -> [B,s,s,K,C], the product of every class map with every channel.
 
-    The gradient sums over the 3 colours with explicit products: the same sums, in the same
+    The maps' gradient sums over the C colours with explicit products: the same sums, in the same
     order, as reducing the broadcast product over its last axis, but twice as fast on CPU.
     """
     def gradients(gradient):
         parts = tf.unstack(gradient, axis=-1)
         colours = [channel[..., tf.newaxis] for channel in tf.unstack(image, axis=-1)]
-        d_maps = (parts[0] * colours[0] + parts[1] * colours[1]) + parts[2] * colours[2]
+        d_maps = parts[0] * colours[0]
+        for part, colour in zip(parts[1:], colours[1:]):
+            d_maps = d_maps + part * colour
         d_image = tf.reduce_sum(gradient * class_maps[..., tf.newaxis], axis=-2)
         return d_maps, d_image
     return class_maps[..., :, tf.newaxis] * image[..., tf.newaxis, :], gradients

@@ -31,8 +31,8 @@ def depthwise_conv2d(x, kernel, strides, padding, dilations):
     A strided conv of a bfloat16 x runs forward in bfloat16 but computes its gradients in float32
     (from x and the incoming gradient cast up): oneDNN's bfloat16 backward passes of strided
     depthwise convs are 2-3x slower than its float32 ones on CPU (MobileNetV2's expanded_conv_1:
-    92 vs about 30 ms at 513, batch 5), casts included a mixed_bfloat16 generator step takes
-    515 instead of 570 ms. Stride-1 depthwise convs gain nothing from it and keep bfloat16.
+    92 vs about 30 ms at 513, batch 5); with the casts, a mixed_bfloat16 generator step takes
+    515 instead of 570 ms. Stride-1 depthwise convs gained nothing from it and keep bfloat16.
     """
     strides = [1, *strides, 1]
     if x.dtype != tf.bfloat16 or max(strides) == 1:

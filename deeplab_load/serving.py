@@ -27,7 +27,7 @@ from deeplab_load.errors import FlagError, UserError
 from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
     load_model
 from deeplab_load.model_spec import ModelSpec, write_model_spec
-from deeplab_load.inference import PAD_PIXEL_VALUE, resize_bilinear_align_corners
+from deeplab_load.inference import padded_pixels, resize_bilinear_align_corners
 
 METADATA_FILE = "deeplab_export.json"
 
@@ -59,9 +59,7 @@ class _Serving(tf.Module):
             tf.debugging.assert_less_equal(
                 tf.stack([height, width]), padded_size,
                 message="image larger than the eval crop size of this export")
-        pixels = tf.pad(tf.cast(images, tf.float32),
-                        [[0, 0], [0, padded_size[0] - height], [0, padded_size[1] - width], [0, 0]],
-                        constant_values=PAD_PIXEL_VALUE)
+        pixels, _, _ = padded_pixels(images, padded_size)
         from deeplab_load import multi_scale
         if not multi_scale.is_single_scale(self.eval_scales, self.add_flipped_images):
             probabilities = multi_scale.multi_scale_probabilities(

@@ -32,8 +32,8 @@ from deeplab_load.data import tfrecords
 from deeplab_load.data.batches import assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, ExampleRef, as_size, \
     read_id_list, write_id_list_atomic
+from deeplab_load.inference import PAD_PIXEL_VALUE
 
-PIXEL_PAD = 127.5
 HOLDOUT_FILE = "holdout_ids.txt"
 _FOREVER = 2 ** 62
 _SHUFFLE_BUFFER = 256  # TFRecord examples held for shuffling
@@ -245,7 +245,7 @@ def augment_with_maps(image, maps, position, seed, crop_size, random_scale=(1.0,
     height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
     pad_h = tf.maximum(crop_h - height, 0)
     pad_w = tf.maximum(crop_w - width, 0)
-    pixels = tf.pad(pixels, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=PIXEL_PAD)
+    pixels = tf.pad(pixels, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=PAD_PIXEL_VALUE)
     label = tf.pad(label, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=IGNORE_LABEL)
     top = tf.random.stateless_uniform([], seeds[1], 0, height + pad_h - crop_h + 1, tf.int32)
     left = tf.random.stateless_uniform([], seeds[2], 0, width + pad_w - crop_w + 1, tf.int32)
@@ -412,7 +412,7 @@ def eval_dataset(ds, split: Union[str, Sequence], batch_size, eval_crop_size=Non
         int(batch_size),
         padded_shapes={"pixels": [height, width, 3], "labels": [height, width], "sizes": [2],
                        "ids": []},
-        padding_values={"pixels": PIXEL_PAD, "labels": IGNORE_LABEL, "sizes": 0, "ids": ""})
+        padding_values={"pixels": PAD_PIXEL_VALUE, "labels": IGNORE_LABEL, "sizes": 0, "ids": ""})
     return batches.prefetch(tf.data.AUTOTUNE)
 
 

@@ -14,7 +14,7 @@ from deeplab_load import metrics
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.evaluation import shared_confusion_matrix_function
-from deeplab_load.inference import label_map_function
+from deeplab_load.inference import PAD_PIXEL_VALUE, label_map_function
 
 
 class HoldoutEvaluator:
@@ -48,7 +48,7 @@ class HoldoutEvaluator:
                                    pixels.shape, sizes))
             self._stored = stored
         for images, labels, shape, sizes in self._stored:
-            pixels = np.full(shape, pipeline.PIXEL_PAD, np.float32)
+            pixels = np.full(shape, PAD_PIXEL_VALUE, np.float32)
             for i, image in enumerate(images):
                 pixels[i, :image.shape[0], :image.shape[1]] = image
             yield pixels, labels.astype(np.int32), sizes

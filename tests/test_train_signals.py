@@ -104,3 +104,22 @@ def test_second_train_on_a_locked_run_dir_is_refused_naming_the_pid(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_kill_point_sends_a_handled_signal_at_its_nth_pass(monkeypatch):
+    """The deterministic trigger the kill/resume test stops its run with: no timing involved."""
+    from deeplab_load.training import interrupts, kill_points
+    monkeypatch.setattr(kill_points, "_passes", {})
+    monkeypatch.setenv(kill_points.ENV_VAR, "propagation_start:2:SIGINT")
+    with interrupts.stop_on_signals():
+        kill_points.kill_if_reached("propagation")          # another point: not counted
+        kill_points.kill_if_reached("propagation_start")
+        assert not interrupts.requested()
+        kill_points.kill_if_reached("propagation_start")
+        assert interrupts.requested()
+        with pytest.raises(interrupts.TrainingInterrupted, match="stopped by SIGINT before x"):
+            interrupts.raise_if_requested("before x")
+    for bad in ("propagation_start:2:SIGHUP", "propagation_start:0", "nowhere:1"):
+        monkeypatch.setenv(kill_points.ENV_VAR, bad)
+        with pytest.raises(ValueError, match="DEEPLAB_LOAD_TEST_KILL_AT"):
+            kill_points.reached("propagation_start")

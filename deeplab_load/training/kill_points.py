@@ -1,22 +1,27 @@
-"""TEST-ONLY hook: SIGKILL this process at the N-th pass of a named point, for kill/resume tests.
+"""TEST-ONLY hook: signal this process at the N-th pass of a named point, for kill/resume tests.
 
-Set `DEEPLAB_LOAD_TEST_KILL_AT=<point>:<N>` (N >= 1) in the environment of a `train` process and
-it kills itself with SIGKILL (no cleanup, no handler runs: a real crash) when the code passes
-`point` for the N-th time. Without the variable every call is a no-op. Points:
+Set `DEEPLAB_LOAD_TEST_KILL_AT=<point>:<N>[:<signal>]` (N >= 1) in the environment of a `train`
+process and it sends itself `signal` (default SIGKILL: no cleanup, no handler runs, a real crash;
+SIGINT / SIGTERM: the user's stop, handled by `interrupts`) when the code passes `point` for the
+N-th time. Without the variable every call is a no-op. Points:
 
-    stage1_step   after a stage-1 step (and its checkpoint, when one is due)
-    map_batch     after a batch of label maps is written into a buffer set
-    disc_epoch    after a discriminator epoch
-    propagation   after a LoAd generator step, before its state is committed
-    event_torn    while appending to events.jsonl: half the line is written, then the kill
+    stage1_step        after a stage-1 step (and its checkpoint, when one is due)
+    map_batch          after a batch of label maps is written into a buffer set
+    disc_epoch         after a discriminator epoch
+    propagation_start  when a LoAd generator step starts, before its stop check
+    propagation        after a LoAd generator step, before its state is committed
+    event_torn         while appending to events.jsonl: half the line is written, then the kill
 
-Used by tests/test_resume.py; not a user feature.
+A signal is delivered at a fixed point of the run, not at a time, so tests do not depend on
+timing or on the run's trajectory. Used by tests/test_train_e2e.py; not a user feature.
 """
 import os
 import signal
 
 ENV_VAR = "DEEPLAB_LOAD_TEST_KILL_AT"
-POINTS = ("stage1_step", "map_batch", "disc_epoch", "propagation", "event_torn")
+POINTS = ("stage1_step", "map_batch", "disc_epoch", "propagation_start", "propagation",
+          "event_torn")
+SIGNALS = ("SIGKILL", "SIGINT", "SIGTERM")
 _passes = {}
 
 
@@ -24,11 +29,13 @@ def _target():
     value = os.environ.get(ENV_VAR)
     if not value:
         return None
-    point, _, count = value.partition(":")
-    if point not in POINTS or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{ENV_VAR}={value!r}: expected <point>:<N> with point one of {POINTS} "
-                         f"and N >= 1")
-    return point, int(count)
+    point, _, rest = value.partition(":")
+    count, _, name = rest.partition(":")
+    name = name or "SIGKILL"
+    if point not in POINTS or not count.isdigit() or int(count) < 1 or name not in SIGNALS:
+        raise ValueError(f"{ENV_VAR}={value!r}: expected <point>:<N>[:<signal>] with point one "
+                         f"of {POINTS}, N >= 1 and signal one of {SIGNALS}")
+    return point, int(count), name
 
 
 def reached(point):
@@ -41,10 +48,13 @@ def reached(point):
 
 
 def kill_now():
-    os.kill(os.getpid(), signal.SIGKILL)
+    """Sends this process the configured signal (SIGKILL by default). A handled signal (SIGINT,
+    SIGTERM) has run its Python handler when this returns."""
+    target = _target()
+    os.kill(os.getpid(), getattr(signal, target[2] if target else "SIGKILL"))
 
 
 def kill_if_reached(point):
-    """SIGKILLs the process when `reached(point)`."""
+    """Signals the process when `reached(point)`."""
     if reached(point):
         kill_now()

@@ -89,6 +89,7 @@ class LoAdTrainingHooks:
         self._batches, self._next_propagation = None, None
 
     def adversarial_step(self, propagation):
+        kill_points.kill_if_reached("propagation_start")
         interrupts.raise_if_requested(f"before LoAd propagation {propagation}")
         pixels, labels = self._batch_for(propagation)
         loss = float(self.generator.step(pixels, labels))

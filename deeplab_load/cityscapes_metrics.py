@@ -21,14 +21,14 @@ which are ignored in the ground truth and never predicted by a 19-class model, s
 the same. Means are over the classes / categories that have a score (the official
 ``getScoreAverage`` skips NaN).
 """
-import io
 import os
 
 import numpy as np
-from PIL import Image
 
-from deeplab_load.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID
-from deeplab_load.data.common import BadExampleError, read_bytes
+from deeplab_load.data import tfrecords
+from deeplab_load.data.cityscapes import (CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, LABEL_IDS_SUFFIX,
+                                         decode_instance_ids, instance_ids_path,
+                                         read_instance_ids)
 
 NUM_CLASSES = len(CLASS_NAMES)
 CATEGORIES = (
@@ -56,37 +56,6 @@ CATEGORY_OF_TRAIN_ID = np.full(256, -1, np.int64)
 """int64 [256]: train id -> category index (-1 for ignore)."""
 for _index, (_, _train_ids) in enumerate(CATEGORIES):
     CATEGORY_OF_TRAIN_ID[list(_train_ids)] = _index
-
-INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
-LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
-
-
-def instance_ids_path(label_path):
-    """``*_gtFine_labelIds.png`` -> the ``*_gtFine_instanceIds.png`` beside it."""
-    label_path = os.fspath(label_path)
-    if not label_path.endswith(LABEL_IDS_SUFFIX):
-        raise ValueError(f"not a Cityscapes fine label file: {label_path}")
-    return label_path[:-len(LABEL_IDS_SUFFIX)] + INSTANCE_IDS_SUFFIX
-
-
-def decode_instance_ids(data, name):
-    """int64 [H, W] instance ids of ``*_instanceIds.png`` bytes (16-bit); BadExampleError
-    names ``name``."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            values = np.asarray(img)
-    except Exception as err:  # Pillow raises several unrelated types for corrupt data.
-        raise BadExampleError(name, f"cannot decode instance-id PNG ({err})") from err
-    if values.ndim != 2:
-        raise BadExampleError(name, f"instance ids must be one channel, got shape {values.shape}")
-    return values.astype(np.int64)
-
-
-def read_instance_ids(path):
-    """int64 [H, W] instance ids of a ``*_instanceIds.png`` file."""
-    return decode_instance_ids(read_bytes(path), path)
-
 
 class InstanceStats:
     """Weighted true-positive / false-negative pixel sums over ground-truth instances.
@@ -216,7 +185,6 @@ class InstanceLevelEvaluation:
         if tfrecord_dir is not None:
             if not isinstance(split, str):
                 return None
-            from deeplab_load.data import tfrecords
             pngs = tfrecords.instance_pngs(tfrecord_dir, split, dataset.info.name)
             ids = [getattr(item, "id", item) for item in examples]
             if not ids or any(i not in pngs for i in ids):

@@ -225,7 +225,7 @@ def multi_scale_from_flags():
 
 
 def model_source_from_flags():
-    from deeplab_load.model_loading import ModelSource
+    from deeplab_load.checkpoints.model_loading import ModelSource
     return ModelSource(
         run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint, checkpoint_tag=FLAGS.checkpoint_tag,
         zoo_name=FLAGS.zoo_name, model_variant=FLAGS.model_variant,

@@ -14,12 +14,16 @@ from typing import Optional
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load import metrics
-from deeplab_load.traced import PerModel, compiled
+from deeplab_load import cityscapes_metrics, metrics, multi_scale
+from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
+                                                 eval_crop_size, load_model, open_dataset)
+from deeplab_load.data import pipeline
+from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import SplitError
 from deeplab_load.errors import UserError
-from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
-    load_model, open_dataset
+from deeplab_load.models.precision import inference_model
+from deeplab_load.progress import Progress
+from deeplab_load.traced import PerModel, compiled
 
 
 def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flipped_images=False):
@@ -30,8 +34,6 @@ def confusion_matrix_function(model, num_classes, eval_scales=(1.0,), add_flippe
     ``eval_scales`` / ``add_flipped_images``: research/deeplab's multi-scale and flipped
     inference (see ``multi_scale.py``); the defaults are single-scale prediction.
     """
-    from deeplab_load import multi_scale
-
     @compiled
     def batch_confusion(pixels, labels):
         predictions = multi_scale.padded_label_maps(model, pixels, eval_scales,
@@ -49,14 +51,12 @@ def shared_confusion_matrix_function(model, num_classes, eval_scales=(1.0,),
     """`confusion_matrix_function` kept per (model, classes, scales, flip) (`traced.PerModel`):
     a training run that evaluates its model again and again (evaluate, the hold-out) traces
     it once."""
-    from deeplab_load import multi_scale
     key = (num_classes, multi_scale.normalize_scales(eval_scales), bool(add_flipped_images))
     return _CONFUSION_FUNCTIONS.get(model, key, lambda: confusion_matrix_function(model, *key))
 
 
 def labelled_examples(dataset, split, max_images):
     """The split's ExampleRefs (ids with TFRecords), the first ``max_images``; unlabelled: error."""
-    from deeplab_load.data import pipeline
     if getattr(dataset, "tfrecord_dir", None) is not None:
         examples = pipeline.split_ids(dataset, split)
     else:
@@ -90,10 +90,6 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
       ``pipeline.BadExampleLog``); the results say how many under "skipped_examples".
     dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
     """
-    from deeplab_load.data import pipeline
-    from deeplab_load.models.precision import inference_model
-    from deeplab_load.data.batches import Batches
-    from deeplab_load.training.progress import Progress
     computing = inference_model(model, dtype)
     # a bfloat16 copy is made for this call only: its function is not kept
     confusion_function = (shared_confusion_matrix_function if computing is model
@@ -144,7 +140,6 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
 
 def _inference_settings(eval_scales, add_flipped_images):
     """Results entries for multi-scale / flipped inference (none for single scale)."""
-    from deeplab_load import multi_scale
     if multi_scale.is_single_scale(eval_scales, add_flipped_images):
         return {}
     return {"eval_scales": list(multi_scale.normalize_scales(eval_scales)),
@@ -152,7 +147,6 @@ def _inference_settings(eval_scales, add_flipped_images):
 
 
 def _cityscapes_scores(matrix):
-    from deeplab_load import cityscapes_metrics
     return cityscapes_metrics.instance_scores(matrix)
 
 
@@ -160,7 +154,6 @@ class _InstanceLevelBatches:
     """Label maps of a batch -> confusion matrix, feeding Cityscapes instance statistics."""
 
     def __init__(self, model, num_classes, evaluation, eval_scales, add_flipped_images):
-        from deeplab_load import multi_scale
         self.evaluation = evaluation
         self.num_classes = num_classes
         self.label_maps = multi_scale.label_map_function(model, eval_scales, add_flipped_images)
@@ -179,7 +172,6 @@ class _InstanceLevelBatches:
 def _instance_level_evaluation(model, dataset, examples, split, eval_scales, add_flipped_images):
     """Cityscapes with instance ids for every example (gtFine_instanceIds.png beside the labels,
     or in our TFRecords): nIoU is computed too."""
-    from deeplab_load import cityscapes_metrics
     evaluation = cityscapes_metrics.InstanceLevelEvaluation.for_examples(dataset, examples, split)
     if evaluation is None:
         return None
@@ -199,9 +191,9 @@ def write_results(results, output_dir):
     title = f"# {results.get('dataset', '')} {results.get('split', '')}: mIoU\n\n"
     if results.get("checkpoint"):
         title += f"Checkpoint: `{results['checkpoint']}`, {results.get('num_images')} images.\n\n"
-    from deeplab_load.cityscapes_metrics import format_markdown as cityscapes_markdown
     with open(markdown_path, "w", encoding="utf-8") as f:
-        f.write(title + metrics.format_markdown_table(results) + cityscapes_markdown(results))
+        f.write(title + metrics.format_markdown_table(results)
+                + cityscapes_metrics.format_markdown(results))
     return json_path, markdown_path
 
 

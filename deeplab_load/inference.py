@@ -8,25 +8,8 @@ with ``align_corners=True`` bilinear interpolation, and the result is cropped ba
 import numpy as np
 import tensorflow as tf
 
+from deeplab_load.models.ops import padded_pixels, resize_bilinear_align_corners
 from deeplab_load.traced import PerModel, compiled
-
-PAD_PIXEL_VALUE = 127.5
-
-
-def resize_bilinear_align_corners(images, size):
-    """TF1 ``resize_bilinear(images, size, align_corners=True)`` on float ``[B,h,w,C]``.
-
-    ``size`` is ``(height, width)`` (ints or an int32 tensor). Returns ``[B,H,W,C]`` in the
-    input's float dtype (the op itself always computes float32, so bfloat16/float16 inputs under
-    mixed precision get their dtype back and can be concatenated with other branches).
-    """
-    images = tf.convert_to_tensor(images)
-    size = tf.cast(tf.convert_to_tensor(size), tf.int32)
-    resized = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True,
-                                        half_pixel_centers=False)
-    if images.dtype.is_floating and images.dtype != tf.float32:
-        resized = tf.cast(resized, images.dtype)
-    return resized
 
 
 def upsample_logits(logits, size):
@@ -60,16 +43,6 @@ _PREDICT_FUNCTIONS = PerModel()
 def _predict_function(model):
     """One traced function per model: uint8 images + padded size -> logits at the image size."""
     return _PREDICT_FUNCTIONS.get(model, None, lambda: _new_predict_function(model))
-
-
-def padded_pixels(images, padded_size):
-    """(float32 pixels [B,Hp,Wp,3] padded at the bottom/right with PAD_PIXEL_VALUE, H, W) of
-    uint8 images [B,H,W,3] (graph code)."""
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    pixels = tf.pad(tf.cast(images, tf.float32), [[0, 0], [0, padded_size[0] - height],
-                                                  [0, padded_size[1] - width], [0, 0]],
-                    constant_values=PAD_PIXEL_VALUE)
-    return pixels, height, width
 
 
 def _new_predict_function(model):

@@ -19,6 +19,7 @@ are bit-identical to single-scale prediction (argmax of the upsampled logits).
 import tensorflow as tf
 
 from deeplab_load import inference
+from deeplab_load.models.ops import padded_pixels, resize_bilinear_align_corners
 from deeplab_load.traced import PerModel, compiled
 
 SINGLE_SCALE = (1.0,)
@@ -64,13 +65,13 @@ def multi_scale_probabilities(model, pixels, eval_scales, add_flipped_images):
         for flipped in ((False, True) if add_flipped_images else (False,)):
             images = tf.reverse(pixels, [2]) if flipped else pixels
             if scale != 1.0:
-                images = inference.resize_bilinear_align_corners(
+                images = resize_bilinear_align_corners(
                     images, scale_dimension(size, scale))
             logits = tf.cast(model(images, training=False), tf.float32)
-            logits = inference.resize_bilinear_align_corners(logits, grid)
+            logits = resize_bilinear_align_corners(logits, grid)
             if flipped:
                 logits = tf.reverse(logits, [2])
-            logits = inference.resize_bilinear_align_corners(logits, size)
+            logits = resize_bilinear_align_corners(logits, size)
             probabilities.append(tf.nn.softmax(logits, axis=-1))
     return tf.reduce_mean(tf.stack(probabilities, axis=-1), axis=-1)
 
@@ -110,7 +111,7 @@ def _probabilities_function(model, scales, add_flipped_images):
     def make():
         @compiled
         def function(images, padded_size):
-            pixels, height, width = inference.padded_pixels(images, padded_size)
+            pixels, height, width = padded_pixels(images, padded_size)
             probabilities = multi_scale_probabilities(model, pixels, scales, add_flipped_images)
             return probabilities[:, :height, :width, :]
         return function

@@ -21,10 +21,18 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from deeplab_load import visualize
+from deeplab_load import multi_scale, visualize
+from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
+                                                 eval_crop_size, load_model, open_dataset)
+from deeplab_load.data import DatasetInfo, dataset_info
+from deeplab_load.data.cityscapes import TRAIN_ID_TO_LABEL_ID
+from deeplab_load.data.common import BadExampleError, decode_image, read_bytes
+from deeplab_load.data.pipeline import BadExampleLog
 from deeplab_load.errors import FlagError, UserError
-from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
-    load_model, open_dataset
+from deeplab_load.models.precision import inference_model
+from deeplab_load.output_folder import IncompleteMarker, inside
+from deeplab_load.progress import Progress
 
 FORMATS = ("raw", "color", "overlay", "voc_submission", "cityscapes_submission")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -48,7 +56,6 @@ def cityscapes_frame(example_id):
 def output_path(fmt, output_dir, example_id):
     """Where :func:`write_prediction` puts the PNG of ``example_id`` in format ``fmt``; always
     inside ``output_dir`` (``OutsideOutputFolderError`` for an id that would leave it)."""
-    from deeplab_load.output_folder import inside
     if fmt in ("raw", "color", "overlay"):
         return inside(output_dir, example_id + ".png")
     if fmt == "voc_submission":
@@ -88,7 +95,6 @@ def write_prediction(fmt, output_dir, example_id, image, labels, info):
     elif fmt == "voc_submission":
         visualize.save_label_png(path, labels, palette=visualize.voc_palette())
     elif fmt == "cityscapes_submission":
-        from deeplab_load.data.cityscapes import TRAIN_ID_TO_LABEL_ID
         visualize.save_label_png(path, np.asarray(TRAIN_ID_TO_LABEL_ID)[labels])
     return path
 
@@ -125,12 +131,6 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
     says so; if the run stops with an error it names the error and stays.
     dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
     """
-    from deeplab_load.models.precision import inference_model
-    from deeplab_load import multi_scale
-    from deeplab_load.data.common import BadExampleError
-    from deeplab_load.data.pipeline import BadExampleLog
-    from deeplab_load.output_folder import IncompleteMarker
-    from deeplab_load.training.progress import Progress
     model = inference_model(model, dtype)
     check_format(fmt, info)
     examples = list(examples)
@@ -164,8 +164,6 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
 
 def dataset_examples(dataset, split):
     """``(id, load)`` pairs of a data-set split (labels are not read)."""
-    from deeplab_load.data.common import decode_image, read_bytes
-
     def loader(ref):
         return lambda: decode_image(read_bytes(ref.image_path), ref.image_path)
 
@@ -174,7 +172,6 @@ def dataset_examples(dataset, split):
 
 def folder_examples(input_dir):
     """``(id, load)`` pairs of the images in a folder."""
-    from deeplab_load.data.common import decode_image, read_bytes
     return [(example_id, (lambda p=path: decode_image(read_bytes(p), p)))
             for example_id, path in image_folder_examples(input_dir)]
 
@@ -182,7 +179,6 @@ def folder_examples(input_dir):
 def folder_info(dataset_name=None, num_classes=None):
     """DatasetInfo for images outside a data set: the named data set's classes and palette
     (nothing is read from disk), or ``num_classes`` generic classes with the VOC palette."""
-    from deeplab_load.data import DatasetInfo, dataset_info
     if dataset_name:
         return dataset_info(dataset_name)
     if not num_classes:
@@ -224,7 +220,6 @@ def _folder_classes(source, spec):
     if spec is not None:
         return spec.config.num_classes
     if source.zoo_name:
-        from deeplab_load import zoo
         return zoo.get_entry(source.zoo_name).config.num_classes
     return None
 

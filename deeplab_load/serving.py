@@ -23,11 +23,14 @@ from typing import Optional
 import tensorflow as tf
 from absl import logging
 
+from deeplab_load import multi_scale
+from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
+                                                 eval_crop_size, load_model)
+from deeplab_load.checkpoints.model_spec import ModelSpec, write_model_spec
+from deeplab_load.data import dataset_info
 from deeplab_load.errors import FlagError, UserError
-from deeplab_load.model_loading import ModelSource, check_eval_crop_size, eval_crop_size, \
-    load_model
-from deeplab_load.model_spec import ModelSpec, write_model_spec
-from deeplab_load.inference import padded_pixels, resize_bilinear_align_corners
+from deeplab_load.models.ops import padded_pixels, resize_bilinear_align_corners
+from deeplab_load.models.precision import compute_dtype, inference_model
 
 METADATA_FILE = "deeplab_export.json"
 
@@ -38,7 +41,6 @@ class _Serving(tf.Module):
     def __init__(self, model, eval_crop_size, with_probabilities, eval_scales=(1.0,),
                  add_flipped_images=False):
         super().__init__(name="deeplab_serving")
-        from deeplab_load import multi_scale
         self.eval_scales = multi_scale.normalize_scales(eval_scales)
         self.add_flipped_images = bool(add_flipped_images)
         self.model = model
@@ -60,7 +62,6 @@ class _Serving(tf.Module):
                 tf.stack([height, width]), padded_size,
                 message="image larger than the eval crop size of this export")
         pixels, _, _ = padded_pixels(images, padded_size)
-        from deeplab_load import multi_scale
         if not multi_scale.is_single_scale(self.eval_scales, self.add_flipped_images):
             probabilities = multi_scale.multi_scale_probabilities(
                 self.model, pixels, self.eval_scales, self.add_flipped_images)
@@ -79,7 +80,6 @@ class _Serving(tf.Module):
 
 def _metadata(model, eval_crop_size, with_probabilities, class_names, eval_scales=(1.0,),
               add_flipped_images=False):
-    from deeplab_load.models.precision import compute_dtype
     config = getattr(model, "deeplab_config", None)
     return {
         "compute_dtype": compute_dtype(model),
@@ -121,7 +121,6 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     ``dtype``: "float32" or "bfloat16", the compute dtype of the exported graph
     (``models.precision.inference_model``; logits and outputs stay float32).
     """
-    from deeplab_load.models.precision import inference_model
     model = inference_model(model, dtype)
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:
@@ -172,7 +171,6 @@ class ExportConfig:
 
 def run_export(config, log=logging.info):
     """Loads the model of ``config`` and exports it; returns (path, eval crop size, description)."""
-    from deeplab_load.data import dataset_info
     if not config.export_dir:
         raise FlagError("--export_dir is required")
     if os.path.exists(config.export_dir) and not config.overwrite:

@@ -8,6 +8,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from deeplab_load.data import cityscapes
+
 IGNORE_LABEL = 255
 
 
@@ -30,7 +32,6 @@ def voc_palette(num_colors=256):
 
 def cityscapes_palette():
     """The 19 Cityscapes train-id colours, uint8 ``[19, 3]``."""
-    from deeplab_load.data import cityscapes
     return np.asarray(cityscapes.PALETTE, np.uint8)
 
 

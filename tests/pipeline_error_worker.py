@@ -64,7 +64,7 @@ def main(pipeline_name, work_dir):
 
     if pipeline_name == "stage1":
         from deeplab_load.training import steps
-        from deeplab_load.training.checkpoint_store import CheckpointStore
+        from deeplab_load.checkpoints.store import CheckpointStore
         from deeplab_load.training.stage1 import run_stage1
         from deeplab_load.training.strategy import make_strategy
         strategy = make_strategy("default")

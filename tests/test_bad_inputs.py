@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import model_spec, prediction as predict
+from deeplab_load import prediction as predict
+from deeplab_load.checkpoints import model_spec
 from deeplab_load.data import BadExampleError, get_dataset, pipeline, tfrecords
 from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import BadIdListError, decode_image

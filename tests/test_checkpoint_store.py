@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load.training.checkpoint_store import CheckpointStore
-from deeplab_load.training.progress import Progress, format_duration
+from deeplab_load.checkpoints.store import CheckpointStore
+from deeplab_load.progress import Progress, format_duration
 
 
 def make_store(root):

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import checkpoints, evaluation, metrics, prediction
+from deeplab_load import evaluation, metrics, prediction
+from deeplab_load.checkpoints.restore import restore_checkpoint
 from deeplab_load.data import get_dataset
 from deeplab_load.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
@@ -72,7 +73,7 @@ def cityscapes_model(make_golden_checkpoint, tmp_path_factory):
     """A 19-class MobileNetV2 DeepLab (VOC golden weights, seeded logits) and its weights file."""
     keras.utils.set_random_seed(0)
     model = build_deeplab(DeepLabConfig("mobilenet_v2", 19, 16, (), None))
-    checkpoints.restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
+    restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
     path = str(tmp_path_factory.mktemp("weights") / "model.weights.h5")
     model.save_weights(path)
     return model, path

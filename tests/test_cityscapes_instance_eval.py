@@ -28,7 +28,8 @@ if importlib.util.find_spec("cityscapesscripts") is None:
 
 from deeplab_load import cityscapes_metrics, evaluation, metrics, prediction  # noqa: E402
 from deeplab_load.data import get_dataset  # noqa: E402
-from deeplab_load.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID  # noqa: E402
+from deeplab_load.data.cityscapes import (CLASS_NAMES, LABEL_ID_TO_TRAIN_ID,  # noqa: E402
+                                         instance_ids_path, read_instance_ids)
 from fake_datasets import make_fake_cityscapes  # noqa: E402
 
 INSTANCE_LABEL_IDS = np.arange(24, 34)  # person .. bicycle, caravan 29 and trailer 30 included
@@ -75,7 +76,7 @@ def add_instance_ids(tree, split, seed):
         k = np.kron(tiles, np.ones((16, 16), np.int64))[:height, :width]
         instance = np.isin(label_ids, INSTANCE_LABEL_IDS) & (k >= 0)
         ids = np.where(instance, label_ids * 1000 + k, label_ids).astype(np.uint16)
-        Image.fromarray(ids).save(cityscapes_metrics.instance_ids_path(ref.label_path))
+        Image.fromarray(ids).save(instance_ids_path(ref.label_path))
     return dataset
 
 
@@ -129,8 +130,8 @@ def test_scores_equal_official_functions(tmp_path):
                                                ref.id, None, predictions, dataset.info),
                       ref.label_path])
         stream.update(train_ids, predictions)
-        stats.add(predictions, cityscapes_metrics.read_instance_ids(
-            cityscapes_metrics.instance_ids_path(ref.label_path)))
+        stats.add(predictions, read_instance_ids(
+            instance_ids_path(ref.label_path)))
     ours = metrics.results_dict(stream.matrix, CLASS_NAMES)
     ours.update(cityscapes_metrics.instance_scores(stream.matrix, stats))
     assert stats.num_instances > 20

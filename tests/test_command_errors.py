@@ -11,12 +11,12 @@ import pytest
 from deeplab_load import cli
 from deeplab_load.errors import FlagError, UserError
 from deeplab_load.evaluation import EvaluateConfig, run_evaluation
-from deeplab_load.model_loading import ModelSource
-from deeplab_load.model_spec import ModelSpec, write_model_spec
+from deeplab_load.checkpoints.model_loading import ModelSource
+from deeplab_load.checkpoints.model_spec import ModelSpec, write_model_spec
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 from deeplab_load.prediction import PredictConfig, run_prediction
 from deeplab_load.serving import ExportConfig, run_export
-from deeplab_load.training.checkpoint_store import CheckpointStore
+from deeplab_load.checkpoints.store import CheckpointStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = DeepLabConfig(backbone="mobilenet_v2", num_classes=6, output_stride=8, atrous_rates=(),
@@ -161,7 +161,7 @@ def test_commands_refuse_a_model_with_non_finite_weights(tmp_path):
     checkpoint (their argmax would otherwise give an ordinary-looking mIoU)."""
     import numpy as np
     from deeplab_load.errors import NonFiniteError
-    from deeplab_load.model_loading import load_model
+    from deeplab_load.checkpoints.model_loading import load_model
     model = build_deeplab(TINY)
     kernel = next(v for v in model.weights if v.path.endswith("kernel"))
     kernel.assign(np.full(kernel.shape, np.nan, np.float32))

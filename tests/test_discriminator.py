@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models.ops import resize_bilinear_align_corners
 from deeplab_load.models import discriminator as disc
 
 K = 3

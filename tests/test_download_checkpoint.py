@@ -11,7 +11,7 @@ import urllib.error
 import pytest
 import tensorflow as tf
 
-from deeplab_load import zoo
+from deeplab_load.checkpoints import zoo
 
 NAME = "mobilenetv2_coco_voc_trainaug"  # its config is the golden mobilenetv2_voc_os16 one
 MANIFEST = "manifest_mobilenetv2_voc_os16.json"

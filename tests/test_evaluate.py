@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load import checkpoints, evaluation, inference, metrics
+from deeplab_load import evaluation, inference, metrics
+from deeplab_load.checkpoints.restore import restore_checkpoint
+from deeplab_load.checkpoints.store import variable_table
 from deeplab_load.data import get_dataset
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
-from deeplab_load.training.checkpoint_store import variable_table
 from fake_datasets import make_fake_voc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,7 @@ def tf1_checkpoint(make_golden_checkpoint):
 @pytest.fixture(scope="module")
 def model(tf1_checkpoint):
     model = build_deeplab(MNV2_VOC)
-    checkpoints.restore_checkpoint(model, tf1_checkpoint)
+    restore_checkpoint(model, tf1_checkpoint)
     return model
 
 
@@ -121,7 +122,7 @@ def test_restore_our_checkpoint_formats(model, tmp_path):
     assert not _weights_equal(model, fresh)
     prefix = tf.train.Checkpoint(generator=variable_table(model)).write(
         str(tmp_path / "plain" / "ckpt"))
-    assert "checkpoint" in checkpoints.restore_checkpoint(fresh, prefix)
+    assert "checkpoint" in restore_checkpoint(fresh, prefix)
     assert _weights_equal(model, fresh)
 
     # a CheckpointStore-style folder: tags.json -> ckpt_<n>/ckpt
@@ -129,23 +130,23 @@ def test_restore_our_checkpoint_formats(model, tmp_path):
     tf.train.Checkpoint(model=variable_table(model)).write(str(store / "ckpt_000003" / "ckpt"))
     (store / "tags.json").write_text(json.dumps({"g_best": "ckpt_000003"}))
     fresh = build_deeplab(MNV2_VOC)
-    assert "ckpt_000003" in checkpoints.restore_checkpoint(fresh, str(store))
+    assert "ckpt_000003" in restore_checkpoint(fresh, str(store))
     assert _weights_equal(model, fresh)
     with pytest.raises(ValueError, match="no tag 'g_end'"):
-        checkpoints.restore_checkpoint(fresh, str(store), tag="g_end")
+        restore_checkpoint(fresh, str(store), tag="g_end")
 
 
 
 def test_restore_from_a_checkpoint_store_folder(model, tmp_path):
     import keras
-    from deeplab_load.training.checkpoint_store import CheckpointStore
+    from deeplab_load.checkpoints.store import CheckpointStore
     optimizer = keras.optimizers.SGD(momentum=0.9)
     optimizer.build(model.trainable_variables)
     store = CheckpointStore(str(tmp_path / "checkpoints"), model=model, optimizer=optimizer)
     store.save("g_s")
     store.save("g_best")
     fresh = build_deeplab(MNV2_VOC)
-    description = checkpoints.restore_checkpoint(fresh, str(tmp_path / "checkpoints"))
+    description = restore_checkpoint(fresh, str(tmp_path / "checkpoints"))
     assert store.tags["g_best"] in description  # g_best is preferred over g_s
     assert _weights_equal(model, fresh)
 
@@ -154,10 +155,10 @@ def test_restore_keras_weights_file(model, tmp_path):
     h5 = str(tmp_path / "model.weights.h5")
     model.save_weights(h5)
     fresh = build_deeplab(MNV2_VOC)
-    checkpoints.restore_checkpoint(fresh, h5)
+    restore_checkpoint(fresh, h5)
     assert _weights_equal(model, fresh)
     fresh = build_deeplab(MNV2_VOC)
-    assert "model.weights.h5" in checkpoints.restore_checkpoint(fresh, str(tmp_path))  # its folder
+    assert "model.weights.h5" in restore_checkpoint(fresh, str(tmp_path))  # its folder
     assert _weights_equal(model, fresh)
 
 
@@ -166,9 +167,9 @@ def test_restore_rejects_checkpoint_of_another_model(model, tmp_path):
     prefix = tf.train.Checkpoint(model=variable_table(other)).write(
         str(tmp_path / "other" / "ckpt"))
     with pytest.raises(Exception, match="ckpt"):
-        checkpoints.restore_checkpoint(build_deeplab(MNV2_VOC), prefix)
+        restore_checkpoint(build_deeplab(MNV2_VOC), prefix)
     with pytest.raises(FileNotFoundError, match="missing_dir"):
-        checkpoints.restore_checkpoint(model, str(tmp_path / "missing_dir"))
+        restore_checkpoint(model, str(tmp_path / "missing_dir"))
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from deeplab_load import checkpoints, inference, serving
+from deeplab_load import inference, serving
+from deeplab_load.checkpoints.restore import restore_checkpoint
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,7 @@ RELOAD_SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def model(make_golden_checkpoint):
     model = build_deeplab(MNV2_VOC)
-    checkpoints.restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
+    restore_checkpoint(model, make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json"))
     return model
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load import inference, zoo
+from deeplab_load import inference
+from deeplab_load.checkpoints import zoo
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab, checkpoint_variables
 
 LOGITS_ATOL = {"xception_65": 1e-3, "mobilenet_v2": 1e-2}

@@ -7,7 +7,8 @@ import pytest
 import keras
 import tensorflow as tf
 
-from deeplab_load import metrics, zoo
+from deeplab_load import metrics
+from deeplab_load.checkpoints import zoo
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.inference import label_map_function, predict_labels
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
@@ -174,7 +175,7 @@ def test_bfloat16_evaluate_uses_the_bfloat16_model(trained_demo):
 
 def test_mixed_bfloat16_training_keeps_logits_and_loss_float32(bfloat16_policy):
     from deeplab_load import losses
-    from deeplab_load.inference import resize_bilinear_align_corners
+    from deeplab_load.models.ops import resize_bilinear_align_corners
     keras.utils.set_random_seed(0)
     model = build_deeplab(DeepLabConfig("mobilenet_v2", 3, 16, (), None))
     assert compute_dtype(model) == "bfloat16"

@@ -25,7 +25,7 @@ from deeplab_load import evaluation as evaluate
 from deeplab_load.data import BadExampleError, get_dataset, pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.training import map_sets, steps
-from deeplab_load.training.checkpoint_store import CheckpointStore
+from deeplab_load.checkpoints.store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.stage1 import run_stage1
 from deeplab_load.training.strategy import make_strategy

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_load import checkpoints, inference, prediction, visualize
+from deeplab_load import inference, prediction, visualize
+from deeplab_load.checkpoints.restore import restore_checkpoint
 from deeplab_load.errors import UserError
 from deeplab_load.data import cityscapes as cityscapes_data
 from deeplab_load.data import get_dataset
@@ -27,7 +28,7 @@ def tf1_checkpoint(make_golden_checkpoint):
 def _model(num_classes, checkpoint):
     keras.utils.set_random_seed(0)  # logits of a 19-class model are not in the VOC checkpoint
     model = build_deeplab(DeepLabConfig("mobilenet_v2", num_classes, 16, (), None))
-    checkpoints.restore_checkpoint(model, checkpoint)
+    restore_checkpoint(model, checkpoint)
     return model
 
 

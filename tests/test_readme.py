@@ -4,7 +4,7 @@ import pathlib
 import re
 
 
-from deeplab_load import zoo
+from deeplab_load.checkpoints import zoo
 
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load import checkpoints
+from deeplab_load.checkpoints.restore import restore_checkpoint
+from deeplab_load.checkpoints.store import CheckpointStore, read_model_weights
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.training import run_lock, stage1
-from deeplab_load.training.checkpoint_store import CheckpointStore, read_model_weights
 from deeplab_load.training.events import EventLog
 
 
@@ -94,9 +94,9 @@ def test_corrupt_tags_json_is_named(tmp_path, content):
     with pytest.raises(DamagedFileError, match="tags.json"):
         CheckpointStore(str(tmp_path), model=dropout_model())
     if content.startswith("["):
-        return    # valid JSON: checkpoints.tagged_prefix's own checks apply
+        return    # valid JSON: restore.tagged_prefix's own checks apply
     with pytest.raises(DamagedFileError, match="tags.json is damaged"):
-        checkpoints.restore_checkpoint(dropout_model(), str(tmp_path))
+        restore_checkpoint(dropout_model(), str(tmp_path))
 
 
 def test_stage1_resumes_from_the_previous_snapshot_when_the_latest_is_damaged(tmp_path, caplog):

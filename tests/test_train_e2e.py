@@ -125,7 +125,7 @@ def test_discriminator_accuracy_is_logged_per_round_and_epoch(finished_run):
 def test_exported_model_gives_the_final_label_maps(finished_run, demo_dir):
     import tensorflow as tf
     from deeplab_load.data import get_dataset
-    from deeplab_load.checkpoints import restore_checkpoint
+    from deeplab_load.checkpoints.restore import restore_checkpoint
     from deeplab_load.inference import predict_labels
     from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
     run_dir, _ = finished_run
@@ -168,7 +168,7 @@ def test_commands_need_only_the_run_dir(finished_run, tmp_path):
     assert ours["num_images"] == final["num_images"] == 8
     assert abs(ours["miou"] - final["miou"]) < 1e-9, (ours["miou"], final["miou"])
     from deeplab_load.evaluation import EvaluateConfig, run_evaluation
-    from deeplab_load.model_loading import ModelSource
+    from deeplab_load.checkpoints.model_loading import ModelSource
     bf16 = run_evaluation(EvaluateConfig(model=ModelSource(run_dir=run_dir), dtype="bfloat16"),
                           log=lambda *a: None)
     assert bf16["dtype"] == "bfloat16" and "dtype" not in ours

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 import multiworker_worker as tiny
 from deeplab_load import losses
-from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models.ops import resize_bilinear_align_corners
 from deeplab_load.models.deeplab import checkpoint_variables
 from deeplab_load.training import steps
 from deeplab_load.training.weight_decay import decayed_kernels, weight_decay_loss

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load import zoo
+from deeplab_load.checkpoints import zoo
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab, checkpoint_variables
 
 XCEPTION_MANIFEST = "manifest_xception65_voc_os16.json"

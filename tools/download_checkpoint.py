@@ -23,7 +23,7 @@ import zlib
 from absl import app, flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from deeplab_load import zoo  # noqa: E402
+from deeplab_load.checkpoints import zoo  # noqa: E402
 from deeplab_load.models.deeplab import BACKBONE_SCOPES, checkpoint_variables  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -3,13 +3,16 @@ found beside it (``model.json``), and explicit model settings that override the 
 import dataclasses
 from typing import Optional
 
+import numpy as np
 from absl import logging
 
-from deeplab_load.checkpoints import CheckpointNotFoundError, restore_checkpoint
+from deeplab_load.checkpoints.model_spec import (config_differences, find_model_spec,
+                                                 model_config, run_checkpoint_folder)
+from deeplab_load.checkpoints.restore import CheckpointNotFoundError, restore_checkpoint
+from deeplab_load.data import get_dataset
 from deeplab_load.errors import DamagedFileError, FlagError, UserError, first_line
 from deeplab_load.finite import check_model_is_finite
-from deeplab_load.model_spec import (config_differences, find_model_spec, model_config,
-                                     run_checkpoint_folder)
+from deeplab_load.models.deeplab import build_deeplab
 
 # ModelSource fields that describe the architecture (the model flags), in flag order.
 ARCHITECTURE_FIELDS = ("zoo_name", "model_variant", "num_classes", "output_stride",
@@ -80,7 +83,6 @@ def load_model(source, num_classes=None, log=logging.info):
     (when there is one) or suggesting --run_dir; NaN / Inf weights or logits (on seeded pixels)
     are a NonFiniteError naming the checkpoint.
     """
-    from deeplab_load.models.deeplab import build_deeplab
     checkpoint = source.checkpoint_path()
     spec, spec_path = source.find_spec()
     config = resolve_config(source, spec, num_classes)
@@ -109,13 +111,11 @@ def load_model(source, num_classes=None, log=logging.info):
 
 def _probe_pixels(size=65, seed=0):
     """float32 [1, size, size, 3] seeded pixels 0..255: a finite model gives finite logits."""
-    import numpy as np
     return np.random.default_rng(seed).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
 
 
 def open_dataset(spec=None, dataset=None, dataset_dir=None, tfrecord_dir=None):
     """The data set named by the flags, else the one the spec's training run used."""
-    from deeplab_load.data import get_dataset
     data = (spec.data if spec is not None else {}) or {}
     same = spec is not None and dataset in (None, spec.dataset)
     name = dataset or (spec.dataset if spec is not None else None) or "demo"

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Optional
 
+from deeplab_load.checkpoints import zoo
 from deeplab_load.errors import DamagedFileError, UserError
 from deeplab_load.models.deeplab import DeepLabConfig
 
@@ -118,7 +119,6 @@ def model_config(base=None, num_classes=None, model_variant=None, output_stride=
     """
     if base is None:
         if zoo_name:
-            from deeplab_load import zoo
             base = zoo.get_entry(zoo_name).config
         else:
             base = DeepLabConfig()

@@ -10,6 +10,8 @@ import os
 
 import tensorflow as tf
 
+from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints.store import read_model_weights
 from deeplab_load.errors import DamagedFileError, UserError, first_line
 
 # Tags tried in order when a tagged folder is given without a tag.
@@ -50,7 +52,6 @@ def tagged_prefix(folder, tag=None):
 
 
 def _checkpoint_prefix(path):
-    from deeplab_load import zoo
     try:
         return zoo.resolve_checkpoint_prefix(path)
     except FileNotFoundError as err:
@@ -75,8 +76,6 @@ def restore_checkpoint(model, path, tag=None):
     read as an official TF1 DeepLab checkpoint by ``zoo.load_checkpoint``. Errors are
     ``UserError``s naming the path.
     """
-    from deeplab_load import zoo
-    from deeplab_load.training.checkpoint_store import read_model_weights
     path = os.fspath(path)
     if path.endswith(".weights.h5"):
         if not os.path.isfile(path):

@@ -1,10 +1,15 @@
 """Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo) and the tf.data
 pipeline. All data sets give `ExampleRef`s and decode to (uint8 image [H,W,3], uint8 label [H,W])
 with ignore = 255; see `common.py`."""
-from deeplab_load.errors import FlagError
+from deeplab_load.data import cityscapes, demo, stanford, voc
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DatasetInfo, ExampleRef
+from deeplab_load.data.records_only import RecordsDataset
+from deeplab_load.errors import FlagError
 
 DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo")
+# name -> class of the data sets read from files (demo is generated).
+_FILE_DATASETS = {"voc": voc.VocDataset, "cityscapes": cityscapes.CityscapesDataset,
+                  "stanford": stanford.StanfordDataset}
 
 
 def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
@@ -16,24 +21,17 @@ def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
     `tfrecord_dir`, the pipeline reads that split's shards written by
     `tools/build_tfrecords.py` instead of the individual files.
     """
-    if name == "voc":
-        from deeplab_load.data.voc import VocDataset as cls
-    elif name == "cityscapes":
-        from deeplab_load.data.cityscapes import CityscapesDataset as cls
-    elif name == "stanford":
-        from deeplab_load.data.stanford import StanfordDataset as cls
-    elif name == "demo":
-        from deeplab_load.data.demo import DemoDataset
-        dataset = DemoDataset(data_dir, **kwargs)
+    if name == "demo":
+        dataset = demo.DemoDataset(data_dir, **kwargs)
         dataset.tfrecord_dir = tfrecord_dir
         return dataset
-    else:
+    if name not in _FILE_DATASETS:
         raise FlagError(f"--dataset {name!r} is unknown; expected one of "
                         f"{', '.join(DATASET_NAMES)}")
     if kwargs:
         raise TypeError(f"unexpected arguments for dataset {name!r}: {sorted(kwargs)}")
+    cls = _FILE_DATASETS[name]
     if data_dir is None and tfrecord_dir is not None:
-        from deeplab_load.data.records_only import RecordsDataset
         return RecordsDataset(cls.info, tfrecord_dir)
     if data_dir is None:
         raise FlagError(f"--dataset={name} needs --dataset_dir (see README: data sets)")
@@ -48,15 +46,13 @@ def dataset_info(name):
     if name is None:
         return None
     if name == "demo":
-        from deeplab_load.data import demo
         names = demo.CLASS_NAMES
         return DatasetInfo("demo", len(names), names, demo.DEFAULT_IMAGE_SIZE,
                            demo.DEFAULT_IMAGE_SIZE, palette=demo.PALETTE_256[:len(names)])
     if name not in DATASET_NAMES:
         raise FlagError(f"--dataset {name!r} is unknown; expected one of "
                         f"{', '.join(DATASET_NAMES)}")
-    import importlib
-    return importlib.import_module(f"deeplab_load.data.{name}").INFO
+    return _FILE_DATASETS[name].info
 
 
 __all__ = ["dataset_info", "BadExampleError", "DatasetInfo", "ExampleRef", "IGNORE_LABEL", "DATASET_NAMES",

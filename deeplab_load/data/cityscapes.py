@@ -1,9 +1,11 @@
 """Cityscapes: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with
 `gtFine/{split}/{city}/*_gtFine_labelIds.png`, label ids mapped to the 19 train ids."""
 import glob
+import io
 import os
 
 import numpy as np
+from PIL import Image
 
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DataDirError, Dataset, \
     DatasetInfo, ExampleRef, SplitError, decode_index_png, read_bytes
@@ -45,7 +47,8 @@ INFO = DatasetInfo(name="cityscapes", num_classes=19, class_names=CLASS_NAMES,
                    crop_size=(513, 513), eval_crop_size=(1025, 2049), palette=PALETTE)
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
-_LABEL_SUFFIX = "_gtFine_labelIds.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray, path="<labelIds>") -> np.ndarray:
@@ -80,7 +83,7 @@ class CityscapesDataset(Dataset):
         if not os.path.isdir(image_dir):
             raise SplitError(f"Cityscapes split {split!r} not found: {image_dir}")
         label_root = "gtCoarse" if split == "train_extra" else "gtFine"
-        label_suffix = _LABEL_SUFFIX.replace("gtFine", label_root)
+        label_suffix = LABEL_IDS_SUFFIX.replace("gtFine", label_root)
         refs = []
         for image_path in sorted(glob.glob(os.path.join(image_dir, "*", "*" + _IMAGE_SUFFIX))):
             city = os.path.basename(os.path.dirname(image_path))
@@ -100,15 +103,41 @@ class CityscapesDataset(Dataset):
     def instance_png(self, ref, size):
         """Bytes of the ref's ``*_gtFine_instanceIds.png`` (checked to decode to ``size`` =
         (height, width)), or None when it has none (test split, coarse labels, not downloaded)."""
-        from deeplab_load import cityscapes_metrics
-        if ref.label_path is None or not ref.label_path.endswith(_LABEL_SUFFIX):
+        if ref.label_path is None or not ref.label_path.endswith(LABEL_IDS_SUFFIX):
             return None
-        path = cityscapes_metrics.instance_ids_path(ref.label_path)
+        path = instance_ids_path(ref.label_path)
         if not os.path.isfile(path):
             return None
         data = read_bytes(path)
-        ids = cityscapes_metrics.decode_instance_ids(data, path)
+        ids = decode_instance_ids(data, path)
         if ids.shape != tuple(size):
             raise BadExampleError(path, f"instance ids {ids.shape[0]}x{ids.shape[1]} differ from "
                                         f"the image size {size[0]}x{size[1]}")
         return data
+
+
+def instance_ids_path(label_path):
+    """``*_gtFine_labelIds.png`` -> the ``*_gtFine_instanceIds.png`` beside it."""
+    label_path = os.fspath(label_path)
+    if not label_path.endswith(LABEL_IDS_SUFFIX):
+        raise ValueError(f"not a Cityscapes fine label file: {label_path}")
+    return label_path[:-len(LABEL_IDS_SUFFIX)] + INSTANCE_IDS_SUFFIX
+
+
+def decode_instance_ids(data, name):
+    """int64 [H, W] instance ids of ``*_instanceIds.png`` bytes (16-bit); BadExampleError
+    names ``name``."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            values = np.asarray(img)
+    except Exception as err:  # Pillow raises several unrelated types for corrupt data.
+        raise BadExampleError(name, f"cannot decode instance-id PNG ({err})") from err
+    if values.ndim != 2:
+        raise BadExampleError(name, f"instance ids must be one channel, got shape {values.shape}")
+    return values.astype(np.int64)
+
+
+def read_instance_ids(path):
+    """int64 [H, W] instance ids of a ``*_instanceIds.png`` file."""
+    return decode_instance_ids(read_bytes(path), path)

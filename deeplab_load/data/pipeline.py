@@ -32,7 +32,7 @@ from deeplab_load.data import tfrecords
 from deeplab_load.data.batches import assert_no_error, reports_errors_with
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, ExampleRef, as_size, \
     read_id_list, write_id_list_atomic
-from deeplab_load.inference import PAD_PIXEL_VALUE
+from deeplab_load.models.ops import PAD_PIXEL_VALUE
 
 HOLDOUT_FILE = "holdout_ids.txt"
 _FOREVER = 2 ** 62

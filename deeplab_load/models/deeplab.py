@@ -11,7 +11,7 @@ import importlib
 import keras
 import tensorflow as tf
 
-from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models.ops import resize_bilinear_align_corners
 from deeplab_load.models.layers import ConvBN, collect_checkpoint_variables
 
 HEAD_BATCH_NORM_EPSILON = 1e-5

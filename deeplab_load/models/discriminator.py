@@ -17,7 +17,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models.ops import resize_bilinear_align_corners
 from deeplab_load.models.precision import global_policy
 
 DEFAULT_INPUT_SIZE = 224

@@ -23,7 +23,7 @@ import contextlib
 
 import keras
 
-from deeplab_load.models.deeplab import build_deeplab
+from deeplab_load.models.deeplab import DeepLabConfig, backbone_layer, build_deeplab
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -50,7 +50,6 @@ def global_policy(policy):
 def compute_dtype(model):
     """The dtype the backbone of a `build_deeplab` model computes in ("float32", "bfloat16");
     for another model, its own `compute_dtype` (float32 when it has none)."""
-    from deeplab_load.models.deeplab import DeepLabConfig, backbone_layer
     if not isinstance(getattr(model, "deeplab_config", None), DeepLabConfig):
         return getattr(model, "compute_dtype", "float32")
     return backbone_layer(model).compute_dtype

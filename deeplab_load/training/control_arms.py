@@ -21,7 +21,7 @@ from absl import logging
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.training import steps
-from deeplab_load.training.progress import Progress
+from deeplab_load.progress import Progress
 
 CURRENT_TAG = "g_s"      # the hooks take D's hold-out fakes from this tag
 BEST_TAG, LAST_TAG = "adversarial_best", "adversarial_last"

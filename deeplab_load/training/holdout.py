@@ -14,7 +14,8 @@ from deeplab_load import metrics
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.evaluation import shared_confusion_matrix_function
-from deeplab_load.inference import PAD_PIXEL_VALUE, label_map_function
+from deeplab_load.inference import label_map_function
+from deeplab_load.models.ops import PAD_PIXEL_VALUE
 
 
 class HoldoutEvaluator:

@@ -24,22 +24,24 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load.checkpoints import restore_checkpoint
+from deeplab_load.checkpoints.restore import restore_checkpoint
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
 from deeplab_load.errors import FlagError
 from deeplab_load.lookahead.buffer import MapBuffer
 from deeplab_load.lookahead.controller import STATE_FILE, LoAdConfig, LoAdController
-from deeplab_load.model_spec import RUN_CHECKPOINT_FOLDERS, ModelSpec, model_config, \
+from deeplab_load.lookahead.convergence_plot import plot_convergence
+from deeplab_load.checkpoints.model_spec import RUN_CHECKPOINT_FOLDERS, ModelSpec, model_config, \
     write_model_spec
 from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
+from deeplab_load.serving import export_saved_model
 from deeplab_load.training import interrupts, reporting, run_lock, steps
-from deeplab_load.training.checkpoint_store import CheckpointStore
+from deeplab_load.checkpoints.store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
-from deeplab_load.training.progress import format_duration, Progress
+from deeplab_load.progress import format_duration, Progress
 from deeplab_load.training.stage1 import run_stage1, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory
 
@@ -361,7 +363,6 @@ def _miou(results):
 
 
 def write_convergence_plot(history, path):
-    from deeplab_load.lookahead.convergence_plot import plot_convergence
     try:
         plot_convergence(history, path)
     except ImportError as err:
@@ -371,7 +372,6 @@ def write_convergence_plot(history, path):
 
 
 def export_final(model, export_dir, eval_crop_size, spec=None):
-    from deeplab_load.serving import export_saved_model
     if os.path.exists(export_dir):
         logging.info("export %s exists: replacing it atomically", export_dir)
     export_saved_model(model, export_dir, eval_crop_size=eval_crop_size, spec=spec)

@@ -20,7 +20,7 @@ from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import read_json, write_json_atomic
 from deeplab_load.training import interrupts, kill_points
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
-from deeplab_load.training.progress import Progress
+from deeplab_load.progress import Progress
 
 STATE_FILE = "stage1_state.json"
 WORKING_TAG = "stage1_working"

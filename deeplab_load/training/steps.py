@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from deeplab_load import losses
 from deeplab_load.data.batches import Batches
-from deeplab_load.inference import resize_bilinear_align_corners
+from deeplab_load.models.ops import resize_bilinear_align_corners
 from deeplab_load.models import discriminator as disc
 from deeplab_load.traced import compiled
 from deeplab_load.training.strategy import distribute_dataset

@@ -29,6 +29,7 @@ from deeplab_load.data import tfrecords
 from deeplab_load.data.cityscapes import (CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, LABEL_IDS_SUFFIX,
                                          decode_instance_ids, instance_ids_path,
                                          read_instance_ids)
+from deeplab_load.data.common import BadExampleError
 
 NUM_CLASSES = len(CLASS_NAMES)
 CATEGORIES = (

@@ -6,15 +6,14 @@ compared with the padded label, so the padding (label 255) is never counted. Thi
 numbers of ``inference.predict_labels`` followed by a crop.
 """
 import dataclasses
-import json
 import os
 import time
 from typing import Optional
 
-import tensorflow as tf
 from absl import logging
 
 from deeplab_load import cityscapes_metrics, metrics, multi_scale
+from deeplab_load.atomic_files import write_json_atomic, write_text_atomic
 from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
                                                  eval_crop_size, load_model, open_dataset)
 from deeplab_load.data import pipeline
@@ -184,16 +183,12 @@ def write_results(results, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, "results.json")
     markdown_path = os.path.join(output_dir, "results.md")
-    tmp = json_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, json_path)
+    write_json_atomic(json_path, results, sort_keys=False)
     title = f"# {results.get('dataset', '')} {results.get('split', '')}: mIoU\n\n"
     if results.get("checkpoint"):
         title += f"Checkpoint: `{results['checkpoint']}`, {results.get('num_images')} images.\n\n"
-    with open(markdown_path, "w", encoding="utf-8") as f:
-        f.write(title + metrics.format_markdown_table(results)
-                + cityscapes_metrics.format_markdown(results))
+    write_text_atomic(markdown_path, title + metrics.format_markdown_table(results)
+                      + cityscapes_metrics.format_markdown(results))
     return json_path, markdown_path
 
 

@@ -10,7 +10,7 @@ variants are for single-device use and tests.
 """
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from deeplab_load.models.ops import IGNORE_LABEL
 
 
 def cross_entropy_sum_and_count(labels, logits, pixel_weights=None, ignore_label=IGNORE_LABEL):

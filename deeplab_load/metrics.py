@@ -16,7 +16,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from deeplab_load.models.ops import IGNORE_LABEL
 
 
 def confusion_matrix_numpy(labels, predictions, num_classes, ignore_label=IGNORE_LABEL):

@@ -3,14 +3,13 @@
 - `inside(root, relative)` is the one way writers turn a name (an example id, a shard name)
   into a path: it refuses anything that would land outside `root` (absolute names, `..`,
   symlinked folders leading out).
-- `write_file_atomic` writes through a temporary file and a rename, so a reader never sees half
-  a file, and a symlink already at the target is replaced, not followed.
 - `IncompleteMarker` leaves an `INCOMPLETE` file in the folder while a run writes into it; it
   says what stopped the run if it fails and is removed when the run completes.
 """
 import os
 import time
 
+from deeplab_load.atomic_files import write_file_atomic
 from deeplab_load.errors import UserError
 
 INCOMPLETE_FILE = "INCOMPLETE"
@@ -32,20 +31,6 @@ def inside(root, relative) -> str:
             or os.path.commonpath([real_root, real_parent]) != real_root):
         raise OutsideOutputFolderError(f"{path}: refusing to write outside the output folder "
                                        f"{root} (from the name {relative!r})")
-    return path
-
-
-def write_file_atomic(path, data: bytes) -> str:
-    """Writes `data` to `path` via a temporary file in its folder and os.replace."""
-    tmp = os.path.join(os.path.dirname(path) or ".",
-                       f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -8,9 +8,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from deeplab_load.atomic_files import replacing
 from deeplab_load.data import cityscapes
-
-IGNORE_LABEL = 255
+from deeplab_load.models.ops import IGNORE_LABEL
 
 
 def voc_palette(num_colors=256):
@@ -91,9 +91,8 @@ def overlay(image, label_map, palette, alpha=0.5):
 
 def _save(img, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.png"
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def save_label_png(path, label_map, palette=None):

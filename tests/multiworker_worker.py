@@ -46,14 +46,14 @@ def make_batches(num_batches, seed=0):
 def tiny_deeplab(checkpoint):
     """MobileNetV2 DeepLab (OS16, no ASPP/decoder), 3 classes, golden weights + seeded logits."""
     import keras
-    from deeplab_load.checkpoints import zoo
+    from deeplab_load.checkpoints import tf1
     from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
 
     config = DeepLabConfig(backbone="mobilenet_v2", num_classes=NUM_CLASSES, output_stride=16,
                            atrous_rates=(), decoder_output_stride=None)
     keras.utils.set_random_seed(0)
     model = build_deeplab(config)
-    zoo.load_checkpoint(model, checkpoint)
+    tf1.load_checkpoint(model, checkpoint)
     return model
 
 

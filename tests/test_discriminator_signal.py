@@ -1,7 +1,6 @@
 """The adversarial signal: D's inference mode means something, D sees one geometry, G reads
 the configured training split."""
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from deeplab_load.data import pipeline

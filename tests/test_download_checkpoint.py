@@ -11,7 +11,7 @@ import urllib.error
 import pytest
 import tensorflow as tf
 
-from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints import tf1, zoo
 
 NAME = "mobilenetv2_coco_voc_trainaug"  # its config is the golden mobilenetv2_voc_os16 one
 MANIFEST = "manifest_mobilenetv2_voc_os16.json"
@@ -56,7 +56,7 @@ def test_local_tarball_is_unpacked_verified_and_loadable(good_tarball, tmp_path)
     prefix = tool.fetch_checkpoint(NAME, str(dest), tarball=good_tarball, stream=io.StringIO())
     assert prefix == str(dest / NAME / "deeplabv3_mnv2_pascal_train_aug" / "model.ckpt")
     assert sorted(os.listdir(dest)) == [NAME]  # no temporary files left
-    report = zoo.load_checkpoint(zoo.build_from_zoo(NAME), dest / NAME)
+    report = tf1.load_checkpoint(zoo.build_from_zoo(NAME), dest / NAME)
     assert report.loaded == 272
     with pytest.raises(FileExistsError, match="--force"):
         tool.fetch_checkpoint(NAME, str(dest), tarball=good_tarball, stream=io.StringIO())
@@ -123,7 +123,7 @@ def test_wrong_checkpoint_fails_verification(make_golden_checkpoint, tmp_path):
                       tensors=[reader.get_tensor(n) for n in names])
     tarball = make_tarball(tmp_path / "partial.tar.gz", prefix)
     dest = tmp_path / "checkpoints"
-    with pytest.raises(zoo.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
+    with pytest.raises(tf1.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
         tool.fetch_checkpoint(NAME, str(dest), tarball=tarball)
     assert os.listdir(dest) == []
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_load import inference
-from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints import tf1
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab, checkpoint_variables
 
 LOGITS_ATOL = {"xception_65": 1e-3, "mobilenet_v2": 1e-2}
@@ -43,7 +43,7 @@ def golden_model(golden, golden_index, make_golden_checkpoint):
                 checkpoints[variables] = make_golden_checkpoint(entry["manifest"])
             config = config_from_flags(entry["flags"])
             model = build_deeplab(config)
-            zoo.load_checkpoint(model, checkpoints[variables])
+            tf1.load_checkpoint(model, checkpoints[variables])
             models[config_name] = (model, config)
         return models[config_name]
 

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_load import metrics
-from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints import tf1
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.inference import label_map_function, predict_labels
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
@@ -48,7 +48,7 @@ def test_bfloat16_labels_match_float32_and_golden(name, golden, make_golden_chec
     assert compute_dtype(low) == "bfloat16"
     assert low.layers[-1].compute_dtype == "float32"      # the logits layer stays float32
     assert all(w.dtype == "float32" for w in low.weights)
-    zoo.load_checkpoint(low, checkpoint)
+    tf1.load_checkpoint(low, checkpoint)
     labels = predict_labels(low, image).numpy()
     agreement = float(np.mean(labels == reference))
     miou = metrics.mean_iou(metrics.confusion_matrix_numpy(reference, labels, 21))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints import tf1, zoo
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab, checkpoint_variables
 
 XCEPTION_MANIFEST = "manifest_xception65_voc_os16.json"
@@ -94,14 +94,14 @@ def test_config_validation_names_the_field():
 def test_ignored_names():
     for name in ["global_step", "aspp0/weights/Momentum", "a/b/Adam_1", "x/weights/RMSProp",
                  "x/BatchNorm/gamma/ExponentialMovingAverage", "beta1_power"]:
-        assert zoo.is_ignored_checkpoint_name(name), name
+        assert tf1.is_ignored_checkpoint_name(name), name
     for name in ["aspp0/weights", "logits/semantic/biases", "x/BatchNorm/moving_mean"]:
-        assert not zoo.is_ignored_checkpoint_name(name), name
+        assert not tf1.is_ignored_checkpoint_name(name), name
 
 
 def test_extras_checkpoint_loads_from_directory(xception_model, make_golden_checkpoint):
     prefix = make_golden_checkpoint(XCEPTION_MANIFEST, extras=True)
-    report = zoo.load_checkpoint(xception_model, os.path.dirname(prefix))
+    report = tf1.load_checkpoint(xception_model, os.path.dirname(prefix))
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     assert "global_step" in shapes and any(n.endswith("/Momentum") for n in shapes)
@@ -124,8 +124,8 @@ def test_deleted_and_reshaped_variables_fail_naming_both(xception_model, golden_
     table = checkpoint_variables(xception_model)
     before = table["xception_65/entry_flow/conv1_1/weights"].numpy().copy()
     table["xception_65/entry_flow/conv1_1/weights"].assign(np.zeros_like(before))
-    with pytest.raises(zoo.CheckpointMismatchError) as error:
-        zoo.load_checkpoint(xception_model, prefix)
+    with pytest.raises(tf1.CheckpointMismatchError) as error:
+        tf1.load_checkpoint(xception_model, prefix)
     message = str(error.value)
     assert f"missing in checkpoint: {DELETED}" in message
     assert f"shape mismatch: {RESHAPED}: checkpoint [1, 1, 2048, 128] vs model [1, 1, 2048, 256]" \
@@ -141,10 +141,10 @@ def test_deleted_and_reshaped_variables_fail_naming_both(xception_model, golden_
 def test_21_class_checkpoint_into_19_class_model(golden_xception_checkpoint, caplog):
     model = build_deeplab(dataclasses.replace(XCEPTION_VOC, num_classes=19))
     logits_before = checkpoint_variables(model)["logits/semantic/weights"].numpy().copy()
-    with pytest.raises(zoo.CheckpointMismatchError, match="logits/semantic/weights"):
-        zoo.load_checkpoint(model, golden_xception_checkpoint, skip_mismatched_logits=False)
+    with pytest.raises(tf1.CheckpointMismatchError, match="logits/semantic/weights"):
+        tf1.load_checkpoint(model, golden_xception_checkpoint, skip_mismatched_logits=False)
     with caplog.at_level("WARNING"):
-        report = zoo.load_checkpoint(model, golden_xception_checkpoint)
+        report = tf1.load_checkpoint(model, golden_xception_checkpoint)
     assert "has 21 classes, the model 19" in caplog.text
     assert report.loaded == 730
     assert report.skipped == ["logits/semantic/biases", "logits/semantic/weights"]
@@ -162,18 +162,18 @@ def test_backbone_only_loads_backbone_and_ignores_classifier(golden_xception_che
     backbone["xception_65/logits/weights"] = np.zeros((1, 1, 2048, 1001), np.float32)
     prefix = write_checkpoint(tmp_path / "imagenet.ckpt", backbone)
     model = zoo.build_from_zoo("xception65_imagenet", num_classes=5)
-    with pytest.raises(zoo.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
-        zoo.load_checkpoint(model, prefix)
-    report = zoo.load_checkpoint(model, prefix, backbone_only=True)
+    with pytest.raises(tf1.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
+        tf1.load_checkpoint(model, prefix)
+    report = tf1.load_checkpoint(model, prefix, backbone_only=True)
     assert report.loaded == len(backbone) - 1
     assert "logits/semantic/weights" in report.skipped and "aspp0/weights" in report.skipped
 
 
 def test_missing_path_is_named(xception_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere"):
-        zoo.load_checkpoint(xception_model, tmp_path / "nothere" / "model.ckpt")
+        tf1.load_checkpoint(xception_model, tmp_path / "nothere" / "model.ckpt")
     with pytest.raises(FileNotFoundError, match="exactly one checkpoint"):
-        zoo.load_checkpoint(xception_model, tmp_path)
+        tf1.load_checkpoint(xception_model, tmp_path)
 
 
 class TrackingReader:
@@ -209,7 +209,7 @@ def test_loading_keeps_no_second_copy_of_the_weights(xception_model, golden_xcep
         return readers[-1]
 
     monkeypatch.setattr(tf.train, "load_checkpoint", tracking_load_checkpoint)
-    report = zoo.load_checkpoint(xception_model, golden_xception_checkpoint)
+    report = tf1.load_checkpoint(xception_model, golden_xception_checkpoint)
     gc.collect()
     (reader,) = readers
     assert len(reader.handed_out) == report.loaded == 732

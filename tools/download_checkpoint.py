@@ -23,7 +23,7 @@ import zlib
 from absl import app, flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from deeplab_load.checkpoints import zoo  # noqa: E402
+from deeplab_load.checkpoints import tf1, zoo  # noqa: E402
 from deeplab_load.models.deeplab import BACKBONE_SCOPES, checkpoint_variables  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -119,15 +119,15 @@ def safe_extract(tar_path, target):
 
 def verify_checkpoint(name, folder):
     """The checkpoint prefix in ``folder`` after checking it holds the variables of zoo entry
-    ``name`` (raises zoo.CheckpointMismatchError / FileNotFoundError otherwise)."""
+    ``name`` (raises tf1.CheckpointMismatchError / FileNotFoundError otherwise)."""
     import tensorflow as tf
 
     entry = zoo.get_entry(name)
-    prefix = zoo.resolve_checkpoint_prefix(folder)
+    prefix = tf1.resolve_checkpoint_prefix(folder)
     shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     table = checkpoint_variables(zoo.build_from_zoo(name))
     backbone_scope = BACKBONE_SCOPES[entry.config.backbone] if entry.backbone_only else None
-    zoo.match_checkpoint(table, shapes, prefix, skip_mismatched_logits=False,
+    tf1.match_checkpoint(table, shapes, prefix, skip_mismatched_logits=False,
                          backbone_scope=backbone_scope)
     return prefix
 
@@ -162,7 +162,7 @@ def fetch_checkpoint(name, dest, tarball=None, url=None, force=False, timeout=60
         os.replace(unpacked, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return zoo.resolve_checkpoint_prefix(target)
+    return tf1.resolve_checkpoint_prefix(target)
 
 
 def main(argv):
@@ -172,7 +172,7 @@ def main(argv):
     try:
         prefix = fetch_checkpoint(argv[1], FLAGS.dest, tarball=FLAGS.tarball, url=FLAGS.url,
                                   force=FLAGS.force, timeout=FLAGS.timeout)
-    except (DownloadError, UnsafeTarballError, zoo.CheckpointMismatchError, FileExistsError,
+    except (DownloadError, UnsafeTarballError, tf1.CheckpointMismatchError, FileExistsError,
             FileNotFoundError, ValueError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 1

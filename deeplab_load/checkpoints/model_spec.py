@@ -13,6 +13,7 @@ import json
 import os
 from typing import Optional
 
+from deeplab_load.atomic_files import write_json_atomic
 from deeplab_load.checkpoints import zoo
 from deeplab_load.errors import DamagedFileError, UserError
 from deeplab_load.models.deeplab import DeepLabConfig
@@ -57,11 +58,7 @@ def write_model_spec(folder, spec):
     """Writes ``folder/model.json`` atomically; returns its path."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, SPEC_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(spec.to_dict(), f, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, spec.to_dict(), sort_keys=False)
 
 
 def read_model_spec(path):

@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from deeplab_load.checkpoints import zoo
+from deeplab_load.checkpoints import tf1
 from deeplab_load.checkpoints.store import read_model_weights
 from deeplab_load.errors import DamagedFileError, UserError, first_line
 
@@ -53,7 +53,7 @@ def tagged_prefix(folder, tag=None):
 
 def _checkpoint_prefix(path):
     try:
-        return zoo.resolve_checkpoint_prefix(path)
+        return tf1.resolve_checkpoint_prefix(path)
     except FileNotFoundError as err:
         raise CheckpointNotFoundError(f"{err}; {DOWNLOAD_HINT}") from err
 
@@ -73,7 +73,7 @@ def restore_checkpoint(model, path, tag=None):
     ``tags.json`` (``tag`` picks the snapshot); or a checkpoint prefix / folder. A checkpoint
     whose variable names carry ``.ATTRIBUTES`` is a TF2 checkpoint of ours (the model's weights
     by variable path under the key ``model`` or the only other top-level key); otherwise it is
-    read as an official TF1 DeepLab checkpoint by ``zoo.load_checkpoint``. Errors are
+    read as an official TF1 DeepLab checkpoint by ``tf1.load_checkpoint``. Errors are
     ``UserError``s naming the path.
     """
     path = os.fspath(path)
@@ -92,7 +92,7 @@ def restore_checkpoint(model, path, tag=None):
     prefix = _checkpoint_prefix(path)
     names = _list_variables(prefix)
     if not any(".ATTRIBUTES" in name for name in names):
-        report = zoo.load_checkpoint(model, prefix)
+        report = tf1.load_checkpoint(model, prefix)
         skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
         return f"TF1 checkpoint {prefix}: {report.loaded} tensors{skipped}"
     roots = {name.split("/")[0] for name in names if ".ATTRIBUTES" in name}

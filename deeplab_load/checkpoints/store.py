@@ -24,8 +24,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from deeplab_load.atomic_files import write_json_atomic
 from deeplab_load.errors import DamagedFileError
-from deeplab_load.lookahead.buffer import write_json_atomic
 
 TAGS_FILE = "tags.json"
 RANDOM_STATE_PREFIX = "random_state/"

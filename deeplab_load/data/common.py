@@ -16,9 +16,9 @@ import numpy as np
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from deeplab_load.atomic_files import write_text_atomic
 from deeplab_load.errors import UserError
-
-IGNORE_LABEL = 255
+from deeplab_load.models.ops import IGNORE_LABEL
 
 
 class DataDirError(UserError, FileNotFoundError):
@@ -210,11 +210,9 @@ def read_id_list(path) -> list:
 
 
 def write_id_list_atomic(path, ids: Sequence[str]) -> None:
-    """Writes one id per line via a temporary file and rename, so readers never see half."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write("".join(f"{i}\n" for i in ids))
-    os.replace(tmp, path)
+    """Writes one id per line atomically (`atomic_files`; several processes may write the same
+    list), so readers never see half."""
+    write_text_atomic(path, "".join(f"{i}\n" for i in ids), unique=True)
 
 
 class Dataset(abc.ABC):

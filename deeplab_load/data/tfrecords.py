@@ -28,8 +28,9 @@ from absl import logging
 
 from deeplab_load.data.common import BadExampleError, check_example, check_example_id, \
     decode_image, decode_index_png, encode_index_png, read_bytes
+from deeplab_load.atomic_files import write_json_atomic
 from deeplab_load.errors import DamagedFileError, UserError
-from deeplab_load.output_folder import inside, write_file_atomic
+from deeplab_load.output_folder import inside
 
 FEATURES = {
     "id": tf.io.FixedLenFeature([], tf.string),
@@ -170,7 +171,7 @@ def write_split(ds, split, output_dir, num_shards, skip_bad_examples=False,
             os.replace(tmp, final)
         metadata = {"dataset": ds.info.name, "split": split, "num_examples": len(ids),
                     "num_shards": num_shards, "ids": ids, "skipped": skipped}
-        write_file_atomic(metadata_file, json.dumps(metadata, indent=1).encode())
+        write_json_atomic(metadata_file, metadata, sort_keys=False)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     _remove_old_shards(output_dir, split, keep=final_paths)

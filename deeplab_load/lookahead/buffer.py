@@ -23,11 +23,11 @@ returns the current sets without writing, so a caller that crashed after the ind
 before recording the result can repeat the call safely.
 """
 import dataclasses
-import json
 import os
 import re
 import shutil
 
+from deeplab_load.atomic_files import read_json, temporary_path, write_json_atomic
 from deeplab_load.errors import DamagedFileError
 
 INDEX_FILE = "index.json"
@@ -37,27 +37,6 @@ ROLES = ("peak", "end")
 _LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 RESTART_LOAD_FIX = ("delete {root} and the run dir's state.json and events.jsonl to restart LoAd "
                     "from the stage-1 model, or delete the run dir")
-
-
-def write_json_atomic(path, payload):
-    """Writes JSON to `path` via a temp file, fsync and os.replace (never half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path, fix="restore it from a backup or delete the run dir to start over"):
-    """Reads a JSON file; a corrupt one raises DamagedFileError (a ValueError) naming it and
-    `fix`, what the user can do."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DamagedFileError(f"{path}: damaged, not valid JSON ({error}); {fix}") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +68,8 @@ class MapBuffer:
             if self._index.get("max_sets") != self.max_sets:
                 raise ValueError(f"{self.index_path}: buffer was created with max_sets="
                                  f"{self._index.get('max_sets')}, opened with {self.max_sets}")
-        if os.path.exists(self.index_path + ".tmp"):
-            os.remove(self.index_path + ".tmp")
+        if os.path.exists(temporary_path(self.index_path)):
+            os.remove(temporary_path(self.index_path))
         self._remove_unlisted()
         for set_dir in self.set_dirs():
             if not os.path.isdir(set_dir) or not os.listdir(set_dir):

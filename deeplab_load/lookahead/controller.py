@@ -96,7 +96,7 @@ import os
 from typing import Protocol
 
 from deeplab_load.errors import DamagedFileError, NonFiniteError
-from deeplab_load.lookahead.buffer import read_json, write_json_atomic
+from deeplab_load.atomic_files import read_json, write_json_atomic
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"

@@ -10,6 +10,7 @@ of a state JSON / a JSON list of events).
 import json
 import os
 
+from deeplab_load.atomic_files import replacing
 
 PEAK_COLOR = "#d62728"
 END_COLOR = "#555555"
@@ -121,7 +122,6 @@ def plot_convergence(history, out_png, title="LoAd convergence on the hold-out s
     figure.tight_layout()
     out_png = os.fspath(out_png)
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    tmp = out_png + ".tmp"
-    figure.savefig(tmp, format="png", dpi=dpi)
-    os.replace(tmp, out_png)
+    with replacing(out_png) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
     return out_png

@@ -17,12 +17,11 @@ import warnings
 import keras
 import tensorflow as tf
 
-from deeplab_load.models.ops import resize_bilinear_align_corners
+from deeplab_load.models.ops import IGNORE_LABEL, resize_bilinear_align_corners
 from deeplab_load.models.precision import global_policy
 
 DEFAULT_INPUT_SIZE = 224
 MAP_ENCODINGS = ("straight_through", "soft")
-IGNORE_LABEL = 255
 
 
 def build_discriminator(num_classes, input_size=DEFAULT_INPUT_SIZE, alpha=1.0, dropout=0.01,

@@ -3,11 +3,14 @@
 - ``resize_bilinear_align_corners``: TF1's ``resize_bilinear(align_corners=True)``, the resize of
   every DeepLab logit / feature upsampling;
 - ``padded_pixels`` / ``PAD_PIXEL_VALUE``: bottom/right padding with the mean pixel, as the
-  original eval and export graphs pad (the model normalizes 127.5 to 0).
+  original eval and export graphs pad (the model normalizes 127.5 to 0);
+- ``IGNORE_LABEL``: the label value of pixels that no loss, metric or discriminator input counts
+  (padding, unlabelled or void pixels of every data set).
 """
 import tensorflow as tf
 
 PAD_PIXEL_VALUE = 127.5
+IGNORE_LABEL = 255
 
 
 def resize_bilinear_align_corners(images, size):

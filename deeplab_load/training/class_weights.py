@@ -9,11 +9,11 @@ num_images / number of (image, present class) pairs, i.e. 1 / mean classes per i
 """
 import dataclasses
 import json
-import os
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from deeplab_load.atomic_files import write_text_atomic
+from deeplab_load.models.ops import IGNORE_LABEL
 
 
 @dataclasses.dataclass
@@ -84,11 +84,8 @@ def compute_class_pixel_stats(label_maps, num_classes, ignore_label=IGNORE_LABEL
 
 
 def save_class_pixel_stats(stats, path):
-    """Writes the statistics as JSON (atomically: temp file then rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(stats.to_json())
-    os.replace(tmp, path)
+    """Writes the statistics as JSON (atomically, `atomic_files`)."""
+    write_text_atomic(path, stats.to_json())
 
 
 def load_class_pixel_stats(path, num_classes=None):

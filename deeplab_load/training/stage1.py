@@ -17,7 +17,7 @@ from absl import logging
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
-from deeplab_load.lookahead.buffer import read_json, write_json_atomic
+from deeplab_load.atomic_files import read_json, write_json_atomic, write_text_atomic
 from deeplab_load.training import interrupts, kill_points
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
 from deeplab_load.progress import Progress
@@ -39,9 +39,7 @@ def training_class_stats(ds, split, path, skip_bad_examples=False, bad_example_l
     refs = pipeline.usable_refs(ds, split, skip_bad_examples, bad_example_log)
     labels = (ds.load(ref)[1] for ref in refs)
     stats = compute_class_pixel_stats(labels, ds.info.num_classes)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        f.write(stats.to_json())
-    os.replace(f"{path}.tmp", path)
+    write_text_atomic(path, stats.to_json())
     return stats
 
 

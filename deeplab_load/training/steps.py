@@ -20,13 +20,11 @@ import tensorflow as tf
 
 from deeplab_load import losses
 from deeplab_load.data.batches import Batches
-from deeplab_load.models.ops import resize_bilinear_align_corners
+from deeplab_load.models.ops import IGNORE_LABEL, resize_bilinear_align_corners
 from deeplab_load.models import discriminator as disc
 from deeplab_load.traced import compiled
 from deeplab_load.training.strategy import distribute_dataset
 from deeplab_load.training.weight_decay import decayed_kernels, weight_decay_loss
-
-IGNORE_LABEL = losses.IGNORE_LABEL
 
 
 def stage1_optimizer(learning_rate=1e-4, momentum=0.9):

@@ -16,7 +16,8 @@ import tensorflow as tf
 from deeplab_load.checkpoints.restore import restore_checkpoint
 from deeplab_load.checkpoints.store import CheckpointStore, read_model_weights
 from deeplab_load.errors import DamagedFileError
-from deeplab_load.training import run_lock, stage1
+from deeplab_load.training import stage1
+from deeplab_load.training.safety import run_lock
 from deeplab_load.training.events import EventLog
 
 
@@ -166,7 +167,7 @@ def test_event_log_refuses_nan(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from deeplab_load.training import run_lock
+from deeplab_load.training.safety import run_lock
 run_lock.lock_run_dir(sys.argv[1])
 print("locked", flush=True)
 time.sleep(60)

@@ -231,7 +231,7 @@ KILLED_RUN_FLAGS = ["--checkpoint_every=2", "--noexport"]
 @pytest.mark.slow
 def test_sigkill_at_seeded_points_of_every_phase_then_resume_gives_the_same_run(
         finished_run, demo_dir, tmp_path):
-    """One run SIGKILLed (by itself, `training.kill_points`) at 8 seeded points: twice in stage
+    """One run SIGKILLed (by itself, `safety.kill_points`) at 8 seeded points: twice in stage
     1, in map-set generation, in D training, after a generator step, mid-write of events.jsonl,
     in D's next round and in the next cycle; resumed after each; then stopped once by SIGINT in
     the propagation loop (exit 0, by the same self-signalling mechanism, so nothing depends on

@@ -82,7 +82,7 @@ def test_sigterm_stops_at_a_saved_point_and_a_second_signal_exits_at_once(tmp_pa
 
 HOLD_LOCK = """
 import sys, time
-from deeplab_load.training import run_lock
+from deeplab_load.training.safety import run_lock
 run_lock.lock_run_dir(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)
@@ -108,7 +108,7 @@ def test_second_train_on_a_locked_run_dir_is_refused_naming_the_pid(tmp_path):
 
 def test_kill_point_sends_a_handled_signal_at_its_nth_pass(monkeypatch):
     """The deterministic trigger the kill/resume test stops its run with: no timing involved."""
-    from deeplab_load.training import interrupts, kill_points
+    from deeplab_load.training.safety import interrupts, kill_points
     monkeypatch.setattr(kill_points, "_passes", {})
     monkeypatch.setenv(kill_points.ENV_VAR, "propagation_start:2:SIGINT")
     with interrupts.stop_on_signals():

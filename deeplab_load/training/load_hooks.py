@@ -18,7 +18,8 @@ from absl import logging
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
-from deeplab_load.training import interrupts, kill_points, map_sets
+from deeplab_load.training import map_sets
+from deeplab_load.training.safety import interrupts, kill_points
 from deeplab_load.training.events import EventLog
 from deeplab_load.training.steps import fit_discriminator
 

@@ -20,7 +20,7 @@ from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, dec
 from deeplab_load.inference import label_map_function
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
-from deeplab_load.training import kill_points
+from deeplab_load.training.safety import kill_points
 
 
 def map_path(set_dir, example_id):

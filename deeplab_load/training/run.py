@@ -37,10 +37,11 @@ from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
 from deeplab_load.serving import export_saved_model
-from deeplab_load.training import interrupts, reporting, run_lock, steps
+from deeplab_load.training import reporting, steps
 from deeplab_load.checkpoints.store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
+from deeplab_load.training.safety import interrupts, run_lock
 from deeplab_load.progress import format_duration, Progress
 from deeplab_load.training.stage1 import run_stage1, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory

@@ -18,7 +18,7 @@ from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.atomic_files import read_json, write_json_atomic, write_text_atomic
-from deeplab_load.training import interrupts, kill_points
+from deeplab_load.training.safety import interrupts, kill_points
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
 from deeplab_load.progress import Progress
 

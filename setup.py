@@ -21,7 +21,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "cityscapesscripts"],
+        "test": ["pytest", "pytest-xdist", "cityscapesscripts", "ruff"],
         "cityscapes": ["cityscapesscripts"],
     },
 )

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from deeplab_load import comparison as compare_runs
 from deeplab_load import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from deeplab_load import comparison as compare_runs
 
 
 def _results(matrix, names=("road", "car", "sky")):

@@ -2,7 +2,7 @@
 
 Every block is created with its TF1 variable scope (e.g. ``"xception_65/entry_flow/conv1_1"``) and
 reports its weights as ``{tf1_variable_name: keras_variable}`` through ``checkpoint_variables()``, so
-loading an official checkpoint is a table lookup (see ``deeplab_load.zoo``).
+loading an official checkpoint is a table lookup (see ``deeplab_load.checkpoints.tf1``).
 """
 import keras
 import tensorflow as tf

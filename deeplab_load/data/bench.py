@@ -29,7 +29,7 @@ from deeplab_load.data.generated import cache_root, ensure_generated, voc_folder
     write_voc_example
 from deeplab_load.data.voc import PALETTE_256, VocDataset
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CLASS_NAMES = ("background", "bar", "lollipop", "hammer", "ring", "arc")
 BAR, LOLLIPOP, HAMMER, RING, ARC = 1, 2, 3, 4, 5
 STICK_CLASSES = (BAR, LOLLIPOP, HAMMER)
@@ -45,14 +45,17 @@ TEXTURE_AMPLITUDE = 30.0
 NOISE_STD = 10.0
 MIN_CONTRAST = 70.0  # min RGB distance of an object colour from both background colours
 REFERENCE_SIDE = 81.0  # the geometry ranges below are in pixels at this image side
-SHAFT_LENGTH = (40.0, 68.0)
-SHAFT_WIDTH = (3.0, 5.0)
-DISK_RADIUS = (4.5, 7.0)
-CROSSBAR_LENGTH = (14.0, 22.0)
-RING_RADIUS = (13.0, 22.0)  # outer radius
-RING_THICKNESS = (3.0, 5.0)
-ARC_GAP_DEGREES = (50.0, 90.0)
-END_EVIDENCE = 4.0  # a bar's ends and an arc's gap ends: pixels within this distance
+# Parts are 6-9 px wide: about one output-stride-8 cell, the thinnest a model at output
+# stride 8 without a decoder can resolve (3-5 px parts, generator version 1, were never
+# segmented: a stage-1 model labelled all of them background).
+SHAFT_LENGTH = (44.0, 70.0)
+SHAFT_WIDTH = (6.0, 9.0)
+DISK_RADIUS = (8.0, 11.0)
+CROSSBAR_LENGTH = (22.0, 32.0)
+RING_RADIUS = (17.0, 26.0)  # outer radius
+RING_THICKNESS = (6.0, 9.0)
+ARC_GAP_DEGREES = (60.0, 100.0)
+END_EVIDENCE = 6.0  # a bar's ends and an arc's gap ends: pixels within this distance
 PLACEMENT_TRIES = 30
 
 

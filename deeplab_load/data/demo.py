@@ -16,7 +16,6 @@ import os
 import numpy as np
 
 from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, write_id_list_atomic
-from deeplab_load.data.generated import MANIFEST  # noqa: F401 (re-exported)
 from deeplab_load.data.generated import cache_root, ensure_generated, voc_folders, \
     write_voc_example
 from deeplab_load.data.voc import PALETTE_256, VocDataset

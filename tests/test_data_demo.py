@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from deeplab_load.data import demo, get_dataset
+from deeplab_load.data import demo, generated, get_dataset
 
 
 def _digest(root):
@@ -54,13 +54,13 @@ def test_default_set_generates_in_seconds_and_loads(tmp_path, monkeypatch):
 def test_regenerated_when_parameters_change(tmp_path):
     root = tmp_path / "d"
     demo.ensure_demo(root, num_train=3, num_val=2, image_size=(33, 49), seed=0)
-    stamp = os.path.getmtime(root / demo.MANIFEST)
+    stamp = os.path.getmtime(root / generated.MANIFEST)
     demo.ensure_demo(root, num_train=3, num_val=2, image_size=(33, 49), seed=0)
-    assert os.path.getmtime(root / demo.MANIFEST) == stamp  # reused
+    assert os.path.getmtime(root / generated.MANIFEST) == stamp  # reused
     ds = get_dataset("demo", root, num_train=5, num_val=1, image_size=(41, 41), seed=0)
     assert len(ds.examples("train")) == 5 and len(ds.examples("val")) == 1
     assert ds.load(ds.examples("val")[0])[0].shape == (41, 41, 3)
-    assert json.load(open(root / demo.MANIFEST))["num_train"] == 5
+    assert json.load(open(root / generated.MANIFEST))["num_train"] == 5
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".demo_tmp_")]
 
 

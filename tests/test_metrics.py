@@ -102,3 +102,17 @@ def test_load_results_rejects_other_json(tmp_path):
     path.write_text('{"foo": 1}')
     with pytest.raises(ValueError, match="other.json"):
         metrics.load_results(str(path))
+
+
+def test_mean_ious_of_many_matrices_equal_mean_iou_of_each():
+    rng = np.random.default_rng(0)
+    matrices = rng.integers(0, 20, size=(4, 3, 5, 5))
+    matrices[0, 0, 4, :] = matrices[0, 0, :, 4] = 0   # a class absent: left out of the mean
+    matrices[1, 2] = 0                                 # an empty matrix: NaN
+    values = metrics.mean_ious(matrices)
+    assert values.shape == (4, 3) and np.isnan(values[1, 2])
+    for index in np.ndindex(4, 3):
+        if index != (1, 2):
+            assert values[index] == pytest.approx(metrics.mean_iou(matrices[index]), abs=1e-12)
+    np.testing.assert_array_equal(metrics.per_class_iou(matrices)[2, 1],
+                                  metrics.per_class_iou(matrices[2, 1]))

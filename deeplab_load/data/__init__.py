@@ -1,28 +1,31 @@
-"""Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo) and the tf.data
+"""Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo and bench) and the tf.data
 pipeline. All data sets give `ExampleRef`s and decode to (uint8 image [H,W,3], uint8 label [H,W])
 with ignore = 255; see `common.py`."""
-from deeplab_load.data import cityscapes, demo, stanford, voc
+from deeplab_load.data import bench, cityscapes, demo, stanford, voc
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DatasetInfo, ExampleRef
 from deeplab_load.data.records_only import RecordsDataset
 from deeplab_load.errors import FlagError
 
-DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo")
-# name -> class of the data sets read from files (demo is generated).
+DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo", "bench")
+# name -> class of the data sets read from files.
 _FILE_DATASETS = {"voc": voc.VocDataset, "cityscapes": cityscapes.CityscapesDataset,
                   "stanford": stanford.StanfordDataset}
+# name -> class of the generated data sets (written to a cache dir on first use).
+_GENERATED_DATASETS = {"demo": demo.DemoDataset, "bench": bench.BenchDataset}
 
 
 def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
     """The data set `name` read from `data_dir`.
 
-    `data_dir` may be None for "demo" (then the cache dir is used) and with `tfrecord_dir`
-    (then the split is read from the shards alone: ours or research/deeplab's). Extra keyword
-    arguments go to the demo generator (num_train, num_val, image_size, seed). With
+    `data_dir` may be None for "demo" and "bench" (then the cache dir is used) and with
+    `tfrecord_dir` (then the split is read from the shards alone: ours or research/deeplab's).
+    Extra keyword arguments go to the demo generator (num_train, num_val, image_size, seed) or
+    the bench generator (num_train, num_val, num_test, image_size, seed). With
     `tfrecord_dir`, the pipeline reads that split's shards written by
     `tools/build_tfrecords.py` instead of the individual files.
     """
-    if name == "demo":
-        dataset = demo.DemoDataset(data_dir, **kwargs)
+    if name in _GENERATED_DATASETS:
+        dataset = _GENERATED_DATASETS[name](data_dir, **kwargs)
         dataset.tfrecord_dir = tfrecord_dir
         return dataset
     if name not in _FILE_DATASETS:
@@ -49,6 +52,8 @@ def dataset_info(name):
         names = demo.CLASS_NAMES
         return DatasetInfo("demo", len(names), names, demo.DEFAULT_IMAGE_SIZE,
                            demo.DEFAULT_IMAGE_SIZE, palette=demo.PALETTE_256[:len(names)])
+    if name == "bench":
+        return bench.INFO
     if name not in DATASET_NAMES:
         raise FlagError(f"--dataset {name!r} is unknown; expected one of "
                         f"{', '.join(DATASET_NAMES)}")

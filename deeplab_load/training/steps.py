@@ -199,12 +199,23 @@ class GeneratorTrainer(_Trainer):
     input). `map_encoding`: "straight_through" (default) or "soft". `model_training`,
     `weight_decay`: as in `Stage1Trainer` (`model_training` is the generator's `training`
     argument; D always runs in inference mode).
+
+    `hybrid_weights=(ce_weight, adversarial_weight)` makes the step the hybrid loss of Luc et al.
+    2016, ce_weight * CE + adversarial_weight * -log D(G(x)), both terms from one forward pass on
+    the same batch and one optimizer step (the CE is `Stage1Trainer`'s unweighted pixel mean;
+    (1, lambda) is their CE + lambda adv). None (default) is the pure adversarial step.
     """
 
     def __init__(self, model, discriminator, optimizer, strategy, num_classes,
                  map_encoding="straight_through", ignore_label=IGNORE_LABEL, model_training=True,
-                 weight_decay=0.0):
+                 weight_decay=0.0, hybrid_weights=None):
         super().__init__(strategy)
+        if hybrid_weights is not None:
+            hybrid_weights = tuple(float(w) for w in hybrid_weights)
+            if len(hybrid_weights) != 2 or min(hybrid_weights) < 0:
+                raise ValueError(f"hybrid_weights must be (ce_weight >= 0, adversarial_weight "
+                                 f">= 0), got {hybrid_weights!r}")
+        self.hybrid_weights = hybrid_weights
         self.model_training = model_training
         if map_encoding not in disc.MAP_ENCODINGS:
             raise ValueError(f"map_encoding must be one of {disc.MAP_ENCODINGS}, got {map_encoding!r}")
@@ -244,13 +255,38 @@ class GeneratorTrainer(_Trainer):
         self._apply(self.optimizer, tape, scaled, variables)
         return loss
 
+    def _replica_hybrid_step(self, pixels, labels):
+        ce_weight, adversarial_weight = self.hybrid_weights
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(pixels, training=self.model_training)
+            maps = disc.generator_class_maps(logits, tf.shape(pixels)[1:3], self.map_encoding)
+            ignore_mask = tf.equal(tf.cast(labels, tf.int32), self.ignore_label)
+            d_inputs = disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+            per_example = losses.generator_adversarial_per_example(
+                self.discriminator(d_inputs, training=False))
+            batch = tf.cast(tf.shape(per_example)[0], tf.float32)
+            adversarial = tf.reduce_sum(per_example) / tf.maximum(_global_sum(batch), 1.0)
+            upsampled = resize_bilinear_align_corners(tf.cast(logits, tf.float32),
+                                                      tf.shape(labels)[1:3])
+            total, count = losses.cross_entropy_sum_and_count(labels, upsampled, None,
+                                                              self.ignore_label)
+            cross_entropy = total / tf.maximum(_global_sum(count), 1.0)
+            loss = ce_weight * cross_entropy + adversarial_weight * adversarial
+            loss += _weight_decay_term(self._decayed_kernels, self.weight_decay, self.strategy)
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(self.optimizer, tape, scaled, variables)
+        return loss
+
     def _distributed_step(self, pixels, labels):
         self.trace_count += 1
-        return self._sum(self.strategy.run(self._replica_step, (pixels, labels)))
+        replica_step = (self._replica_step if self.hybrid_weights is None
+                        else self._replica_hybrid_step)
+        return self._sum(self.strategy.run(replica_step, (pixels, labels)))
 
     def step(self, pixels, labels):
-        """One generator update on a distributed global batch; returns mean -log D(G(x)) (+ the
-        weight-decay term when weight_decay > 0)."""
+        """One generator update on a distributed global batch; returns mean -log D(G(x)) (the
+        hybrid loss with `hybrid_weights`) + the weight-decay term when weight_decay > 0."""
         self._check_distributed(pixels)
         return self._step(pixels, labels)
 

@@ -198,7 +198,9 @@ class GeneratorTrainer(_Trainer):
     `labels` are the ground truth of the batch; only their ignore pixels are used (zeroed in D's
     input). `map_encoding`: "straight_through" (default) or "soft". `model_training`,
     `weight_decay`: as in `Stage1Trainer` (`model_training` is the generator's `training`
-    argument; D always runs in inference mode).
+    argument: False runs it as inference does -- BatchNorm on its moving statistics, left
+    unchanged, and no dropout -- the runs' default, `--adv_generator_mode=frozen`; D always runs
+    in inference mode).
 
     `hybrid_weights=(ce_weight, adversarial_weight)` makes the step the hybrid loss of Luc et al.
     2016, ce_weight * CE + adversarial_weight * -log D(G(x)), both terms from one forward pass on
@@ -400,7 +402,8 @@ class DiscriminatorTrainer(_Trainer):
         """D's accuracy on a global-batch dataset of `discriminator_dataset` elements.
 
         Returns {"accuracy": mean of the real and fake accuracies, "real_accuracy",
-        "fake_accuracy", "examples"}; a side without examples counts as accuracy 0.
+        "fake_accuracy", "examples", "fake_examples"}; a side without examples counts as
+        accuracy 0.
         """
         totals = tf.zeros([4])
         for pixels, label_map, ignore_mask, is_real, _ in Batches(self.distribute(dataset)):
@@ -409,7 +412,8 @@ class DiscriminatorTrainer(_Trainer):
         real_accuracy = real_correct / real if real else 0.0
         fake_accuracy = fake_correct / fake if fake else 0.0
         return {"accuracy": 0.5 * (real_accuracy + fake_accuracy), "real_accuracy": real_accuracy,
-                "fake_accuracy": fake_accuracy, "examples": int(real + fake)}
+                "fake_accuracy": fake_accuracy, "examples": int(real + fake),
+                "fake_examples": int(fake)}
 
 
 def _as_dataset(source):
@@ -468,13 +472,17 @@ def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
 def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_size=16,
                       max_epochs=20, patience=3, target_accuracy=None, min_delta=0.0, seed=0,
                       restore_best=True, log=None, recompute_batch_norm=True,
-                      batch_norm_batches=100, min_epochs=0):
+                      batch_norm_batches=100, min_epochs=0, extra_holdout_fakes=None):
     """Trains D for one LoAd cycle until its hold-out accuracy stops improving.
 
     real, fakes: as in `discriminator_dataset` (training images; sources may be callables that
         return a fresh dataset, e.g. re-reading a buffer set's PNGs each epoch).
     holdout_real: (pixels, labels) of the hold-out images (real); holdout_fake: (pixels,
         label_map, ignore_mask) of the current generator's maps on the same images (fake).
+    extra_holdout_fakes: {name: dataset like holdout_fake}, further hold-out fakes (e.g. the
+        maps of the generator that wrote the newest buffer set). The hold-out fake accuracy is
+        then pooled over every fake example, and each part's is reported as
+        "fake_accuracy_<name>" besides "fake_accuracy_g_s" (holdout_fake's).
     Stops after `max_epochs`, when the hold-out accuracy (mean of real and fake accuracies) has not
     improved by more than `min_delta` for `patience` epochs, or when it reaches
     `target_accuracy`; patience applies only from epoch `min_epochs` on (a D trained from
@@ -494,6 +502,8 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
     holdout = discriminator_dataset(holdout_real, [holdout_fake], batch_size, shuffle=False,
                                     balance=False)
+    extra_holdout = {name: _fake_examples(fake, 1.0).batch(batch_size)
+                     for name, fake in (extra_holdout_fakes or {}).items()}
     best_accuracy, best_epoch, best_weights, best_metrics = -1.0, 0, None, None
     history = []
     epochs_without_gain, stopped = 0, "max_epochs"
@@ -514,7 +524,7 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
                 discriminator_dataset(real, fakes, batch_size, seed=seed - epoch,
                                       drop_remainder=trainer.strategy.num_replicas_in_sync > 1),
                 max_batches=batch_norm_batches)
-        metrics = trainer.evaluate_accuracy(holdout)
+        metrics = _holdout_accuracy(trainer, holdout, extra_holdout)
         if log is not None:
             log(epoch, dict(metrics, loss=loss, train_accuracy=train_accuracy))
         history.append(dict(metrics, epoch=epoch, loss=loss, train_accuracy=train_accuracy))
@@ -535,7 +545,30 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         with trainer.strategy.scope():
             trainer.discriminator.set_weights(best_weights)
         final = best_metrics
-    return {"epochs": epoch, "accuracy": final["accuracy"],
-            "real_accuracy": final["real_accuracy"], "fake_accuracy": final["fake_accuracy"],
-            "best_epoch": best_epoch, "loss": loss, "train_accuracy": train_accuracy,
-            "stopped": stopped, "history": history}
+    parts = {k: v for k, v in final.items() if k.startswith("fake_accuracy_")}
+    return dict({"epochs": epoch, "accuracy": final["accuracy"],
+                 "real_accuracy": final["real_accuracy"], "fake_accuracy": final["fake_accuracy"],
+                 "best_epoch": best_epoch, "loss": loss, "train_accuracy": train_accuracy,
+                 "stopped": stopped, "history": history}, **parts)
+
+
+def _holdout_accuracy(trainer, holdout, extra_holdout):
+    """`evaluate_accuracy` of the hold-out (real + g_s's fakes), the fake side pooled with the
+    fake-only datasets of `extra_holdout` ({name: dataset}); per-part fake accuracies added."""
+    metrics = trainer.evaluate_accuracy(holdout)
+    if not extra_holdout:
+        return metrics
+    fake_count = metrics["fake_examples"]
+    fake_correct = metrics["fake_accuracy"] * fake_count
+    parts = {}
+    for name, dataset in extra_holdout.items():
+        parts[name] = part = trainer.evaluate_accuracy(dataset)
+        fake_count += part["fake_examples"]
+        fake_correct += part["fake_accuracy"] * part["fake_examples"]
+    pooled = fake_correct / fake_count if fake_count else 0.0
+    out = dict(metrics, fake_accuracy=pooled, fake_accuracy_g_s=metrics["fake_accuracy"],
+               accuracy=0.5 * (metrics["real_accuracy"] + pooled),
+               examples=metrics["examples"] + fake_count - metrics["fake_examples"],
+               fake_examples=fake_count)
+    out.update({f"fake_accuracy_{name}": part["fake_accuracy"] for name, part in parts.items()})
+    return out

@@ -98,12 +98,24 @@ class StreamingConfusionMatrix:
 
 
 def per_class_iou(matrix):
-    """float64 ``[K]``: TP / (TP + FP + FN); NaN where the denominator is 0."""
+    """float64 ``[..., K]`` of matrices ``[..., K, K]``: TP / (TP + FP + FN); NaN where the
+    denominator is 0."""
     matrix = np.asarray(matrix, np.float64)
-    true_positives = np.diag(matrix)
-    denominator = matrix.sum(axis=0) + matrix.sum(axis=1) - true_positives
+    true_positives = np.diagonal(matrix, axis1=-2, axis2=-1)
+    denominator = matrix.sum(axis=-2) + matrix.sum(axis=-1) - true_positives
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, true_positives / np.maximum(denominator, 1), np.nan)
+
+
+def mean_ious(matrices):
+    """float64 ``[...]``: :func:`mean_iou` of each matrix of ``[..., K, K]`` (NaN where a
+    matrix is empty)."""
+    ious = per_class_iou(matrices)
+    valid = ~np.isnan(ious)
+    count = valid.sum(axis=-1)
+    total = np.where(valid, ious, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def mean_iou(matrix):

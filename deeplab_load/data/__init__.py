@@ -1,18 +1,19 @@
-"""Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo) and the tf.data
+"""Data sets (VOC 2012, Cityscapes, Stanford Background, the generated demo and bench) and the tf.data
 pipeline. All data sets give `ExampleRef`s and decode to (uint8 image [H,W,3], uint8 label [H,W])
 with ignore = 255; see `common.py`."""
 from deeplab_load.errors import FlagError
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DatasetInfo, ExampleRef
 
-DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo")
+DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo", "bench")
 
 
 def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
     """The data set `name` read from `data_dir`.
 
-    `data_dir` may be None for "demo" (then the cache dir is used) and with `tfrecord_dir`
-    (then the split is read from the shards alone: ours or research/deeplab's). Extra keyword
-    arguments go to the demo generator (num_train, num_val, image_size, seed). With
+    `data_dir` may be None for "demo" and "bench" (then the cache dir is used) and with
+    `tfrecord_dir` (then the split is read from the shards alone: ours or research/deeplab's).
+    Extra keyword arguments go to the demo generator (num_train, num_val, image_size, seed) or
+    the bench generator (num_train, num_val, num_test, image_size, seed). With
     `tfrecord_dir`, the pipeline reads that split's shards written by
     `tools/build_tfrecords.py` instead of the individual files.
     """
@@ -22,9 +23,12 @@ def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
         from deeplab_load.data.cityscapes import CityscapesDataset as cls
     elif name == "stanford":
         from deeplab_load.data.stanford import StanfordDataset as cls
-    elif name == "demo":
-        from deeplab_load.data.demo import DemoDataset
-        dataset = DemoDataset(data_dir, **kwargs)
+    elif name in ("demo", "bench"):
+        if name == "demo":
+            from deeplab_load.data.demo import DemoDataset as generated
+        else:
+            from deeplab_load.data.bench import BenchDataset as generated
+        dataset = generated(data_dir, **kwargs)
         dataset.tfrecord_dir = tfrecord_dir
         return dataset
     else:

@@ -11,17 +11,14 @@ other parameters.
 
     python tools/make_demo_data.py --num_train=500 --num_val=100 --output_dir=/tmp/demo500
 """
-import json
 import os
-import shutil
-import tempfile
-import time
 
 import numpy as np
-from absl import logging
 
-from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, encode_image, \
-    encode_index_png, write_id_list_atomic
+from deeplab_load.data.common import IGNORE_LABEL, DatasetInfo, as_size, write_id_list_atomic
+from deeplab_load.data.generated import MANIFEST  # noqa: F401 (re-exported)
+from deeplab_load.data.generated import cache_root, ensure_generated, voc_folders, \
+    write_voc_example
 from deeplab_load.data.voc import PALETTE_256, VocDataset
 
 GENERATOR_VERSION = 3
@@ -29,7 +26,6 @@ CLASS_NAMES = ("background", "disk", "square", "triangle", "ring", "cross")
 DEFAULT_NUM_TRAIN = 256
 DEFAULT_NUM_VAL = 120
 DEFAULT_IMAGE_SIZE = (97, 129)
-MANIFEST = "manifest.json"
 COLOR_HINT = 0.85  # probability that an object has its class colour (else a random one)
 TEXTURE_HINT = 0.9  # probability that an object has its class texture
 NOISE_STD = 12.0  # pixel noise, in 0..255 units
@@ -49,13 +45,12 @@ def default_cache_dir(num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
                       image_size=DEFAULT_IMAGE_SIZE, seed=0) -> str:
     """`<cache>/demo` for the default parameters, `<cache>/demo_<params>` for others, so sets
     of different sizes (e.g. benchmark variants) do not overwrite each other."""
-    base = os.environ.get("DEEPLAB_LOAD_CACHE") or os.path.join("~", ".cache", "deeplab_load")
     name = "demo"
     if (num_train, num_val, as_size(image_size), seed) != (
             DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_IMAGE_SIZE, 0):
         height, width = as_size(image_size)
         name = f"demo_{num_train}_{num_val}_{height}x{width}_seed{seed}"
-    return os.path.join(os.path.expanduser(base), name)
+    return os.path.join(cache_root(), name)
 
 
 def _shape_mask(kind, u, v, radius):
@@ -153,69 +148,30 @@ def _manifest(num_train, num_val, image_size, seed):
             "num_val": int(num_val), "image_size": list(as_size(image_size)), "seed": int(seed)}
 
 
-def _read_manifest(root):
-    try:
-        with open(os.path.join(root, MANIFEST)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def write_demo(root, num_train, num_val, image_size, seed):
-    """Writes the whole set into `root` (a new or empty directory) in the VOC layout."""
+    """Writes the whole set (without its manifest) into `root`, a new or empty directory, in
+    the VOC layout."""
     height, width = as_size(image_size)
-    voc = os.path.join(root, "VOCdevkit", "VOC2012")
-    for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
-        os.makedirs(os.path.join(voc, sub), exist_ok=True)
+    voc = voc_folders(root)
     ids = [f"demo_{i:05d}" for i in range(num_train + num_val)]
     for index, example_id in enumerate(ids):
         image, label = render_scene(np.random.default_rng([seed, index]), height, width)
-        with open(os.path.join(voc, "JPEGImages", example_id + ".jpg"), "wb") as f:
-            f.write(encode_image(image, "JPEG", quality=92))
-        with open(os.path.join(voc, "SegmentationClass", example_id + ".png"), "wb") as f:
-            f.write(encode_index_png(label, PALETTE_256))
+        write_voc_example(voc, example_id, image, label, PALETTE_256)
     lists = os.path.join(voc, "ImageSets", "Segmentation")
     write_id_list_atomic(os.path.join(lists, "train.txt"), ids[:num_train])
     write_id_list_atomic(os.path.join(lists, "val.txt"), ids[num_train:])
     write_id_list_atomic(os.path.join(lists, "trainval.txt"), ids)
-    with open(os.path.join(root, MANIFEST), "w") as f:
-        json.dump(_manifest(num_train, num_val, image_size, seed), f, indent=1)
 
 
 def ensure_demo(root=None, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
                 image_size=DEFAULT_IMAGE_SIZE, seed=0) -> str:
-    """The demo root directory, (re)generated unless its manifest matches the parameters.
-
-    Generation happens in a temporary sibling directory that is renamed into place, so a
-    concurrent or interrupted run never sees a partial set. A non-empty `root` without a
-    manifest is never deleted.
-    """
-    root = os.path.abspath(os.path.expanduser(
-        root or default_cache_dir(num_train, num_val, image_size, seed)))
-    wanted = _manifest(num_train, num_val, image_size, seed)
-    if _read_manifest(root) == wanted:
-        return root
-    if os.path.isdir(root) and os.listdir(root) and _read_manifest(root) is None:
-        raise FileExistsError(f"{root} exists, is not empty and is not a demo data set "
-                              f"(no {MANIFEST}); choose another directory")
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    start = time.time()
-    tmp = tempfile.mkdtemp(prefix=".demo_tmp_", dir=parent)
-    try:
-        write_demo(tmp, num_train, num_val, image_size, seed)
-        if os.path.isdir(root) and _read_manifest(root) != wanted:
-            shutil.rmtree(root, ignore_errors=True)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if _read_manifest(root) != wanted:  # not a concurrent writer of the same set
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logging.info("generated demo data set (%d train, %d val, %s) in %s in %.2f s",
-                 num_train, num_val, as_size(image_size), root, time.time() - start)
-    return root
+    """The demo root directory, (re)generated unless its manifest matches the parameters
+    (`generated.ensure_generated`: written aside and renamed into place; a non-empty `root`
+    without a manifest is never deleted)."""
+    return ensure_generated(
+        root or default_cache_dir(num_train, num_val, image_size, seed),
+        _manifest(num_train, num_val, image_size, seed),
+        lambda folder: write_demo(folder, num_train, num_val, image_size, seed), "demo")
 
 
 class DemoDataset(VocDataset):

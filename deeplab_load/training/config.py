@@ -43,12 +43,12 @@ class TrainConfig:
     batch_norm_decay: float = option(0.9997, "Moving-average decay of BatchNorm statistics "
                                      "(DeepLab: 0.9997); matters with --fine_tune_batch_norm.")
     # Data.
-    dataset: str = option("demo", "voc, cityscapes, stanford or demo.",
-                          ("voc", "cityscapes", "stanford", "demo"))
+    dataset: str = option("demo", "voc, cityscapes, stanford, demo or bench (generated: "
+                          "docs/BENCH.md).", ("voc", "cityscapes", "stanford", "demo", "bench"))
     dataset_dir: Optional[str] = option(None, "Data set root: the folder holding VOCdevkit "
                                         "(or VOCdevkit, or VOC2012), the Cityscapes root (with "
                                         "leftImg8bit/, gtFine/), the folder holding iccv09Data; "
-                                        "demo: the cache dir by default.")
+                                        "demo, bench: the cache dir by default.")
     tfrecord_dir: Optional[str] = option(None, "Read the splits from TFRecords (ours, or "
                                          "research/deeplab's build_*_data.py output).")
     train_split: Optional[str] = option(None, "Training split (default: train_aug for VOC "

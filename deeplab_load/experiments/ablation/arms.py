@@ -32,23 +32,29 @@ CURRENT_TAG = "g_s"      # the hooks take D's hold-out fakes from this tag
 BEST_TAG, LAST_TAG = "adversarial_best", "adversarial_last"
 
 
-def cross_entropy_trainer(job, model_training=True):
-    """A plain (unweighted) CE trainer over the job's model with the generator's optimizer."""
+def _generator_training(f):
+    """The generator's `training` argument in the adversarial steps (--adv_generator_mode)."""
+    return f.adv_generator_mode == "train"
+
+
+def cross_entropy_trainer(job):
+    """A plain (unweighted) CE trainer over the job's model with the generator's optimizer, the
+    generator in the adversarial steps' mode."""
     f = job.f
     with job.strategy.scope():
         return steps.Stage1Trainer(job.model, job.generator_optimizer, job.strategy,
                                    job.ds.info.num_classes, weight_decay=f.weight_decay,
-                                   model_training=model_training)
+                                   model_training=_generator_training(f))
 
 
-def hybrid_trainer(job, adversarial_weight, model_training=True):
+def hybrid_trainer(job, adversarial_weight):
     """The hybrid step CE + `adversarial_weight` * -log D(G(x)) with the generator's optimizer."""
     f = job.f
     with job.strategy.scope():
         return steps.GeneratorTrainer(job.model, job.discriminator, job.generator_optimizer,
                                       job.strategy, job.ds.info.num_classes,
                                       map_encoding=f.map_encoding, weight_decay=f.weight_decay,
-                                      model_training=model_training,
+                                      model_training=_generator_training(f),
                                       hybrid_weights=(1.0, adversarial_weight))
 
 

@@ -111,6 +111,9 @@ def test_every_arm_runs_with_loads_step_budget_and_its_mechanism(finished):
     assert all(set(e["losses"]) == {"cross_entropy"} for e in propagations)
     assert [e["metrics"] for e in events if e["kind"] == "discriminator"] == [{}]
     assert {"start", "cycle_start", "done"} <= {e["kind"] for e in events}
+    buffer_dir = os.path.join(seed_dir, "cross_entropy_selected", "buffer")
+    sets = [d for d in os.listdir(buffer_dir) if d.startswith("set_")]
+    assert sets and all(os.listdir(os.path.join(buffer_dir, d)) == ["NO_MAPS.txt"] for d in sets)
     assert selected["decisions"]["propagation"] == selected["steps"]
     start_mu = events[0]["mu"]
     best_mu = max(e["mu"] for e in propagations)

@@ -30,6 +30,7 @@ from deeplab_load.training.progress import Progress
 
 CURRENT_TAG = "g_s"      # the hooks take D's hold-out fakes from this tag
 BEST_TAG, LAST_TAG = "adversarial_best", "adversarial_last"
+NO_MAPS_FILE = "NO_MAPS.txt"   # the only file of a label-map set of arm (b')
 
 
 def _generator_training(f):
@@ -93,8 +94,8 @@ class WithoutDiscriminator:
     """`LoAdHooks` for arm (b'): the generator side of `hooks` (a `LoAdTrainingHooks` whose
     generator trainer is a CE trainer), and no discriminator.
 
-    Label-map sets stay empty folders (nothing reads them) and D rounds train nothing; each such
-    call is logged, and D rounds return no metrics (the events say `"metrics": {}`).
+    Label-map sets hold only a NO_MAPS_FILE note (nothing reads them) and D rounds train nothing;
+    each such call is logged, and D rounds return no metrics (the events say `"metrics": {}`).
     """
 
     def __init__(self, hooks):
@@ -122,6 +123,9 @@ class WithoutDiscriminator:
         self.hooks.restore_model(tag)
 
     def write_map_set(self, tag, set_dir):
+        # The buffer keeps whole sets only and refuses an empty folder: the set holds a note.
+        with open(os.path.join(set_dir, NO_MAPS_FILE), "w", encoding="utf-8") as f:
+            f.write(f"no label maps of {tag}: this arm has no discriminator\n")
         logging.info("CE under the controller: no label maps of %s written (no D in this arm)",
                      tag)
 

@@ -219,8 +219,12 @@ def test_step_budget_is_arm_steps_or_the_load_arms_propagations(tmp_path):
 
     assert budget(AblationConfig(arm_steps=7), {"load": {"steps": 3}}) == 7
     assert budget(AblationConfig(), {"load": {"steps": 3}}) == 3
-    with pytest.raises(ValueError, match="add load to --arms or pass --arm_steps"):
+    with pytest.raises(ValueError, match="load.json does not exist.*add load to --arms or "
+                                         "pass --arm_steps"):
         budget(AblationConfig(groups=("cross_entropy",)), {})
+    with open(tmp_path / "load.json", "w") as f:       # LoAd ran in an earlier call
+        json.dump({"steps": 5}, f)
+    assert budget(AblationConfig(groups=("cross_entropy",)), {}) == 5
 
 
 K_CLASSES, N_IMAGES = 3, 12

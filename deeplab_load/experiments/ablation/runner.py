@@ -273,8 +273,12 @@ class Ablation:
             return self.config.arm_steps
         if "load" in results:
             return results["load"]["steps"]
-        raise ValueError(f"the control arms of seed {seed} take as many steps as its LoAd arm: "
-                         f"add load to --arms or pass --arm_steps")
+        finished_load = os.path.join(seed_dir, "load.json")
+        if os.path.exists(finished_load):         # LoAd ran for this seed in an earlier call
+            return _read_json(finished_load)["steps"]
+        raise ValueError(f"the control arms of seed {seed} take as many steps as its LoAd arm, "
+                         f"which has not run ({finished_load} does not exist): add load to "
+                         f"--arms or pass --arm_steps")
 
     def run_seed(self, seed):
         seed_dir = os.path.join(self.dir, f"seed_{seed}")

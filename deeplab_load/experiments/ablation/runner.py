@@ -3,15 +3,16 @@ same step budget on the same batch sequence.
 
     ablation_dir/
       stage1/                   the shared start: stage 1 (or --initial_checkpoint), hold-out
-                                ids; stage1.json its marker, baseline.npz the baseline's
-                                per-image confusion matrices
+                                ids; stage1.json its marker, baseline.per_image.npz/.json
+                                the baseline's per-image confusion matrices
       seed_<s>/load/            arm (e): a whole LoAd run (`run.run_training`, resumable)
       seed_<s>/selection_only/  arm (g): the same with the generator's learning rate 0
       seed_<s>/cross_entropy/   arm (b): plain CE with the generator's optimizer
       seed_<s>/cross_entropy_selected/  arm (b'): those CE steps under LoAd's controller, no D
       seed_<s>/adversarial/     arms (c) last and (d) best hold-out (`arms.plain_adversarial`)
       seed_<s>/hybrid_<l>/      arms (f) last and best hold-out, CE + l adv
-      seed_<s>/<arm>.npz        the arm's per-image confusion matrices on the report split
+      seed_<s>/<arm>.per_image.npz/.json  the arm's per-image confusion matrices and structure
+                                records on the report split (`PerImageResults`)
       seed_<s>/<arm>.json       an arm's figures, written when it is done (its resume marker)
       ablation.md, ablation.json, ablation.png   (`report`)
 
@@ -41,6 +42,8 @@ from deeplab_load.model_loading import ModelSource, load_model
 from deeplab_load.training import interrupts, run
 
 TEST_SPLIT = "test"
+# Per-image results of an arm: <arm>.per_image.npz and .per_image.json (`PerImageResults`).
+PER_IMAGE_SUFFIX = ".per_image.npz"
 
 
 def _read_json(path):
@@ -94,7 +97,7 @@ def prepare_start(f, ablation_dir, demo_profile=None):
                          "and there is no --initial_checkpoint")
     holdout_refs = run.holdout_refs_of(job)
     baseline = evaluate_on_report_split(job.model, job.ds, f, job.eval_crop_size, holdout_refs,
-                                        ablation_dir, os.path.join(job.local_dir, "baseline.npz"))
+                                        ablation_dir, os.path.join(job.local_dir, f"baseline{PER_IMAGE_SUFFIX}"))
     start = {"checkpoint": checkpoint,
              "holdout_ids": os.path.join(job.local_dir, "holdout_ids.txt"),
              "baseline": {"steps": 0, "report": baseline,
@@ -148,7 +151,7 @@ class Ablation:
     def _evaluate(self, job, holdout_refs, seed_dir, arm):
         return evaluate_on_report_split(job.model, job.ds, self.f, job.eval_crop_size,
                                         holdout_refs, self.dir,
-                                        os.path.join(seed_dir, f"{arm}.npz"))
+                                        os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
 
     def _fresh_job(self, seed, run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)     # a control arm always runs from its start
@@ -171,7 +174,7 @@ class Ablation:
             os.path.join(run_dir, pipeline.HOLDOUT_FILE)))
         report_figures = evaluate_on_report_split(
             model, ds, f, as_size(f.eval_crop_size or ds.info.eval_crop_size), holdout_refs,
-            self.dir, os.path.join(seed_dir, f"{arm}.npz"))
+            self.dir, os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
         history = _read_events(run_dir)
         return {"steps": summary["propagations"], "report": report_figures,
                 "cycles": summary["cycles"], "peaks": summary["peaks"],

@@ -13,6 +13,7 @@ import tensorflow as tf
 from test_train_e2e import REPO, TINY_FLAGS, environment
 
 from deeplab_load import metrics
+from deeplab_load.errors import FlagError
 from deeplab_load.evaluation_stats.per_image import PerImageResults
 from deeplab_load.evaluation_stats.structure import StructureStats
 from deeplab_load.experiments.ablation import arm_names, report
@@ -222,7 +223,7 @@ def test_step_budget_is_arm_steps_or_the_load_arms_propagations(tmp_path):
 
     assert budget(AblationConfig(arm_steps=7), {"load": {"steps": 3}}) == 7
     assert budget(AblationConfig(), {"load": {"steps": 3}}) == 3
-    with pytest.raises(ValueError, match="load.json does not exist.*add load to --arms or "
+    with pytest.raises(FlagError, match="load.json does not exist.*add load to --arms or "
                                          "pass --arm_steps"):
         budget(AblationConfig(groups=("cross_entropy",)), {})
     with open(tmp_path / "load.json", "w") as f:       # LoAd ran in an earlier call

@@ -26,6 +26,7 @@ from absl import flags  # noqa: E402
 from deeplab_load.errors import FlagError  # noqa: E402
 from deeplab_load.experiments.ablation.config import AblationConfig  # noqa: E402
 from deeplab_load.experiments.ablation.runner import run_ablation  # noqa: E402
+from deeplab_load.training import interrupts  # noqa: E402
 from deeplab_load.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -70,7 +71,12 @@ def main(argv):
     config, given = cli.dataclass_from_flags(TrainConfig)
     config, applied = config.with_demo_profile(given)
     ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{config.dataset}")
-    run_ablation(config.validate(), ablation, ablation_dir, demo_profile=applied)
+    try:
+        run_ablation(config.validate(), ablation, ablation_dir, demo_profile=applied)
+    except interrupts.TrainingInterrupted as stop:
+        print(f"ablation {stop}; finished arms are kept in {os.path.abspath(ablation_dir)}: run "
+              f"the same command again to resume", flush=True)
+        raise SystemExit(130) from stop
     print(f"ablation report: {os.path.join(os.path.abspath(ablation_dir), 'ablation.md')}")
 
 

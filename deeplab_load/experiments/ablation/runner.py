@@ -34,6 +34,7 @@ from absl import logging
 from deeplab_load import metrics
 from deeplab_load.data import pipeline
 from deeplab_load.data.common import as_size, read_id_list
+from deeplab_load.errors import FlagError
 from deeplab_load.evaluation_stats.per_image import evaluate_per_image
 from deeplab_load.experiments.ablation import arm_names, arms, report
 from deeplab_load.lookahead.buffer import write_json_atomic
@@ -166,7 +167,7 @@ class Ablation:
         f = _arm_flags(self.f, self.start, seed, run_dir, **changes,
                        **self._budget_flags(self.config.arm_steps or budget))
         summary = run.run_training(f)
-        if "interrupted" in summary:
+        if "interrupted" in summary:       # its progress is saved: the next call resumes it
             raise interrupts.TrainingInterrupted("a signal", f"in the {arm} arm (seed {seed})")
         model = load_model(ModelSource(run_dir=run_dir, checkpoint_tag="final")).model
         ds = run.open_dataset(f)
@@ -279,7 +280,7 @@ class Ablation:
         finished_load = os.path.join(seed_dir, "load.json")
         if os.path.exists(finished_load):         # LoAd ran for this seed in an earlier call
             return _read_json(finished_load)["steps"]
-        raise ValueError(f"the control arms of seed {seed} take as many steps as its LoAd arm, "
+        raise FlagError(f"the control arms of seed {seed} take as many steps as its LoAd arm, "
                          f"which has not run ({finished_load} does not exist): add load to "
                          f"--arms or pass --arm_steps")
 

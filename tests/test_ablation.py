@@ -308,3 +308,69 @@ def test_mean_std():
     assert report.mean_std([0.5, 0.7, None]) == pytest.approx((0.6, 0.1414213))
     assert report.mean_std([0.4]) == (0.4, 0.0)
     assert report.mean_std([None]) == (None, None)
+
+
+class ScriptedGenerator:
+    """The generator side of `LoAdTrainingHooks` as a script: hold-out mIoU per step, snapshots
+    as the step they were taken at; any discriminator call fails."""
+
+    def __init__(self, mious):
+        self.mious, self.step, self.snapshots, self.events = mious, 0, {}, []
+
+    def adversarial_step(self, propagation):
+        self.step = propagation
+        return {"generator_loss": 1.0 / propagation}
+
+    def evaluate(self):
+        return self.mious[self.step]
+
+    def save_working(self, propagation):
+        self.snapshots[f"working_{propagation}"] = self.step
+
+    def restore_working(self, propagation):
+        self.step = self.snapshots[f"working_{propagation}"]
+
+    def save_model(self, tag):
+        self.snapshots[tag] = self.step
+
+    def copy_model(self, src_tag, dst_tag):
+        self.snapshots[dst_tag] = self.snapshots[src_tag]
+
+    def restore_model(self, tag):
+        self.step = self.snapshots[tag]
+
+    def on_event(self, event):
+        self.events.append(event)
+
+    def write_map_set(self, tag, set_dir):
+        raise AssertionError("arm (b') wrote label maps")
+
+    def train_discriminator(self, set_dirs, round):
+        raise AssertionError("arm (b') trained a discriminator")
+
+    def restore_discriminator(self, round):
+        raise AssertionError("arm (b') restored a discriminator")
+
+
+def test_cross_entropy_under_the_controller_logs_decisions_and_selects_the_best(tmp_path):
+    from deeplab_load.experiments.ablation import arms
+    from deeplab_load.lookahead.controller import LoAdConfig
+
+    # Hold-out mIoU after steps 0..6: a peak at step 2, then a decline (the cycle diverges).
+    generator = ScriptedGenerator([0.50, 0.52, 0.60, 0.55, 0.40, 0.30, 0.20])
+    job = type("Job", (), {"local_dir": str(tmp_path), "f": type("F", (), {"seed": 0})})
+    config = LoAdConfig(beta_l=0.05, beta_u=0.001, gamma_max=3, psi_max=1, omega_max=5,
+                        b_max=3, max_propagations=6)
+    result, history = arms.run_controller(job, arms.WithoutDiscriminator(generator), config)
+    kinds = [e["kind"] for e in history]
+    assert kinds.count("new_best") == 2 and "peak" in kinds and "cycle_end" in kinds
+    assert [e["metrics"] for e in history if e["kind"] == "discriminator"] == [{}, {}]
+    assert all(set(e["losses"]) == {"cross_entropy"} for e in history
+               if e["kind"] == "propagation")
+    assert generator.events == history                 # delivered to the wrapped hooks' log
+    # Selection: the returned model is the best hold-out step, not the last.
+    assert result.final_tag == "g_best" and result.mu_final == 0.60
+    assert generator.snapshots["g_best"] == 2
+    buffer_dir = tmp_path / "buffer"
+    sets = [d for d in os.listdir(buffer_dir) if d.startswith("set_")]
+    assert sets and all(os.listdir(buffer_dir / d) == [arms.NO_MAPS_FILE] for d in sets)

@@ -374,3 +374,23 @@ def test_cross_entropy_under_the_controller_logs_decisions_and_selects_the_best(
     buffer_dir = tmp_path / "buffer"
     sets = [d for d in os.listdir(buffer_dir) if d.startswith("set_")]
     assert sets and all(os.listdir(buffer_dir / d) == [arms.NO_MAPS_FILE] for d in sets)
+
+
+def test_report_split_is_the_test_split_else_val_minus_the_hold_out(tmp_path):
+    from deeplab_load.data import get_dataset
+    from deeplab_load.experiments.ablation.runner import report_target
+    from deeplab_load.training.config import TrainConfig
+
+    f = TrainConfig()
+    bench = get_dataset("bench", str(tmp_path / "bench"), num_train=2, num_val=3, num_test=4,
+                        image_size=(49, 49))
+    holdout = bench.examples("val")[:1]
+    assert report_target(bench, f, holdout) == ("test", None, "test")
+    demo = get_dataset("demo", str(tmp_path / "demo"), num_train=2, num_val=3,
+                       image_size=(33, 33))
+    holdout = demo.examples("val")[:1]
+    split, refs, label = report_target(demo, f, holdout)
+    assert (split, label) == ("val", "val minus hold-out")
+    assert [r.id for r in refs] == [r.id for r in demo.examples("val")[1:]]
+    with pytest.raises(ValueError, match="report split is empty"):
+        report_target(demo, f, demo.examples("val"))

@@ -39,13 +39,9 @@ COMMANDS = dict(LAYERS)["commands"]
 # module -> why it may import inside functions.
 FUNCTION_IMPORTS_ALLOWED = {
     **{name: "command module" for name in COMMANDS},
-    "deeplab_load.training.ablation": "ablation study: moves to deeplab_load/experiments/ablation/",
 }
 # Cycles (sets of modules) tolerated until the change named beside them lands.
-KNOWN_CYCLES = {
-    frozenset({"deeplab_load.training.ablation", "deeplab_load.training.ablation_report"}):
-        "ablation study: moves to deeplab_load/experiments/ablation/",
-}
+KNOWN_CYCLES = {}
 
 
 def module_files(root, package=PACKAGE):

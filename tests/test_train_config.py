@@ -15,7 +15,10 @@ BAD_VALUES = {
     "batch_norm_decay": 1.0, "demo_num_train": 0, "demo_num_val": 1, "demo_image_size": (20, 97),
     "crop_size": (0, 65), "eval_crop_size": (65,), "min_scale_factor": 0.0,
     "stage1_weighted_epochs": -1.0, "stage1_plain_epochs": -0.5, "stage1_batch_size": 0,
-    "stage1_learning_rate": 0.0, "stage1_momentum": 1.0, "min_class_weight": 0.0,
+    "stage1_learning_rate": 0.0, "stage1_momentum": 1.0, "stage1_learning_power": 0.0,
+    "stage1_end_learning_rate": -1e-4, "stage1_learning_rate_decay_step": 0,
+    "stage1_learning_rate_decay_factor": 1.5, "stage1_slow_start_step": -1,
+    "stage1_slow_start_learning_rate": -0.1, "min_class_weight": 0.0,
     "checkpoint_every": 0, "weight_decay": -4e-5, "beta_l": 2.0, "beta_u": -0.5, "gamma_max": 0, "psi_max": -1,
     "omega_max": -1, "buffer_max": 1, "max_propagations": -1, "holdout_fraction": 0.0,
     "adv_batch_size": -1, "adv_learning_rate": -1e-3, "adv_momentum": 1.5, "disc_batch_size": 0,
@@ -48,6 +51,24 @@ def test_all_bad_values_are_listed_in_one_error():
     assert message.startswith(f"{len(BAD_VALUES)} invalid flag(s)")
     assert all(f"--{name}=" in message for name in BAD_VALUES)
     assert "\n" not in message
+
+
+def test_adversarial_learning_rate_zero_is_valid_and_negative_names_the_range():
+    """lr 0 is the selection-only null arm: allowed; a negative one says >= 0."""
+    assert TrainConfig(adv_learning_rate=0.0).validate().adv_learning_rate == 0.0
+    with pytest.raises(FlagError, match=r"--adv_learning_rate=-0.001 must be >= 0 \(0: the "):
+        TrainConfig(adv_learning_rate=-1e-3).validate()
+
+
+def test_learning_policy_and_generator_mode_are_choices():
+    with pytest.raises(FlagError, match="--stage1_learning_policy=cosine must be one of "
+                                        "constant, poly, step"):
+        TrainConfig(stage1_learning_policy="cosine").validate()
+    with pytest.raises(FlagError, match="--adv_generator_mode=eval must be one of frozen, train"):
+        TrainConfig(adv_generator_mode="eval").validate()
+    assert TrainConfig().stage1_learning_policy == "constant"
+    assert TrainConfig().adv_generator_mode == "frozen"
+    assert TrainConfig().with_demo_profile()[0].stage1_learning_policy == "poly"
 
 
 def test_cross_field_and_choice_rules():

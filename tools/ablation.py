@@ -1,15 +1,19 @@
-"""Does LoAd beat its controls? Five arms from one stage-1 model, for several seeds.
+"""Does LoAd beat its controls? The arms of the ablation from one stage-1 model, for several seeds.
 
     python tools/ablation.py --ablation_dir=runs/ablation_demo --num_seeds=3
-    python tools/ablation.py --flagfile=flags/stanford_xception65.cfg --dataset_dir=/data
-        --ablation_dir=runs/ablation_stanford      (one command line)
+    python tools/ablation.py --dataset=bench --num_seeds=5 --arms=baseline,load,selection_only
+        --ablation_dir=runs/ablation_bench      (one command line)
 
-Arms: (a) the stage-1 baseline, (b) continued pixel-wise CE, (c) plain adversarial training
-without lookahead (last model), (d) the same with the best hold-out model selected, (e) LoAd.
-(b)-(d) take as many generator steps as the LoAd run of the same seed took propagations.
-Every train flag applies (the demo profile too); results are mIoU on the unselected val
-images (val minus the hold-out). Writes ablation.md / .json / .png into --ablation_dir and
-resumes there when run again. See deeplab_load/training/ablation.py.
+Arms (--arms, a comma list; default all): baseline (a) the stage-1 model; cross_entropy (b)
+more CE with the generator's optimizer; cross_entropy_selected (b') the same CE steps under
+LoAd's controller (lookahead, hold-out selection, no D); adversarial (c) last / (d) best
+hold-out model of plain adversarial training; load (e) LoAd; hybrid (f) CE + lambda adv per
+--hybrid_weights, last / best; selection_only (g) LoAd with the generator's learning rate 0.
+Every arm takes --arm_steps generator steps, or as many as the LoAd arm of the seed took
+propagations. Every train flag applies (the demo profile too). Arms are judged on the data
+set's test split, else on val minus the hold-out; the report has paired bootstrap intervals
+against the baseline and LoAd. Writes ablation.md / .json / .png into --ablation_dir and
+resumes there arm by arm when run again. See deeplab_load/experiments/ablation/.
 """
 import os
 import sys
@@ -20,28 +24,59 @@ from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up
 from absl import flags  # noqa: E402
 
 from deeplab_load.errors import FlagError  # noqa: E402
+from deeplab_load.experiments.ablation.config import AblationConfig  # noqa: E402
+from deeplab_load.experiments.ablation.runner import run_ablation  # noqa: E402
+from deeplab_load.training.safety import interrupts  # noqa: E402
 from deeplab_load.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
+_DEFAULTS = AblationConfig()
 cli.define_dataclass_flags(TrainConfig)
 flags.DEFINE_string("ablation_dir", None, "Where the arms' runs and the report go "
                     "(default: runs/ablation_<dataset>).")
-flags.DEFINE_integer("num_seeds", 3, "Seeds --seed, --seed + 1, ... (each runs every arm).")
+flags.DEFINE_string("arms", "all", "Arm groups to run, a comma list of "
+                    f"{', '.join(_DEFAULTS.groups)}, or all (the baseline is always reported).")
+flags.DEFINE_integer("num_seeds", _DEFAULTS.num_seeds,
+                     "Seeds --seed, --seed + 1, ... (each runs every selected arm).")
+flags.DEFINE_integer("arm_steps", _DEFAULTS.arm_steps,
+                     "Generator steps of every arm; 0 = as many as the seed's LoAd arm took "
+                     "propagations.")
+flags.DEFINE_list("hybrid_weights", [f"{w:g}" for w in _DEFAULTS.hybrid_weights],
+                  "Lambdas of the hybrid arms (f), CE + lambda adv.")
+flags.DEFINE_integer("bootstrap_resamples", _DEFAULTS.bootstrap_resamples,
+                     "Resamples of the report's paired bootstrap intervals.")
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
+def ablation_config_from_flags():
+    """AblationConfig of the ablation flags; FlagError naming the bad ones."""
+    try:
+        weights = tuple(float(w) for w in FLAGS.hybrid_weights)
+    except ValueError as err:
+        raise FlagError(f"--hybrid_weights must be numbers, got {FLAGS.hybrid_weights}") from err
+    try:
+        return AblationConfig(groups=tuple(FLAGS.arms.split(",")), num_seeds=FLAGS.num_seeds,
+                              arm_steps=FLAGS.arm_steps, hybrid_weights=weights,
+                              bootstrap_resamples=FLAGS.bootstrap_resamples)
+    except ValueError as err:
+        raise FlagError(str(err)) from err
+
+
 def main(argv):
     del argv
-    if FLAGS.num_seeds < 1:
-        raise FlagError(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
     if FLAGS.run_dir:
         raise FlagError("--run_dir is not used by the ablation; pass --ablation_dir")
-    from deeplab_load.training.ablation import run_ablation
+    ablation = ablation_config_from_flags()
     config, given = cli.dataclass_from_flags(TrainConfig)
     config, applied = config.with_demo_profile(given)
     ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{config.dataset}")
-    run_ablation(config.validate(), ablation_dir, FLAGS.num_seeds, demo_profile=applied)
+    try:
+        run_ablation(config.validate(), ablation, ablation_dir, demo_profile=applied)
+    except interrupts.TrainingInterrupted as stop:
+        print(f"ablation {stop}; finished arms are kept in {os.path.abspath(ablation_dir)}: run "
+              f"the same command again to resume", flush=True)
+        raise SystemExit(130) from stop
     print(f"ablation report: {os.path.join(os.path.abspath(ablation_dir), 'ablation.md')}")
 
 

@@ -14,6 +14,11 @@ resumed run draws the same dropout masks as an uninterrupted one. Checkpoints wr
 (no random_state entries) still restore, with a warning; readers of weights only
 (`read_model_weights`) ignore them.
 
+An optimizer's learning rate is saved (its `learning_rate` variable, when it has one) but never
+restored: after any restore the optimizer keeps the rate it was built with -- the run's
+configured flags -- and a snapshot saved with another rate is logged once as "old -> new". A
+learning-rate entry may also be missing (saved under a schedule, which has no variable) or extra.
+
 A checkpoint or tags.json that cannot be read raises `errors.DamagedFileError` naming the file.
 """
 import json
@@ -28,6 +33,7 @@ from deeplab_load.atomic_files import write_json_atomic
 from deeplab_load.errors import DamagedFileError
 
 TAGS_FILE = "tags.json"
+LEARNING_RATE = "learning_rate"   # an optimizer's learning-rate variable in its table
 RANDOM_STATE_PREFIX = "random_state/"
 # What reading a damaged checkpoint raises (truncated data file: IndexError "Read less bytes").
 _READ_ERRORS = (tf.errors.OpError, IndexError, EOFError, OSError, UnicodeDecodeError)
@@ -99,13 +105,15 @@ def _checkpoint_name(key, name):
     return f"{key}/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def check_checkpoint_matches(prefix, tables):
+def check_checkpoint_matches(prefix, tables, optional=()):
     """Raises ValueError naming `prefix` and every missing, unexpected or mis-shaped entry
     unless the checkpoint holds exactly the variables of `tables` ({key: variable table}).
 
-    Random-state entries may be missing (older checkpoints) or extra (a reader of weights only);
-    returns the names of `tables`' entries absent from the checkpoint ({key: [name]})."""
+    Random-state entries, and the checkpoint names in `optional`, may be missing (older
+    checkpoints) or extra (a reader of weights only); returns the names of `tables`' entries
+    absent from the checkpoint ({key: [name]})."""
     stored = list_checkpoint(prefix)
+    optional = set(optional)
     problems, absent = [], {}
     for key, table in tables.items():
         expected = {_checkpoint_name(key, name): tuple(v.shape) for name, v in table.items()}
@@ -113,9 +121,9 @@ def check_checkpoint_matches(prefix, tables):
                    n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")}
         absent[key] = [name for name in table if _checkpoint_name(key, name) not in present]
         problems += [f"missing {n}" for n in sorted(set(expected) - present)
-                     if not _is_random_state(n)]
+                     if not _is_random_state(n) and n not in optional]
         problems += [f"unexpected {n}" for n in sorted(present - set(expected))
-                     if not _is_random_state(n)]
+                     if not _is_random_state(n) and n not in optional]
         problems += [f"{n}: checkpoint {tuple(stored[n])} vs model {shape}"
                      for n, shape in sorted(expected.items())
                      if n in stored and tuple(stored[n]) != shape]
@@ -145,6 +153,9 @@ class CheckpointStore:
     def __init__(self, root, **trackables):
         self.root = root
         self.tables = {name: variable_table(obj) for name, obj in trackables.items()}
+        self.optimizers = {name: obj for name, obj in trackables.items()
+                           if isinstance(obj, keras.optimizers.Optimizer)}
+        self._reported_rates = set()
         self.checkpoint = tf.train.Checkpoint(**self.tables)
         os.makedirs(root, exist_ok=True)
         self.tags_path = os.path.join(root, TAGS_FILE)
@@ -192,17 +203,54 @@ class CheckpointStore:
         when the index is unreadable; a data file that breaks mid-read may leave part assigned,
         so restore another tag after that error)."""
         prefix = self.prefix(tag)
-        absent = check_checkpoint_matches(prefix, self.tables)
-        if not any(absent.values()):
-            _read(self.checkpoint, prefix).assert_consumed()
-            return
-        logging.warning("%s (tag %s) predates random-state checkpointing: %s keep their current "
-                        "state, so dropout draws after this restore differ from an "
-                        "uninterrupted run", prefix, tag,
-                        sorted(f"{k}/{n}" for k, names in absent.items() for n in names))
-        tables = {key: {n: v for n, v in table.items() if n not in absent[key]}
-                  for key, table in self.tables.items()}
+        rate_names = {_checkpoint_name(key, LEARNING_RATE): key for key in self.optimizers}
+        absent = check_checkpoint_matches(prefix, self.tables, optional=rate_names)
+        stored_rates = self._stored_learning_rates(prefix, rate_names)
+        random_absent = sorted(f"{k}/{n}" for k, names in absent.items() for n in names
+                               if n.startswith(RANDOM_STATE_PREFIX))
+        if random_absent:
+            logging.warning("%s (tag %s) predates random-state checkpointing: %s keep their "
+                            "current state, so dropout draws after this restore differ from an "
+                            "uninterrupted run", prefix, tag, random_absent)
+        tables = {}
+        for key, table in self.tables.items():
+            table = {n: v for n, v in table.items() if n not in absent[key]}
+            if key in self.optimizers:
+                table.pop(LEARNING_RATE, None)     # the configured rate stays
+                if key in stored_rates:            # consumed into a scratch variable
+                    table[LEARNING_RATE] = tf.Variable(stored_rates[key][1])
+            tables[key] = table
         _read(tf.train.Checkpoint(**tables), prefix).assert_consumed()
+        self._report_rates(prefix, stored_rates)
+
+    @staticmethod
+    def _stored_learning_rates(prefix, rate_names):
+        """{optimizer key: (checkpoint name, stored learning rate)} of the snapshot."""
+        try:
+            reader = tf.train.load_checkpoint(prefix)
+            present = reader.get_variable_to_shape_map()
+            return {key: (name, reader.get_tensor(name)) for name, key in rate_names.items()
+                    if name in present}
+        except _READ_ERRORS as err:
+            raise DamagedFileError(damaged_message(prefix, err)) from err
+
+    def _report_rates(self, prefix, stored_rates):
+        """Logs, once per optimizer and pair, a snapshot rate other than the configured one."""
+        for key, optimizer in self.optimizers.items():
+            if key not in stored_rates:
+                continue
+            old = float(stored_rates[key][1])
+            new = optimizer.get_config()["learning_rate"]
+            new_value = new if not isinstance(new, dict) else None
+            if new_value is not None and abs(new_value - old) <= 1e-7 * max(abs(old), 1e-30):
+                continue
+            shown = f"{new_value:g}" if new_value is not None else \
+                f"the schedule {new.get('class_name', '')} {new.get('config', {})}"
+            if (key, old, shown) not in self._reported_rates:
+                self._reported_rates.add((key, old, shown))
+                logging.warning("%s: the snapshot's %s learning rate is %g; the configured one "
+                                "is used: %g -> %s", os.path.dirname(prefix), key, old, old,
+                                shown)
 
     def restore_first(self, tags):
         """Restores the first of `tags` that exists and reads back; returns that tag.

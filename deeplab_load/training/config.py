@@ -86,7 +86,25 @@ class TrainConfig:
     stage1_weighted_epochs: float = option(4.0, "Epochs of class-weighted CE (paper: 4).")
     stage1_plain_epochs: float = option(8.0, "Epochs of plain CE afterwards (paper: 8).")
     stage1_batch_size: int = option(7, "Stage-1 global batch (paper: 7).")
-    stage1_learning_rate: float = option(1e-4, "Stage-1 learning rate, constant (paper).")
+    stage1_learning_rate: float = option(1e-4, "Stage-1 (base) learning rate (paper: 1e-4, "
+                                         "constant).")
+    stage1_learning_policy: str = option(
+        "constant", "Stage-1 learning policy, as research/deeplab: constant (the paper's), poly "
+        "(base * (1 - t / T) ** --stage1_learning_power down to --stage1_end_learning_rate at "
+        "T, stage 1's step budget) or step (base * --stage1_learning_rate_decay_factor every "
+        "--stage1_learning_rate_decay_step steps).", ("constant", "poly", "step"))
+    stage1_learning_power: float = option(0.9, "Poly policy: power (research/deeplab: 0.9).")
+    stage1_end_learning_rate: float = option(0.0, "Poly policy: learning rate after the last "
+                                             "step (research/deeplab: 0).")
+    stage1_learning_rate_decay_step: int = option(2000, "Step policy: steps between decays "
+                                                  "(research/deeplab: 2000).")
+    stage1_learning_rate_decay_factor: float = option(0.1, "Step policy: decay factor "
+                                                      "(research/deeplab: 0.1).")
+    stage1_slow_start_step: int = option(0, "Stage-1 steps at --stage1_slow_start_learning_rate "
+                                         "before the policy starts (0: none); poly then decays "
+                                         "over the remaining steps.")
+    stage1_slow_start_learning_rate: float = option(1e-4, "Learning rate of the slow start "
+                                                    "(research/deeplab: 1e-4).")
     stage1_momentum: float = option(0.9, "Stage-1 momentum (original DeepLab).")
     min_class_weight: float = option(0.1, "Weighted CE: lower clip of pixel weights.")
     max_class_weight: float = option(10.0, "Weighted CE: upper clip of pixel weights.")
@@ -106,6 +124,13 @@ class TrainConfig:
     adv_batch_size: int = option(5, "Generator (adversarial) global batch (paper: 5).")
     adv_learning_rate: float = option(5e-6, "Generator learning rate (paper: 5e-6).")
     adv_momentum: float = option(0.95, "Generator momentum (paper: 0.95).")
+    adv_generator_mode: str = option(
+        "frozen", "The generator's mode in adversarial steps. frozen: inference mode -- "
+        "BatchNorm normalises with its moving statistics and leaves them unchanged, no dropout "
+        "(research/deeplab's fine_tune_batch_norm=False), so the steps see the maps inference, "
+        "the buffer and the hold-out mIoU see, and a step at learning rate 0 changes nothing. "
+        "train: training mode as in stage 1 -- dropout on, and with --fine_tune_batch_norm "
+        "batch statistics whose moving averages every step updates.", ("frozen", "train"))
     map_encoding: str = option("straight_through", "Generated maps fed to D: one-hot forward / "
                                "softmax backward, or softmax.", ("straight_through", "soft"))
     disc_batch_size: int = option(16, "Discriminator global batch (paper: 16).")
@@ -196,6 +221,12 @@ FIELD_RULES = (
     ("stage1_batch_size", lambda v: v >= 1, ">= 1"),
     ("stage1_learning_rate", lambda v: v > 0, "> 0"),
     ("stage1_momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("stage1_learning_power", lambda v: v > 0, "> 0"),
+    ("stage1_end_learning_rate", lambda v: v >= 0, ">= 0"),
+    ("stage1_learning_rate_decay_step", lambda v: v >= 1, ">= 1"),
+    ("stage1_learning_rate_decay_factor", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    ("stage1_slow_start_step", lambda v: v >= 0, ">= 0 (0: no slow start)"),
+    ("stage1_slow_start_learning_rate", lambda v: v >= 0, ">= 0"),
     ("min_class_weight", lambda v: v > 0, "> 0"),
     ("checkpoint_every", lambda v: v >= 1, ">= 1"),
     ("weight_decay", lambda v: v >= 0, ">= 0 (0: off)"),
@@ -208,7 +239,8 @@ FIELD_RULES = (
     ("max_propagations", lambda v: v >= 0, ">= 0 (0: no cap)"),
     ("holdout_fraction", lambda v: 0.0 < v < 1.0, "in (0, 1)"),
     ("adv_batch_size", lambda v: v >= 1, ">= 1"),
-    ("adv_learning_rate", lambda v: v > 0, "> 0"),
+    ("adv_learning_rate", lambda v: v >= 0, ">= 0 (0: the generator does not move, LoAd only "
+     "selects)"),
     ("adv_momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("disc_batch_size", lambda v: v >= 1, ">= 1"),
     ("disc_learning_rate", lambda v: v > 0, "> 0"),
@@ -228,7 +260,7 @@ DEMO_PROFILE = {
     "model_variant": "mobilenet_v2", "output_stride": 8, "atrous_rates": (),
     "decoder_output_stride": 0, "fine_tune_batch_norm": True, "batch_norm_decay": 0.9,
     "stage1_weighted_epochs": 4.0, "stage1_plain_epochs": 8.0, "stage1_batch_size": 8,
-    "stage1_learning_rate": 0.05,
+    "stage1_learning_rate": 0.05, "stage1_learning_policy": "poly",
     "gamma_max": 8, "psi_max": 3, "omega_max": 2, "max_propagations": 80,
     "adv_learning_rate": 5e-4, "adv_batch_size": 8,
     "disc_optimizer": "adam", "disc_learning_rate": 1e-3, "disc_input_size": 96,

@@ -27,6 +27,12 @@ EVENTS_FILE = "events.jsonl"
 CHANCE_ACCURACY = 0.55   # a D round ending at or below this hold-out accuracy is at chance
 
 
+def _accuracy_names(values):
+    """The hold-out accuracy keys of D's metrics: overall, real, fake (pooled) and per fake part."""
+    return ["accuracy", "real_accuracy", "fake_accuracy"] + sorted(
+        k for k in values if k.startswith("fake_accuracy_"))
+
+
 def working_tag(propagation):
     return f"working_{propagation % 2}"
 
@@ -131,7 +137,36 @@ class LoAdTrainingHooks:
         count = map_sets.write_label_map_set(
             self.generator.model, self.ds, self.train_refs, set_dir,
             self.options["map_batch_size"], self.options["eval_crop_size"])
-        logging.info("wrote %d label maps of %s into %s", count, tag, set_dir)
+        holdout_maps = [label_map for _, _, label_map in self.holdout.examples_with_maps()]
+        map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self.generator_store.prefix(tag))
+        logging.info("wrote %d label maps (and %d hold-out maps) of %s into %s", count,
+                     len(holdout_maps), tag, set_dir)
+
+    def _newest_set_holdout_fakes(self, set_dirs, triples):
+        """{"newest_set": hold-out fakes} of the generator that wrote the newest buffer set
+        when that generator is not g_s (e.g. g_end after a cycle), else {}."""
+        if not set_dirs:
+            return {}
+        stored = map_sets.read_holdout_maps(set_dirs[-1])
+        if stored is None:
+            logging.info("%s has no hold-out maps (written by an older version): D's hold-out "
+                         "fakes are g_s's maps only", set_dirs[-1])
+            return {}
+        source, maps = stored
+        if source["snapshot"] == self.generator_store.prefix("g_s"):
+            return {}
+        if len(maps) != len(triples) or any(m.shape != label.shape
+                                            for m, (_, label, _) in zip(maps, triples)):
+            raise DamagedFileError(
+                f"{os.path.join(set_dirs[-1], map_sets.HOLDOUT_MAPS_FILE)}: its {len(maps)} "
+                f"hold-out maps do not fit the {len(triples)} hold-out images; "
+                f"{map_sets.RESTART_LOAD_FIX.format(root=os.path.dirname(set_dirs[-1]))}")
+        logging.info("discriminator hold-out fakes: g_s's maps and those of %s (%s), which "
+                     "wrote the newest buffer set %s", source["tag"], source["snapshot"],
+                     os.path.basename(set_dirs[-1]))
+        newest = [(image, label, label_map) for (image, label, _), label_map in zip(triples, maps)]
+        return {"newest_set": map_sets.in_memory_examples(newest, self.options["crop_size"],
+                                                          real=False, seed=self.options["seed"])}
 
     # Discriminator.
 
@@ -147,6 +182,7 @@ class LoAdTrainingHooks:
         triples = list(self.holdout.examples_with_maps())
         holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
         holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
+        extra_fakes = self._newest_set_holdout_fakes(set_dirs, triples)
         counter = iter(range(10 ** 9))
         real = lambda: map_sets.real_examples(self.ds, self.train_refs, crop,
                                               seed + next(counter), scale)
@@ -155,13 +191,15 @@ class LoAdTrainingHooks:
                  for d in set_dirs]
 
         def log(epoch, values):
+            parts = "".join(f", {k[len('fake_accuracy_'):]} {v:.3f}" for k, v in values.items()
+                            if k.startswith("fake_accuracy_"))
             logging.info("discriminator round %d epoch %d: hold-out accuracy %.4f (real %.3f, "
-                         "fake %.3f), train loss %.4f, train accuracy %.3f", round, epoch,
+                         "fake %.3f%s), train loss %.4f, train accuracy %.3f", round, epoch,
                          values["accuracy"], values["real_accuracy"], values["fake_accuracy"],
-                         values["loss"], values["train_accuracy"])
+                         parts, values["loss"], values["train_accuracy"])
             if self.summary_writer is not None:
                 with self.summary_writer.as_default(step=round * o["disc_max_epochs"] + epoch):
-                    for name in ("accuracy", "real_accuracy", "fake_accuracy"):
+                    for name in _accuracy_names(values):
                         tf.summary.scalar(f"discriminator_epoch/holdout_{name}", values[name])
                     tf.summary.scalar("discriminator_epoch/train_loss", values["loss"])
                     tf.summary.scalar("discriminator_epoch/train_accuracy",
@@ -175,7 +213,7 @@ class LoAdTrainingHooks:
             batch_size=o["disc_batch_size"], max_epochs=o["disc_max_epochs"],
             patience=o["disc_patience"], target_accuracy=o["disc_target_accuracy"],
             seed=seed, log=log, batch_norm_batches=o["disc_bn_batches"],
-            min_epochs=o["disc_min_epochs"])
+            min_epochs=o["disc_min_epochs"], extra_holdout_fakes=extra_fakes)
         if result["accuracy"] <= CHANCE_ACCURACY:
             logging.warning(
                 "discriminator round %d ends at hold-out accuracy %.3f (real %.3f, fake %.3f), "
@@ -188,7 +226,7 @@ class LoAdTrainingHooks:
         self.discriminator_store.delete(discriminator_tag(round - 2))
         metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         for entry in result["history"]:
-            for name in ("accuracy", "real_accuracy", "fake_accuracy"):
+            for name in _accuracy_names(entry):
                 metrics[f"epoch_{entry['epoch']}_holdout_{name}"] = entry[name]
         return metrics
 
@@ -224,7 +262,7 @@ class LoAdTrainingHooks:
         else:
             if kind == "discriminator" and self.summary_writer is not None:
                 with self.summary_writer.as_default(step=event["round"]):
-                    for name in ("accuracy", "real_accuracy", "fake_accuracy"):
+                    for name in _accuracy_names(event["metrics"]):
                         if name in event["metrics"]:
                             tf.summary.scalar(f"discriminator/holdout_{name}",
                                               event["metrics"][name])

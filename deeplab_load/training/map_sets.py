@@ -7,7 +7,12 @@ buffer (`lookahead.buffer`) makes a whole set appear atomically.
 The discriminator sees every example as the generator's adversarial batches show it
 (`discriminator_view`): a training crop (scale, pad, crop, flip of `pipeline.augment`) of the
 image with its ground truth or its generated map; docs/DISCRIMINATOR.md states the choice.
+
+Beside its PNGs a set keeps `holdout_maps.npz`: the same generator's maps of the hold-out images
+and the snapshot they came from, so D's early stopping can score the newest set's generator on
+the hold-out too (`write_holdout_maps`, `read_holdout_maps`).
 """
+import json
 import os
 
 import numpy as np
@@ -18,9 +23,42 @@ from deeplab_load.data.batches import Batches, assert_no_error, reports_errors_w
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, as_size, decode_index_png, \
     encode_index_png, read_bytes
 from deeplab_load.inference import label_map_function
+from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
 from deeplab_load.training.safety import kill_points
+
+
+HOLDOUT_MAPS_FILE = "holdout_maps.npz"
+
+
+def write_holdout_maps(set_dir, maps, tag, snapshot):
+    """Stores the maps (uint8 [h,w] per hold-out image, in the evaluator's order) of the
+    generator `tag` whose checkpoint is `snapshot` (its store prefix) into `set_dir`."""
+    arrays = {f"map_{i:05d}": np.asarray(m, np.uint8) for i, m in enumerate(maps)}
+    arrays["source"] = np.array(json.dumps({"tag": tag, "snapshot": snapshot,
+                                            "count": len(maps)}))
+    path = os.path.join(set_dir, HOLDOUT_MAPS_FILE)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def read_holdout_maps(set_dir):
+    """({"tag", "snapshot", "count"}, [map uint8 [h,w]]) written by `write_holdout_maps`, or
+    None for a set without them (written before they existed); DamagedFileError naming the
+    file when unreadable."""
+    path = os.path.join(set_dir, HOLDOUT_MAPS_FILE)
+    if not os.path.exists(path):
+        return None
+    fix = RESTART_LOAD_FIX.format(root=os.path.dirname(os.path.abspath(set_dir)))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            source = json.loads(str(data["source"]))
+            maps = [data[f"map_{i:05d}"] for i in range(source["count"])]
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        raise DamagedFileError(f"{path}: damaged ({type(err).__name__}: {err}); {fix}") from err
+    return source, maps
 
 
 def map_path(set_dir, example_id):

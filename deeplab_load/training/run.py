@@ -37,13 +37,13 @@ from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
 from deeplab_load.serving import export_saved_model
-from deeplab_load.training import reporting, steps
+from deeplab_load.training import lr_schedules, reporting, steps
 from deeplab_load.checkpoints.store import CheckpointStore
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
 from deeplab_load.training.safety import interrupts, run_lock
 from deeplab_load.progress import format_duration, Progress
-from deeplab_load.training.stage1 import run_stage1, training_class_stats
+from deeplab_load.training.stage1 import run_stage1, schedule, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory
 
 
@@ -172,25 +172,36 @@ def open_job(f, demo_profile=None):
                  "dtype policy %s", run_dir, "resuming" if resumed else "new run", config,
                  type(strategy).__name__, strategy.num_replicas_in_sync, f.map_encoding,
                  f.mixed_precision)
+    split = train_split(f, ds)
+    stage1_lr = lr_schedules.stage1_learning_rate(f, stage1_total_steps(f, ds, split))
     with strategy.scope():
         model = build_deeplab(config)
         set_batch_norm_decay(model, f.batch_norm_decay)
         logits_loaded = load_initial_weights(model, f)
         discriminator = build_discriminator(info.num_classes, input_size=f.disc_input_size)
-        stage1_opt = steps.stage1_optimizer(f.stage1_learning_rate, f.stage1_momentum)
+        stage1_opt = steps.stage1_optimizer(stage1_lr, f.stage1_momentum)
         generator_opt = steps.generator_optimizer(f.adv_learning_rate, f.adv_momentum)
         disc_opt = steps.discriminator_optimizer(f.disc_learning_rate, f.disc_optimizer)
     job = Job(
         f=f, ds=ds, config=config, strategy=strategy, run_dir=run_dir, local_dir=local_dir,
         resumed=resumed, crop_size=as_size(f.crop_size or info.crop_size),
         eval_crop_size=as_size(f.eval_crop_size or info.eval_crop_size),
-        split=train_split(f, ds), random_scale=(f.min_scale_factor, f.max_scale_factor),
+        split=split, random_scale=(f.min_scale_factor, f.max_scale_factor),
         writer=tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard")),
         model=model, discriminator=discriminator, stage1_optimizer=stage1_opt,
         generator_optimizer=generator_opt, discriminator_optimizer=disc_opt,
         logits_loaded=logits_loaded)
     job.spec = write_model_specs(job)
     return job
+
+
+def stage1_total_steps(f, ds, split):
+    """Stage 1's step budget (`stage1.schedule`); None for the constant policy without slow
+    start, which needs none (and then no split listing is read)."""
+    if f.stage1_learning_policy == "constant" and f.stage1_slow_start_step == 0:
+        return None
+    return schedule(len(pipeline.split_ids(ds, split)), f.stage1_batch_size,
+                    f.stage1_weighted_epochs, f.stage1_plain_epochs)[2]
 
 
 def run_stage1_if_needed(job):
@@ -245,10 +256,10 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
     """(LoAdTrainingHooks, generator CheckpointStore) over the job's generator and D."""
     f, info = job.f, job.ds.info
     with job.strategy.scope():
-        generator_trainer = steps.GeneratorTrainer(job.model, job.discriminator,
-                                                   job.generator_optimizer, job.strategy,
-                                                   info.num_classes, map_encoding=f.map_encoding,
-                                                   weight_decay=f.weight_decay)
+        generator_trainer = steps.GeneratorTrainer(
+            job.model, job.discriminator, job.generator_optimizer, job.strategy,
+            info.num_classes, map_encoding=f.map_encoding, weight_decay=f.weight_decay,
+            model_training=f.adv_generator_mode == "train")
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),

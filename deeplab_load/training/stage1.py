@@ -1,7 +1,8 @@
 """Stage 1: pixel-wise cross entropy before LoAd, for data sets without a trained checkpoint.
 
 The paper's schedule: the weighted CE (class-balanced pixel weights) for the first epochs, then
-plain CE; momentum SGD with a constant learning rate. Resumable: the batch of step t is a pure
+plain CE; momentum SGD with a constant learning rate (or research/deeplab's poly / step policy,
+`lr_schedules`, over the stage's step budget). Resumable: the batch of step t is a pure
 function of (seed, t) (`pipeline.train_dataset(start_step=t)`), and the model + optimizer are
 snapshotted with the step number every `checkpoint_every` steps, at the end, and when a stop
 signal arrives (`interrupts`). The snapshot before the latest is kept too: when the latest cannot
@@ -19,6 +20,7 @@ from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.atomic_files import read_json, write_json_atomic, write_text_atomic
 from deeplab_load.training.safety import interrupts, kill_points
+from deeplab_load.training.lr_schedules import current_learning_rate, describe_learning_rate
 from deeplab_load.training.class_weights import ClassPixelStats, compute_class_pixel_stats
 from deeplab_load.progress import Progress
 
@@ -73,8 +75,9 @@ def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_si
     num_examples = len(pipeline.split_ids(ds, split))
     steps_per_epoch, weighted_steps, total = schedule(num_examples, batch_size, weighted_epochs,
                                                       plain_epochs)
-    logging.info("stage 1: %d steps (%d with weighted CE), %d steps per epoch, batch %d, crop %s",
-                 total, weighted_steps, steps_per_epoch, batch_size, crop_size)
+    logging.info("stage 1: %d steps (%d with weighted CE), %d steps per epoch, batch %d, crop %s, "
+                 "learning rate %s", total, weighted_steps, steps_per_epoch, batch_size,
+                 crop_size, describe_learning_rate(trainer.optimizer))
     dataset = pipeline.train_dataset(ds, split, batch_size, crop_size, seed,
                                      random_scale=random_scale,
                                      skip_bad_examples=skip_bad_examples, start_step=state["step"],
@@ -85,15 +88,17 @@ def run_stage1(trainer, store, ds, run_dir, split="train", batch_size=7, crop_si
         while step < total:
             trainer.set_use_class_weights(step < weighted_steps)
             pixels, labels = next(batches)
+            learning_rate = current_learning_rate(trainer.optimizer)   # this step's
             loss = float(trainer.step(pixels, labels))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"stage 1: loss is {loss} at step {step}")
             step += 1
-            progress.update(step, loss=loss, epoch=f"{step / steps_per_epoch:.2f}",
-                            weighted=step <= weighted_steps)
+            progress.update(step, loss=loss, lr=learning_rate,
+                            epoch=f"{step / steps_per_epoch:.2f}", weighted=step <= weighted_steps)
             if summary_writer is not None:
                 with summary_writer.as_default(step=step):
                     tf.summary.scalar("stage1/loss", loss)
+                    tf.summary.scalar("stage1/learning_rate", learning_rate)
             stopping = interrupts.requested()
             if (step % checkpoint_every == 0 or stopping) and step < total:
                 state = save_working(store, state_path, state, step)

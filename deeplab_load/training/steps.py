@@ -196,13 +196,26 @@ class GeneratorTrainer(_Trainer):
     `labels` are the ground truth of the batch; only their ignore pixels are used (zeroed in D's
     input). `map_encoding`: "straight_through" (default) or "soft". `model_training`,
     `weight_decay`: as in `Stage1Trainer` (`model_training` is the generator's `training`
-    argument; D always runs in inference mode).
+    argument: False runs it as inference does -- BatchNorm on its moving statistics, left
+    unchanged, and no dropout -- the runs' default, `--adv_generator_mode=frozen`; D always runs
+    in inference mode).
+
+    `hybrid_weights=(ce_weight, adversarial_weight)` makes the step the hybrid loss of Luc et al.
+    2016, ce_weight * CE + adversarial_weight * -log D(G(x)), both terms from one forward pass on
+    the same batch and one optimizer step (the CE is `Stage1Trainer`'s unweighted pixel mean;
+    (1, lambda) is their CE + lambda adv). None (default) is the pure adversarial step.
     """
 
     def __init__(self, model, discriminator, optimizer, strategy, num_classes,
                  map_encoding="straight_through", ignore_label=IGNORE_LABEL, model_training=True,
-                 weight_decay=0.0):
+                 weight_decay=0.0, hybrid_weights=None):
         super().__init__(strategy)
+        if hybrid_weights is not None:
+            hybrid_weights = tuple(float(w) for w in hybrid_weights)
+            if len(hybrid_weights) != 2 or min(hybrid_weights) < 0:
+                raise ValueError(f"hybrid_weights must be (ce_weight >= 0, adversarial_weight "
+                                 f">= 0), got {hybrid_weights!r}")
+        self.hybrid_weights = hybrid_weights
         self.model_training = model_training
         if map_encoding not in disc.MAP_ENCODINGS:
             raise ValueError(f"map_encoding must be one of {disc.MAP_ENCODINGS}, got {map_encoding!r}")
@@ -242,13 +255,38 @@ class GeneratorTrainer(_Trainer):
         self._apply(self.optimizer, tape, scaled, variables)
         return loss
 
+    def _replica_hybrid_step(self, pixels, labels):
+        ce_weight, adversarial_weight = self.hybrid_weights
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(pixels, training=self.model_training)
+            maps = disc.generator_class_maps(logits, tf.shape(pixels)[1:3], self.map_encoding)
+            ignore_mask = tf.equal(tf.cast(labels, tf.int32), self.ignore_label)
+            d_inputs = disc.discriminator_inputs(pixels, maps, ignore_mask, self.input_size)
+            per_example = losses.generator_adversarial_per_example(
+                self.discriminator(d_inputs, training=False))
+            batch = tf.cast(tf.shape(per_example)[0], tf.float32)
+            adversarial = tf.reduce_sum(per_example) / tf.maximum(_global_sum(batch), 1.0)
+            upsampled = resize_bilinear_align_corners(tf.cast(logits, tf.float32),
+                                                      tf.shape(labels)[1:3])
+            total, count = losses.cross_entropy_sum_and_count(labels, upsampled, None,
+                                                              self.ignore_label)
+            cross_entropy = total / tf.maximum(_global_sum(count), 1.0)
+            loss = ce_weight * cross_entropy + adversarial_weight * adversarial
+            loss += _weight_decay_term(self._decayed_kernels, self.weight_decay, self.strategy)
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(self.optimizer, tape, scaled, variables)
+        return loss
+
     def _distributed_step(self, pixels, labels):
         self.trace_count += 1
-        return self._sum(self.strategy.run(self._replica_step, (pixels, labels)))
+        replica_step = (self._replica_step if self.hybrid_weights is None
+                        else self._replica_hybrid_step)
+        return self._sum(self.strategy.run(replica_step, (pixels, labels)))
 
     def step(self, pixels, labels):
-        """One generator update on a distributed global batch; returns mean -log D(G(x)) (+ the
-        weight-decay term when weight_decay > 0)."""
+        """One generator update on a distributed global batch; returns mean -log D(G(x)) (the
+        hybrid loss with `hybrid_weights`) + the weight-decay term when weight_decay > 0."""
         self._check_distributed(pixels)
         return self._step(pixels, labels)
 
@@ -362,7 +400,8 @@ class DiscriminatorTrainer(_Trainer):
         """D's accuracy on a global-batch dataset of `discriminator_dataset` elements.
 
         Returns {"accuracy": mean of the real and fake accuracies, "real_accuracy",
-        "fake_accuracy", "examples"}; a side without examples counts as accuracy 0.
+        "fake_accuracy", "examples", "fake_examples"}; a side without examples counts as
+        accuracy 0.
         """
         totals = tf.zeros([4])
         for pixels, label_map, ignore_mask, is_real, _ in Batches(self.distribute(dataset)):
@@ -371,7 +410,8 @@ class DiscriminatorTrainer(_Trainer):
         real_accuracy = real_correct / real if real else 0.0
         fake_accuracy = fake_correct / fake if fake else 0.0
         return {"accuracy": 0.5 * (real_accuracy + fake_accuracy), "real_accuracy": real_accuracy,
-                "fake_accuracy": fake_accuracy, "examples": int(real + fake)}
+                "fake_accuracy": fake_accuracy, "examples": int(real + fake),
+                "fake_examples": int(fake)}
 
 
 def _as_dataset(source):
@@ -430,13 +470,17 @@ def discriminator_dataset(real, fakes, batch_size=16, seed=0, shuffle=True,
 def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_size=16,
                       max_epochs=20, patience=3, target_accuracy=None, min_delta=0.0, seed=0,
                       restore_best=True, log=None, recompute_batch_norm=True,
-                      batch_norm_batches=100, min_epochs=0):
+                      batch_norm_batches=100, min_epochs=0, extra_holdout_fakes=None):
     """Trains D for one LoAd cycle until its hold-out accuracy stops improving.
 
     real, fakes: as in `discriminator_dataset` (training images; sources may be callables that
         return a fresh dataset, e.g. re-reading a buffer set's PNGs each epoch).
     holdout_real: (pixels, labels) of the hold-out images (real); holdout_fake: (pixels,
         label_map, ignore_mask) of the current generator's maps on the same images (fake).
+    extra_holdout_fakes: {name: dataset like holdout_fake}, further hold-out fakes (e.g. the
+        maps of the generator that wrote the newest buffer set). The hold-out fake accuracy is
+        then pooled over every fake example, and each part's is reported as
+        "fake_accuracy_<name>" besides "fake_accuracy_g_s" (holdout_fake's).
     Stops after `max_epochs`, when the hold-out accuracy (mean of real and fake accuracies) has not
     improved by more than `min_delta` for `patience` epochs, or when it reaches
     `target_accuracy`; patience applies only from epoch `min_epochs` on (a D trained from
@@ -456,6 +500,8 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
     holdout = discriminator_dataset(holdout_real, [holdout_fake], batch_size, shuffle=False,
                                     balance=False)
+    extra_holdout = {name: _fake_examples(fake, 1.0).batch(batch_size)
+                     for name, fake in (extra_holdout_fakes or {}).items()}
     best_accuracy, best_epoch, best_weights, best_metrics = -1.0, 0, None, None
     history = []
     epochs_without_gain, stopped = 0, "max_epochs"
@@ -476,7 +522,7 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
                 discriminator_dataset(real, fakes, batch_size, seed=seed - epoch,
                                       drop_remainder=trainer.strategy.num_replicas_in_sync > 1),
                 max_batches=batch_norm_batches)
-        metrics = trainer.evaluate_accuracy(holdout)
+        metrics = _holdout_accuracy(trainer, holdout, extra_holdout)
         if log is not None:
             log(epoch, dict(metrics, loss=loss, train_accuracy=train_accuracy))
         history.append(dict(metrics, epoch=epoch, loss=loss, train_accuracy=train_accuracy))
@@ -497,7 +543,30 @@ def fit_discriminator(trainer, real, fakes, holdout_real, holdout_fake, batch_si
         with trainer.strategy.scope():
             trainer.discriminator.set_weights(best_weights)
         final = best_metrics
-    return {"epochs": epoch, "accuracy": final["accuracy"],
-            "real_accuracy": final["real_accuracy"], "fake_accuracy": final["fake_accuracy"],
-            "best_epoch": best_epoch, "loss": loss, "train_accuracy": train_accuracy,
-            "stopped": stopped, "history": history}
+    parts = {k: v for k, v in final.items() if k.startswith("fake_accuracy_")}
+    return dict({"epochs": epoch, "accuracy": final["accuracy"],
+                 "real_accuracy": final["real_accuracy"], "fake_accuracy": final["fake_accuracy"],
+                 "best_epoch": best_epoch, "loss": loss, "train_accuracy": train_accuracy,
+                 "stopped": stopped, "history": history}, **parts)
+
+
+def _holdout_accuracy(trainer, holdout, extra_holdout):
+    """`evaluate_accuracy` of the hold-out (real + g_s's fakes), the fake side pooled with the
+    fake-only datasets of `extra_holdout` ({name: dataset}); per-part fake accuracies added."""
+    metrics = trainer.evaluate_accuracy(holdout)
+    if not extra_holdout:
+        return metrics
+    fake_count = metrics["fake_examples"]
+    fake_correct = metrics["fake_accuracy"] * fake_count
+    parts = {}
+    for name, dataset in extra_holdout.items():
+        parts[name] = part = trainer.evaluate_accuracy(dataset)
+        fake_count += part["fake_examples"]
+        fake_correct += part["fake_accuracy"] * part["fake_examples"]
+    pooled = fake_correct / fake_count if fake_count else 0.0
+    out = dict(metrics, fake_accuracy=pooled, fake_accuracy_g_s=metrics["fake_accuracy"],
+               accuracy=0.5 * (metrics["real_accuracy"] + pooled),
+               examples=metrics["examples"] + fake_count - metrics["fake_examples"],
+               fake_examples=fake_count)
+    out.update({f"fake_accuracy_{name}": part["fake_accuracy"] for name, part in parts.items()})
+    return out

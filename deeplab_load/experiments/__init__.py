@@ -1,0 +1,1 @@
+"""Experiments built on the training library (the ablation study in `ablation/`)."""

@@ -256,7 +256,7 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
         generator_trainer = steps.GeneratorTrainer(
             job.model, job.discriminator, job.generator_optimizer, job.strategy,
             info.num_classes, map_encoding=f.map_encoding, weight_decay=f.weight_decay,
-            model_training=f.adv_generator_mode == "train")
+            model_training=steps.GENERATOR_MODES[f.adv_generator_mode])
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),

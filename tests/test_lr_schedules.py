@@ -1,4 +1,4 @@
-"""Stage-1 learning policies: research/deeplab's formulas, the optimizer really using them, resume."""
+"""Stage-1 learning policies: research/deeplab's formulas, the optimizer using them, resume."""
 import math
 
 import keras

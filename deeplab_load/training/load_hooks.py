@@ -160,6 +160,12 @@ class LoAdTrainingHooks:
     def restore_model(self, tag):
         self._restore(self.generator_store, tag)
 
+    def _snapshot(self, tag):
+        """The generator store's checkpoint of `tag`, relative to the store (a moved run dir
+        keeps the name)."""
+        store = self.generator_store
+        return os.path.relpath(store.prefix(tag), store.root)
+
     def write_map_set(self, tag, set_dir):
         interrupts.raise_if_requested(f"before writing the label maps of {tag}")
         self._restore(self.generator_store, tag)
@@ -167,7 +173,7 @@ class LoAdTrainingHooks:
             self.generator.model, self.ds, self.train_refs, set_dir,
             self.options["map_batch_size"], self.options["eval_crop_size"])
         holdout_maps = [label_map for _, _, label_map in self.holdout.examples_with_maps()]
-        map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self.generator_store.prefix(tag))
+        map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self._snapshot(tag))
         logging.info("wrote %d label maps (and %d hold-out maps) of %s into %s", count,
                      len(holdout_maps), tag, set_dir)
 
@@ -186,7 +192,7 @@ class LoAdTrainingHooks:
         holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
         holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
         extra_fakes = newest_set_holdout_fakes(set_dirs, triples,
-                                               self.generator_store.prefix("g_s"), crop, o["seed"])
+                                               self._snapshot("g_s"), crop, o["seed"])
         counter = iter(range(10 ** 9))
         real = lambda: map_sets.real_examples(self.ds, self.train_refs, crop,
                                               seed + next(counter), scale)

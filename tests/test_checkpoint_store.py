@@ -93,3 +93,34 @@ def test_deeplab_and_optimizer_round_trip_every_variable(tmp_path):
                                         decoder_output_stride=None))
     with pytest.raises(ValueError, match="logits"):
         CheckpointStore(str(tmp_path), model=other, optimizer=optimizer).restore("g_best")
+
+
+def test_restore_keeps_the_configured_learning_rate_and_logs_old_to_new(tmp_path, caplog):
+    """A snapshot saved at lr 1e-3 restored into an optimizer configured with 5e-4: the next
+    update uses 5e-4 (momentum 0, gradient 1: the variable moves by exactly -lr)."""
+    import keras
+    from deeplab_load.training import steps
+
+    def trainer(learning_rate):
+        var = keras.Variable(np.zeros(2, np.float32), name="w")
+        optimizer = steps.generator_optimizer(learning_rate, momentum=0.0)
+        optimizer.build([var])
+        return var, optimizer, CheckpointStore(str(tmp_path / "generator"), var=var.value,
+                                               optimizer=optimizer)
+
+    var, optimizer, store = trainer(1e-3)
+    optimizer.apply_gradients([(np.ones(2, np.float32), var)])
+    np.testing.assert_allclose(var.numpy(), [-1e-3, -1e-3], rtol=1e-6)
+    store.save("g_s")
+
+    var, optimizer, store = trainer(5e-4)
+    with caplog.at_level("WARNING"):
+        store.restore("g_s")
+        store.restore("g_s")      # a revert: logged once
+    np.testing.assert_allclose(var.numpy(), [-1e-3, -1e-3], rtol=1e-6)
+    assert int(optimizer.iterations.numpy()) == 1          # the rest of the optimizer restored
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
+    optimizer.apply_gradients([(np.ones(2, np.float32), var)])
+    np.testing.assert_allclose(var.numpy(), [-1.5e-3, -1.5e-3], rtol=1e-6)
+    changed = [r.getMessage() for r in caplog.records if "learning rate" in r.getMessage()]
+    assert len(changed) == 1 and "0.001 -> 0.0005" in changed[0], changed

@@ -97,3 +97,22 @@ def test_train_command_refuses_bad_flags_before_writing_anything(tmp_path):
         assert f"--{name}=" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists() and not (tmp_path / "cache").exists()
+
+
+def test_resume_with_changed_flags_logs_old_and_new_values(tmp_path, caplog):
+    from deeplab_load.training.run import changed_flags, prepare_run_dir
+    old = TrainConfig(adv_learning_rate=1e-3).to_flagfile()
+    new = TrainConfig(adv_learning_rate=5e-4, fine_tune_batch_norm=True).to_flagfile()
+    assert changed_flags(old, new) == {"adv_learning_rate": ("0.001", "0.0005"),
+                                       "fine_tune_batch_norm": ("false", "true")}
+    assert changed_flags(old, old) == {}
+    run_dir = str(tmp_path / "run")
+    assert not prepare_run_dir(TrainConfig(adv_learning_rate=1e-3), run_dir)
+    with caplog.at_level("WARNING"):
+        assert prepare_run_dir(TrainConfig(adv_learning_rate=1e-3), run_dir)
+        assert not [r for r in caplog.records if "changed flags" in r.getMessage()]
+        assert prepare_run_dir(TrainConfig(adv_learning_rate=5e-4), run_dir)
+    messages = [r.getMessage() for r in caplog.records if "changed flags" in r.getMessage()]
+    assert len(messages) == 1 and "--adv_learning_rate 0.001 -> 0.0005" in messages[0]
+    assert sorted(os.listdir(run_dir)) == ["flags.txt", "flags_resume_1.txt",
+                                           "flags_resume_2.txt"]

@@ -33,6 +33,36 @@ def _accuracy_names(values):
         k for k in values if k.startswith("fake_accuracy_"))
 
 
+def newest_set_holdout_fakes(set_dirs, triples, g_s_snapshot, crop_size, seed):
+    """{"newest_set": hold-out fakes (`map_sets.in_memory_examples`)} of the generator that wrote
+    the newest buffer set (`set_dirs[-1]`), when that generator is not g_s (whose checkpoint is
+    `g_s_snapshot`), e.g. g_end after a cycle without a peak; else {}.
+
+    triples: g_s's (image, labels, map) per hold-out image (`HoldoutEvaluator.examples_with_maps`);
+    the newest set's maps replace the map, the crops are those of g_s's fakes."""
+    if not set_dirs:
+        return {}
+    stored = map_sets.read_holdout_maps(set_dirs[-1])
+    if stored is None:
+        logging.info("%s has no hold-out maps (written by an older version): D's hold-out "
+                     "fakes are g_s's maps only", set_dirs[-1])
+        return {}
+    source, maps = stored
+    if source["snapshot"] == g_s_snapshot:
+        return {}
+    if len(maps) != len(triples) or any(m.shape != label.shape
+                                        for m, (_, label, _) in zip(maps, triples)):
+        raise DamagedFileError(
+            f"{os.path.join(set_dirs[-1], map_sets.HOLDOUT_MAPS_FILE)}: its {len(maps)} "
+            f"hold-out maps do not fit the {len(triples)} hold-out images; "
+            f"{map_sets.RESTART_LOAD_FIX.format(root=os.path.dirname(set_dirs[-1]))}")
+    logging.info("discriminator hold-out fakes: g_s's maps and those of %s (%s), which wrote "
+                 "the newest buffer set %s", source["tag"], source["snapshot"],
+                 os.path.basename(set_dirs[-1]))
+    newest = [(image, label, label_map) for (image, label, _), label_map in zip(triples, maps)]
+    return {"newest_set": map_sets.in_memory_examples(newest, crop_size, real=False, seed=seed)}
+
+
 def working_tag(propagation):
     return f"working_{propagation % 2}"
 
@@ -131,6 +161,12 @@ class LoAdTrainingHooks:
     def restore_model(self, tag):
         self._restore(self.generator_store, tag)
 
+    def _snapshot(self, tag):
+        """The generator store's checkpoint of `tag`, relative to the store (a moved run dir
+        keeps the name)."""
+        store = self.generator_store
+        return os.path.relpath(store.prefix(tag), store.root)
+
     def write_map_set(self, tag, set_dir):
         interrupts.raise_if_requested(f"before writing the label maps of {tag}")
         self._restore(self.generator_store, tag)
@@ -138,35 +174,9 @@ class LoAdTrainingHooks:
             self.generator.model, self.ds, self.train_refs, set_dir,
             self.options["map_batch_size"], self.options["eval_crop_size"])
         holdout_maps = [label_map for _, _, label_map in self.holdout.examples_with_maps()]
-        map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self.generator_store.prefix(tag))
+        map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self._snapshot(tag))
         logging.info("wrote %d label maps (and %d hold-out maps) of %s into %s", count,
                      len(holdout_maps), tag, set_dir)
-
-    def _newest_set_holdout_fakes(self, set_dirs, triples):
-        """{"newest_set": hold-out fakes} of the generator that wrote the newest buffer set
-        when that generator is not g_s (e.g. g_end after a cycle), else {}."""
-        if not set_dirs:
-            return {}
-        stored = map_sets.read_holdout_maps(set_dirs[-1])
-        if stored is None:
-            logging.info("%s has no hold-out maps (written by an older version): D's hold-out "
-                         "fakes are g_s's maps only", set_dirs[-1])
-            return {}
-        source, maps = stored
-        if source["snapshot"] == self.generator_store.prefix("g_s"):
-            return {}
-        if len(maps) != len(triples) or any(m.shape != label.shape
-                                            for m, (_, label, _) in zip(maps, triples)):
-            raise DamagedFileError(
-                f"{os.path.join(set_dirs[-1], map_sets.HOLDOUT_MAPS_FILE)}: its {len(maps)} "
-                f"hold-out maps do not fit the {len(triples)} hold-out images; "
-                f"{map_sets.RESTART_LOAD_FIX.format(root=os.path.dirname(set_dirs[-1]))}")
-        logging.info("discriminator hold-out fakes: g_s's maps and those of %s (%s), which "
-                     "wrote the newest buffer set %s", source["tag"], source["snapshot"],
-                     os.path.basename(set_dirs[-1]))
-        newest = [(image, label, label_map) for (image, label, _), label_map in zip(triples, maps)]
-        return {"newest_set": map_sets.in_memory_examples(newest, self.options["crop_size"],
-                                                          real=False, seed=self.options["seed"])}
 
     # Discriminator.
 
@@ -182,7 +192,8 @@ class LoAdTrainingHooks:
         triples = list(self.holdout.examples_with_maps())
         holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
         holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
-        extra_fakes = self._newest_set_holdout_fakes(set_dirs, triples)
+        extra_fakes = newest_set_holdout_fakes(set_dirs, triples,
+                                               self._snapshot("g_s"), crop, o["seed"])
         counter = iter(range(10 ** 9))
         real = lambda: map_sets.real_examples(self.ds, self.train_refs, crop,
                                               seed + next(counter), scale)

@@ -34,7 +34,8 @@ HOLDOUT_MAPS_FILE = "holdout_maps.npz"
 
 def write_holdout_maps(set_dir, maps, tag, snapshot):
     """Stores the maps (uint8 [h,w] per hold-out image, in the evaluator's order) of the
-    generator `tag` whose checkpoint is `snapshot` (its store prefix) into `set_dir`."""
+    generator `tag` whose checkpoint is `snapshot` (its name in the generator store) into
+    `set_dir`."""
     arrays = {f"map_{i:05d}": np.asarray(m, np.uint8) for i, m in enumerate(maps)}
     arrays["source"] = np.array(json.dumps({"tag": tag, "snapshot": snapshot,
                                             "count": len(maps)}))

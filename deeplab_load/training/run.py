@@ -76,10 +76,40 @@ def prepare_run_dir(f, run_dir):
     os.makedirs(run_dir, exist_ok=True)
     name = "flags.txt"
     if existing:
-        name = f"flags_resume_{len(glob.glob(os.path.join(run_dir, 'flags_resume_*.txt'))) + 1}.txt"
+        resumes = len(glob.glob(os.path.join(run_dir, 'flags_resume_*.txt')))
+        previous = f"flags_resume_{resumes}.txt" if resumes else "flags.txt"
+        with open(os.path.join(run_dir, previous), encoding="utf-8") as before:
+            changes = changed_flags(before.read(), f.to_flagfile())
+        if changes:
+            logging.warning("resuming %s with changed flags (the run continues with the new "
+                            "values; snapshots keep their weights and optimizer slots, the "
+                            "optimizers use the configured learning rates): %s", run_dir,
+                            "; ".join(f"--{k} {old} -> {new}" for k, (old, new) in changes.items()))
+        name = f"flags_resume_{resumes + 1}.txt"
     with open(os.path.join(run_dir, name), "w", encoding="utf-8") as out:
         out.write(f.to_flagfile())
     return existing
+
+
+def _flag_values(text):
+    """{name: value} of `TrainConfig.to_flagfile` lines (booleans as "true" / "false")."""
+    values = {}
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            continue
+        name, has_value, value = line[2:].partition("=")
+        if not has_value:
+            value = "false" if name.startswith("no") and len(name) > 2 else "true"
+            name = name[2:] if value == "false" else name
+        values[name] = value
+    return values
+
+
+def changed_flags(old_text, new_text):
+    """{name: (old, new)} of the flags two flag files give differently ("unset" when absent)."""
+    old, new = _flag_values(old_text), _flag_values(new_text)
+    return {name: (old.get(name, "unset"), new.get(name, "unset"))
+            for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)}
 
 
 def write_model_specs(job):
@@ -259,7 +289,7 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
         generator_trainer = steps.GeneratorTrainer(
             job.model, job.discriminator, job.generator_optimizer, job.strategy,
             info.num_classes, map_encoding=f.map_encoding, weight_decay=f.weight_decay,
-            model_training=f.adv_generator_mode == "train")
+            model_training=steps.GENERATOR_MODES[f.adv_generator_mode])
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),

@@ -190,6 +190,10 @@ class Stage1Trainer(_Trainer):
         return self._function(self.use_class_weights)(pixels, labels)
 
 
+# --adv_generator_mode -> the generator's `training` argument in adversarial steps.
+GENERATOR_MODES = {"frozen": False, "train": True}
+
+
 class GeneratorTrainer(_Trainer):
     """Adversarial generator step: loss -log D(G(x)), CE off, D frozen (inference mode, no update).
 

@@ -30,9 +30,12 @@ def miou_figures(parts):
             for part in (WHOLE, UNSELECTED)}
 
 
-def prepare_start(f, out_dir, demo_profile=None):
+def prepare_start(f, out_dir, demo_profile=None, evaluate_baseline=None):
     """Stage 1 of TrainConfig `f` (unless --initial_checkpoint fits), the hold-out ids and the
-    baseline evaluation, once; returns the marker's content."""
+    baseline evaluation, once; returns the marker's content.
+
+    evaluate_baseline(job, holdout_refs) -> JSON-able figures of the start model; default: its
+    whole-val and unselected-val mIoU (`miou_figures`)."""
     marker = os.path.join(out_dir, MARKER)
     if os.path.exists(marker):
         return read_json(marker)
@@ -45,10 +48,14 @@ def prepare_start(f, out_dir, demo_profile=None):
         raise ValueError("runs from a shared start need trained weights: stage 1 was skipped "
                          "(--stage1=off) and there is no --initial_checkpoint")
     holdout_refs = run.holdout_refs_of(job)
-    baseline = run.evaluate_model(job, holdout_refs, "baseline", "stage-1 baseline")
+    if evaluate_baseline is None:
+        baseline = miou_figures(run.evaluate_model(job, holdout_refs, "baseline",
+                                                   "stage-1 baseline"))
+    else:
+        baseline = evaluate_baseline(job, holdout_refs)
     start = {"checkpoint": checkpoint,
              "holdout_ids": os.path.join(job.local_dir, "holdout_ids.txt"),
-             "baseline": miou_figures(baseline)}
+             "baseline": baseline}
     write_json_atomic(marker, start)
     return start
 

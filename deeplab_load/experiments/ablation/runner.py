@@ -24,7 +24,6 @@ selected anything. A killed ablation resumes arm by arm: finished arms are read 
 and selection-only arms resume inside their runs, any other interrupted arm is run again from
 its start.
 """
-import json
 import os
 import shutil
 import time
@@ -40,17 +39,12 @@ from deeplab_load.experiments.ablation import arm_names, arms, report
 from deeplab_load.atomic_files import write_json_atomic
 from deeplab_load.lookahead.controller import LoAdConfig
 from deeplab_load.checkpoints.model_loading import ModelSource, load_model
-from deeplab_load.training import run
+from deeplab_load.training import run, shared_start
 from deeplab_load.training.safety import interrupts
 
 TEST_SPLIT = "test"
 # Per-image results of an arm: <arm>.per_image.npz and .per_image.json (`PerImageResults`).
 PER_IMAGE_SUFFIX = ".per_image.npz"
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def report_target(ds, f, holdout_refs):
@@ -81,40 +75,25 @@ def evaluate_on_report_split(model, ds, f, eval_crop_size, holdout_refs, ablatio
 
 
 def prepare_start(f, ablation_dir, demo_profile=None):
-    """Stage 1 (unless --initial_checkpoint fits), hold-out ids and the baseline, once.
+    """Stage 1 (unless --initial_checkpoint fits), hold-out ids and the baseline on the report
+    split, once (`shared_start.prepare_start`).
 
     Returns {"checkpoint" (start weights for every arm), "holdout_ids" (file), "baseline"}.
     """
-    marker = os.path.join(ablation_dir, "stage1.json")
-    if os.path.exists(marker):
-        return _read_json(marker)
     begin = time.monotonic()
-    job = run.open_job(f.replace(run_dir=os.path.join(ablation_dir, "stage1"), export=False),
-                       demo_profile)
-    run.run_stage1_if_needed(job)
-    stage1_store = os.path.join(job.local_dir, "stage1")
-    checkpoint = stage1_store if os.path.isdir(stage1_store) else f.initial_checkpoint
-    if not checkpoint:
-        raise ValueError("the ablation needs a trained start: stage 1 was skipped (--stage1=off) "
-                         "and there is no --initial_checkpoint")
-    holdout_refs = run.holdout_refs_of(job)
-    baseline = evaluate_on_report_split(job.model, job.ds, f, job.eval_crop_size, holdout_refs,
-                                        ablation_dir, os.path.join(job.local_dir, f"baseline{PER_IMAGE_SUFFIX}"))
-    start = {"checkpoint": checkpoint,
-             "holdout_ids": os.path.join(job.local_dir, "holdout_ids.txt"),
-             "baseline": {"steps": 0, "report": baseline,
-                          "wall_time_s": round(time.monotonic() - begin, 1)}}
-    write_json_atomic(marker, start)
-    return start
+
+    def evaluate_baseline(job, holdout_refs):
+        path = os.path.join(job.local_dir, f"baseline{PER_IMAGE_SUFFIX}")
+        report = evaluate_on_report_split(job.model, job.ds, f, job.eval_crop_size,
+                                          holdout_refs, ablation_dir, path)
+        return {"steps": 0, "report": report,
+                "wall_time_s": round(time.monotonic() - begin, 1)}
+
+    return shared_start.prepare_start(f, ablation_dir, demo_profile, evaluate_baseline)
 
 
 def _arm_flags(f, start, seed, run_dir, **changes):
-    os.makedirs(run_dir, exist_ok=True)
-    holdout = os.path.join(run_dir, "holdout_ids.txt")
-    if not os.path.exists(holdout):
-        shutil.copyfile(start["holdout_ids"], holdout)
-    return f.replace(seed=seed, run_dir=run_dir, initial_checkpoint=start["checkpoint"],
-                     stage1="off", export=False, resume=True, **changes)
+    return shared_start.start_flags(f, start, run_dir, seed=seed, **changes)
 
 
 def _discriminator_rounds(history):
@@ -131,11 +110,6 @@ def _decisions(history):
     done = next((e for e in history if e["kind"] == "done"), {})
     return dict(counts, reason=done.get("reason"), final_tag=done.get("final_tag"),
                 mu_start=done.get("mu_start"), mu_final=done.get("mu_final"))
-
-
-def _read_events(run_dir):
-    with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class Ablation:
@@ -177,7 +151,7 @@ class Ablation:
         report_figures = evaluate_on_report_split(
             model, ds, f, as_size(f.eval_crop_size or ds.info.eval_crop_size), holdout_refs,
             self.dir, os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
-        history = _read_events(run_dir)
+        history = shared_start.read_events(run_dir)
         return {"steps": summary["propagations"], "report": report_figures,
                 "cycles": summary["cycles"], "peaks": summary["peaks"],
                 "final_tag": summary["final_tag"], "decisions": _decisions(history),
@@ -271,7 +245,7 @@ class Ablation:
             logging.info("ablation %s: %s", os.path.basename(seed_dir), ", ".join(names))
             for name, figures in compute().items():
                 write_json_atomic(paths[name], figures)
-        return {name: _read_json(path) for name, path in paths.items()}
+        return {name: shared_start.read_json(path) for name, path in paths.items()}
 
     def _budget(self, seed, seed_dir, results):
         if self.config.arm_steps:
@@ -280,7 +254,7 @@ class Ablation:
             return results["load"]["steps"]
         finished_load = os.path.join(seed_dir, "load.json")
         if os.path.exists(finished_load):         # LoAd ran for this seed in an earlier call
-            return _read_json(finished_load)["steps"]
+            return shared_start.read_json(finished_load)["steps"]
         raise FlagError(f"the control arms of seed {seed} take as many steps as its LoAd arm, "
                          f"which has not run ({finished_load} does not exist): add load to "
                          f"--arms or pass --arm_steps")

@@ -212,3 +212,20 @@ def test_every_stderr_line_written_before_exit_reaches_the_terminal(how):
             assert proc.returncode == 3 and len(lines) == 2000
         else:
             assert proc.returncode == 1 and lines[-1] == "RuntimeError: uncaught"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "reshaped"])
+def test_damaged_zoo_checkpoint_is_one_named_error_without_traceback(damage, tmp_path):
+    """The issue's case: --zoo_name with a cut-short or mis-shaped official checkpoint (it was
+    an IndexError traceback, or a summary without the variable and a wrong hint)."""
+    from test_bad_inputs import ZOO_NAME, tf1_checkpoint
+    ctx = tf1_checkpoint(damage)(tmp_path)
+    proc = run_command("deeplab_load.export", f"--zoo_name={ZOO_NAME}",
+                       f"--checkpoint={ctx['prefix']}", f"--export_dir={tmp_path / 'x'}")
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and 1 <= len(lines) <= 2, proc.stderr
+    assert lines[0].startswith("error: checkpoint ") and "Traceback" not in proc.stderr
+    for text in ctx["named"]:
+        assert text in proc.stderr, proc.stderr
+    assert "pass --run_dir" not in proc.stderr and not (tmp_path / "x").exists()

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load.checkpoints import restore_checkpoint
+from deeplab_load.checkpoints import restore_checkpoint, zoo_mismatch_fix
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
 from deeplab_load.errors import FlagError
@@ -42,6 +42,7 @@ from deeplab_load.training.load_hooks import LoAdTrainingHooks
 from deeplab_load.training.progress import format_duration, Progress
 from deeplab_load.training.stage1 import run_stage1, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory
+from deeplab_load.zoo import MISMATCH_FIX, CheckpointMismatchError
 
 
 def dataset_options(f):
@@ -100,7 +101,11 @@ def load_initial_weights(model, f):
     if not f.initial_checkpoint:
         logging.info("no --initial_checkpoint: random initialisation")
         return False
-    description = restore_checkpoint(model, f.initial_checkpoint)
+    try:
+        description = restore_checkpoint(model, f.initial_checkpoint)
+    except CheckpointMismatchError as err:
+        raise err.with_fix(zoo_mismatch_fix(f.zoo_name, "--initial_checkpoint") if f.zoo_name
+                           else f"--initial_checkpoint: {MISMATCH_FIX}") from err
     logging.info("initial weights: %s", description)
     return "skipped" not in description
 

@@ -168,8 +168,8 @@ def write_changes_png(path, examples, palette):
         changed = example["baseline"] != example["final"]
         gained = np.count_nonzero(changed & labelled & (example["final"] == example["labels"]))
         lost = np.count_nonzero(changed & labelled & (example["baseline"] == example["labels"]))
-        captions.append(f"{example['id']}: {example['changed']} pixels changed, {gained} "
-                        f"gained, {lost} lost")
+        captions.append(f"{example['id']}:  changed {example['changed']} pixels,  gained "
+                        f"{gained},  lost {lost}")
     width = max([MIN_CHANGES_WIDTH] + [row.shape[1] for row in rows] +
                 [_text_width(text, font) for text in captions + [CHANGES_LEGEND]])
     pad = lambda block: np.pad(block, ((0, 0), (0, width - block.shape[1]), (0, 0)),

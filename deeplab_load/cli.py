@@ -50,7 +50,14 @@ _NOISE = re.compile(r"^([IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+\.(cc|h|cpp):\d+\]"
 
 class StderrFilter:
     """Replaces file descriptor 2 with a pipe whose lines are copied to the real stderr unless
-    they are TensorFlow's C++ noise (TF 2.21 ignores TF_CPP_MIN_LOG_LEVEL for them)."""
+    they are TensorFlow's C++ noise (TF 2.21 ignores TF_CPP_MIN_LOG_LEVEL for them).
+
+    The copier thread gets its own duplicate of the real stderr in `start()`, so `stop()` (also
+    run at exit) can restore fd 2 at any moment: the copier still drains the pipe up to its end
+    and `stop()` waits for that before returning.
+    """
+
+    JOIN_TIMEOUT_S = 30   # only reached while another process still holds the pipe's write end
 
     def __init__(self):
         self.real_fd = None
@@ -59,18 +66,25 @@ class StderrFilter:
     def start(self):
         sys.stderr.flush()
         self.real_fd = os.dup(2)
+        copy_fd = os.dup(self.real_fd)
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self.thread = threading.Thread(target=self._copy, args=(read_fd,), daemon=True)
+        self.thread = threading.Thread(target=self._copy, args=(read_fd, copy_fd), daemon=True,
+                                       name="stderr-filter")
         self.thread.start()
         atexit.register(self.stop)
 
-    def _copy(self, read_fd):
-        with os.fdopen(read_fd, "rb") as pipe, os.fdopen(os.dup(self.real_fd), "wb", 0) as out:
+    @staticmethod
+    def _copy(read_fd, out_fd):
+        """Copies the pipe's lines but the noise to `out_fd` until EOF; closes both fds."""
+        with os.fdopen(read_fd, "rb") as pipe, os.fdopen(out_fd, "wb", 0) as out:
             for line in pipe:
                 if not _NOISE.match(line.decode("utf-8", "replace")):
-                    out.write(line)
+                    try:
+                        out.write(line)
+                    except OSError:     # the terminal is gone: keep draining the pipe
+                        pass
 
     def stop(self):
         """Restores fd 2 and waits until every line written so far is copied."""
@@ -80,7 +94,7 @@ class StderrFilter:
         os.dup2(self.real_fd, 2)  # closes the pipe's last write end: the copier sees EOF
         os.close(self.real_fd)
         self.real_fd = None
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=self.JOIN_TIMEOUT_S)
 
 
 STDERR_FILTER = StderrFilter()

@@ -14,6 +14,7 @@ input and returns a dict with "named" (text the message must contain) and option
 Process behaviour (hangs, exit codes) is covered by test_no_hang.py.
 """
 import dataclasses
+import functools
 import io
 import json
 import logging as std_logging
@@ -25,16 +26,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tensorflow as tf
+
 from deeplab_load import prediction as predict
-from deeplab_load.checkpoints import model_spec
+from deeplab_load.checkpoints import model_spec, tf1, zoo
 from deeplab_load.data import BadExampleError, get_dataset, pipeline, tfrecords
 from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import BadIdListError, decode_image
 from deeplab_load.errors import DamagedFileError, UserError
 from deeplab_load.lookahead import buffer, controller
+from deeplab_load.checkpoints.model_loading import ModelSource, load_model
+from deeplab_load.models.deeplab import checkpoint_variables
 from deeplab_load.output_folder import INCOMPLETE_FILE, OutsideOutputFolderError
-from deeplab_load.training import map_sets
+from deeplab_load.training import map_sets, run as train_run
+from deeplab_load.training.config import TrainConfig
 from fake_datasets import make_fake_cityscapes, make_fake_stanford, make_fake_voc, write_regions
+from test_download_checkpoint import make_tarball, tool as download_tool
 
 SIZE = (33, 41)
 
@@ -270,6 +277,98 @@ def run_tfrecords(ctx):
     tfrecords.write_split(ctx["ds"], "train", ctx["output"], 2)
 
 
+# Official TF1 checkpoints that are cut short or do not fit, through every path that reads them.
+ZOO_NAME = "mobilenetv2_coco_voc_trainaug"
+RESHAPED_VARIABLE = "MobilenetV2/Conv/weights"          # [3, 3, 3, 32]
+DELETED_VARIABLES = ("MobilenetV2/expanded_conv_3/depthwise/depthwise_weights",
+                     "MobilenetV2/expanded_conv_3/project/weights", "aspp0/weights",
+                     "image_pooling/weights", "logits/semantic/biases")
+REFETCH = f"download_checkpoint.py {ZOO_NAME} --force"
+
+
+@functools.cache
+def zoo_tensors():
+    """{TF1 name: array} of a seeded model with the zoo entry's architecture, plus the
+    global_step every official checkpoint holds."""
+    keras.utils.set_random_seed(0)
+    tensors = {name: variable.numpy() for name, variable in
+               checkpoint_variables(zoo.build_from_zoo(ZOO_NAME)).items()}
+    tensors["global_step"] = np.array(30000, np.int64)
+    return tensors
+
+
+def tf1_checkpoint(damage, tarball=False):
+    """setup: a TF1 checkpoint of ZOO_NAME's architecture with one `damage` ("truncated": .data
+    cut in half, "reshaped": one variable of another shape, "missing": 5 variables deleted) at
+    <tmp>/zoo/model.ckpt, or packed as a zoo tarball <tmp>/zoo.tar.gz (download tool's output:
+    <tmp>/checkpoints). "named": what the message must hold: the file, what is wrong, the fix."""
+    def setup(tmp):
+        tensors = dict(zoo_tensors())
+        named = []
+        if damage == "reshaped":
+            tensors[RESHAPED_VARIABLE] = tensors[RESHAPED_VARIABLE][..., :16]
+            named = [f"1 mis-shaped ({RESHAPED_VARIABLE}: checkpoint [3, 3, 3, 16] vs model "
+                     f"[3, 3, 3, 32])"]
+        elif damage == "missing":
+            for name in DELETED_VARIABLES:
+                del tensors[name]
+            shown = sorted(DELETED_VARIABLES)[:3]
+            named = [f"5 missing in the checkpoint ({', '.join(shown)}, ... (2 more))"]
+        os.makedirs(tmp / "zoo")
+        prefix = str(tmp / "zoo" / "model.ckpt")
+        names = sorted(tensors)
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=[tf.constant(tensors[name]) for name in names])
+        data_file = prefix + ".data-00000-of-00001"
+        if damage == "truncated":
+            with open(data_file, "r+b") as f:
+                f.truncate(os.path.getsize(data_file) // 2)
+            named = ["is damaged/truncated", "bytes, the index lists"]
+        if not tarball:
+            file = data_file if damage == "truncated" else prefix
+            return {"prefix": prefix, "named": [file] + named}
+        path = make_tarball(tmp / "zoo.tar.gz", prefix, folder="deeplabv3_mnv2")
+        member = "deeplabv3_mnv2/model.ckpt" + (".data-00000-of-00001"
+                                                if damage == "truncated" else "")
+        return {"tarball": path, "output": str(tmp / "checkpoints"),
+                "named": [f"{member} in {path}"] + named +
+                         ["download it again" if damage == "truncated" else
+                          f"it is not the checkpoint of {ZOO_NAME}"]}
+    return setup
+
+
+def load_with_zoo_name(ctx):
+    load_model(ModelSource(checkpoint=ctx["prefix"], zoo_name=ZOO_NAME))
+
+
+def load_with_model_flags(ctx):
+    load_model(ModelSource(checkpoint=ctx["prefix"], model_variant="mobilenet_v2",
+                           num_classes=21, output_stride=16, atrous_rates=(),
+                           decoder_output_stride=0))
+
+
+def load_initial_checkpoint(ctx):
+    train_run.load_initial_weights(zoo.build_from_zoo(ZOO_NAME),
+                                   TrainConfig(zoo_name=ZOO_NAME, initial_checkpoint=ctx["prefix"]))
+
+
+def fetch_tarball(ctx):
+    download_tool.fetch_checkpoint(ZOO_NAME, ctx["output"], tarball=ctx["tarball"],
+                                 stream=io.StringIO())
+
+
+def with_fix(setup, *fix, zoo_name_given=False):
+    """setup whose message must also hold the texts `fix` (and not the hint for a checkpoint
+    of unknown architecture when --zoo_name was given)."""
+    def extended(tmp):
+        ctx = setup(tmp)
+        ctx["named"] = list(ctx["named"]) + list(fix)
+        if zoo_name_given:
+            ctx["absent"] = ["no model.json beside", "pass --run_dir"]
+        return ctx
+    return extended
+
+
 @dataclasses.dataclass
 class Case:
     name: str
@@ -350,6 +449,39 @@ CASES = [
     Case("buffer index.json with bytes that are not UTF-8",
          damaged_file("buffer/index.json", b"\xff\xfe{"),
          lambda ctx: buffer.read_json(ctx["path"]), DamagedFileError),
+    # Official checkpoints: truncated, a variable mis-shaped, variables missing (issue 20).
+    Case("--zoo_name checkpoint with a truncated .data",
+         with_fix(tf1_checkpoint("truncated"), "tools/download_checkpoint.py <zoo_name> --force",
+                  zoo_name_given=True), load_with_zoo_name, DamagedFileError),
+    Case("--checkpoint with a truncated .data", tf1_checkpoint("truncated"),
+         load_with_model_flags, DamagedFileError),
+    Case("--initial_checkpoint with a truncated .data", tf1_checkpoint("truncated"),
+         load_initial_checkpoint, DamagedFileError),
+    Case("download_checkpoint tarball with a truncated .data",
+         tf1_checkpoint("truncated", tarball=True), fetch_tarball, DamagedFileError),
+    Case("--zoo_name checkpoint with a mis-shaped variable",
+         with_fix(tf1_checkpoint("reshaped"), f"--checkpoint is not a checkpoint of "
+                  f"--zoo_name={ZOO_NAME}", REFETCH, zoo_name_given=True),
+         load_with_zoo_name, UserError),
+    Case("--checkpoint with a mis-shaped variable",
+         with_fix(tf1_checkpoint("reshaped"), "pass --run_dir", "--zoo_name for an official"),
+         load_with_model_flags, UserError),
+    Case("--initial_checkpoint with a mis-shaped variable",
+         with_fix(tf1_checkpoint("reshaped"), "--initial_checkpoint is not a checkpoint of "
+                  f"--zoo_name={ZOO_NAME}", REFETCH, zoo_name_given=True),
+         load_initial_checkpoint, tf1.CheckpointMismatchError),
+    Case("download_checkpoint tarball with a mis-shaped variable",
+         tf1_checkpoint("reshaped", tarball=True), fetch_tarball, tf1.CheckpointMismatchError),
+    Case("--zoo_name checkpoint with variables missing",
+         with_fix(tf1_checkpoint("missing"), REFETCH, zoo_name_given=True), load_with_zoo_name,
+         UserError),
+    Case("--checkpoint with variables missing",
+         with_fix(tf1_checkpoint("missing"), "pass --run_dir"), load_with_model_flags, UserError),
+    Case("--initial_checkpoint with variables missing",
+         with_fix(tf1_checkpoint("missing"), REFETCH, zoo_name_given=True),
+         load_initial_checkpoint, tf1.CheckpointMismatchError),
+    Case("download_checkpoint tarball with variables missing",
+         tf1_checkpoint("missing", tarball=True), fetch_tarball, tf1.CheckpointMismatchError),
 ]
 
 
@@ -373,7 +505,11 @@ def test_bad_input(case, tmp_path):
     error = excinfo.value
     message = str(error)
     assert isinstance(error, case.error), f"{type(error).__name__}: {message}"
-    assert ctx["named"] in message, message
+    named = [ctx["named"]] if isinstance(ctx["named"], str) else ctx["named"]
+    for text in named:
+        assert text in message, f"{text!r} not in {message!r}"
+    for text in ctx.get("absent", ()):
+        assert text not in message, message
     assert len(message.splitlines()) <= 2, message
     after = snapshot(tmp_path)
     changed = sorted(p for p in after if before.get(p) != after[p])

@@ -173,3 +173,59 @@ def test_commands_refuse_a_model_with_non_finite_weights(tmp_path):
         run_export(ExportConfig(model=ModelSource(checkpoint=str(tmp_path / "nan")),
                                 export_dir=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_command_that_fails_at_once_prints_exactly_its_error():
+    """The stderr filter's copier owns its copy of the real stderr: a command that fails before
+    the copier thread first runs (a bad flag value: no TensorFlow import) still prints its error
+    and nothing else. Repeated because the lost line was a race."""
+    for _ in range(8):
+        proc = run_command("deeplab_load.evaluate", "--max_images=0")
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines() == [
+            "FATAL Flags parsing error: flag --max_images=0: 0 is not a positive integer",
+            "Pass --helpshort or --helpfull to see help on flags."], proc.stderr
+
+
+EXIT_RIGHT_AFTER_WRITING = """
+import os, sys
+import deeplab_load.cli
+for i in range(2000):
+    print(f"line {i}", file=sys.stderr)
+os.write(2, b"I0000 00:00:1700000000.000000   123 cpu_feature_guard.cc:210] noise\\n")
+if sys.argv[1] == "exit":
+    sys.exit(3)
+raise RuntimeError("uncaught")
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "raise"])
+def test_every_stderr_line_written_before_exit_reaches_the_terminal(how):
+    for _ in range(4):
+        proc = subprocess.run([sys.executable, "-c", EXIT_RIGHT_AFTER_WRITING, how], cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                              text=True, timeout=60)
+        lines = proc.stderr.splitlines()
+        assert lines[:2000] == [f"line {i}" for i in range(2000)], proc.stderr[-500:]
+        assert "noise" not in proc.stderr and "Exception in thread" not in proc.stderr
+        if how == "exit":
+            assert proc.returncode == 3 and len(lines) == 2000
+        else:
+            assert proc.returncode == 1 and lines[-1] == "RuntimeError: uncaught"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "reshaped"])
+def test_damaged_zoo_checkpoint_is_one_named_error_without_traceback(damage, tmp_path):
+    """The issue's case: --zoo_name with a cut-short or mis-shaped official checkpoint (it was
+    an IndexError traceback, or a summary without the variable and a wrong hint)."""
+    from test_bad_inputs import ZOO_NAME, tf1_checkpoint
+    ctx = tf1_checkpoint(damage)(tmp_path)
+    proc = run_command("deeplab_load.export", f"--zoo_name={ZOO_NAME}",
+                       f"--checkpoint={ctx['prefix']}", f"--export_dir={tmp_path / 'x'}")
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and 1 <= len(lines) <= 2, proc.stderr
+    assert lines[0].startswith("error: checkpoint ") and "Traceback" not in proc.stderr
+    for text in ctx["named"]:
+        assert text in proc.stderr, proc.stderr
+    assert "pass --run_dir" not in proc.stderr and not (tmp_path / "x").exists()

@@ -123,8 +123,12 @@ def test_wrong_checkpoint_fails_verification(make_golden_checkpoint, tmp_path):
                       tensors=[reader.get_tensor(n) for n in names])
     tarball = make_tarball(tmp_path / "partial.tar.gz", prefix)
     dest = tmp_path / "checkpoints"
-    with pytest.raises(tf1.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
+    with pytest.raises(tf1.CheckpointMismatchError) as error:
         tool.fetch_checkpoint(NAME, str(dest), tarball=tarball)
+    assert str(error.value).splitlines() == [
+        f"checkpoint deeplabv3_mnv2_pascal_train_aug/model.ckpt in {tarball} does not fit the "
+        f"model: 1 missing in the checkpoint (aspp0/weights)",
+        f"it is not the checkpoint of {NAME}: check NAME, --tarball and --url"]
     assert os.listdir(dest) == []
 
 

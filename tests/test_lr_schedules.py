@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import multiworker_worker as tiny
 from deeplab_load.training import lr_schedules, steps
-from deeplab_load.training.checkpoint_store import CheckpointStore
+from deeplab_load.checkpoints.store import CheckpointStore
 from deeplab_load.training.config import TrainConfig
 from deeplab_load.training.lr_schedules import DeepLabLearningRate, current_learning_rate
 

@@ -122,6 +122,29 @@ def test_discriminator_accuracy_is_logged_per_round_and_epoch(finished_run):
 
 
 @pytest.mark.slow
+def test_run_shows_its_cycles_and_changes_as_pictures(finished_run):
+    """TensorBoard: a strip [image | ground truth | g_s | generator] per hold-out image (up to
+    HOLDOUT_PICTURES) at every cycle end; changes.png: the 6 val images changed most."""
+    from PIL import Image
+    from deeplab_load.training import pictures
+    from test_pictures import png_summaries
+    run_dir, _ = finished_run
+    events = [json.loads(line) for line in open(os.path.join(run_dir, "events.jsonl"))]
+    cycle_ends = [e["propagation"] for e in events if e["kind"] == "cycle_end"]
+    holdout = open(os.path.join(run_dir, "holdout_ids.txt")).read().split()
+    shown = min(len(holdout), pictures.HOLDOUT_PICTURES)
+    found = png_summaries(os.path.join(run_dir, "tensorboard"))
+    assert cycle_ends and sorted(found) == [f"cycle_end/holdout_{i}" for i in range(shown)]
+    for strips in found.values():
+        assert [step for step, _ in strips] == cycle_ends
+        assert {strip.shape for _, strip in strips} == {(49, 4 * 65 + 3 * pictures.GAP, 3)}
+    path = os.path.join(run_dir, "changes.png")
+    assert json.load(open(os.path.join(run_dir, "summary.json")))["changes_picture"] == path
+    rows = min(8, pictures.CHANGED_PICTURES)
+    assert np.asarray(Image.open(path)).shape == (16 + rows * (16 + 49) + 16, 760, 3)
+
+
+@pytest.mark.slow
 def test_exported_model_gives_the_final_label_maps(finished_run, demo_dir):
     import tensorflow as tf
     from deeplab_load.data import get_dataset

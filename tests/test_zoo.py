@@ -126,11 +126,16 @@ def test_deleted_and_reshaped_variables_fail_naming_both(xception_model, golden_
     table["xception_65/entry_flow/conv1_1/weights"].assign(np.zeros_like(before))
     with pytest.raises(tf1.CheckpointMismatchError) as error:
         tf1.load_checkpoint(xception_model, prefix)
-    message = str(error.value)
-    assert f"missing in checkpoint: {DELETED}" in message
+    summary, fix = str(error.value).splitlines()
+    assert summary == (f"checkpoint {prefix} does not fit the model: 1 mis-shaped ({RESHAPED}: "
+                       f"checkpoint [1, 1, 2048, 128] vs model [1, 1, 2048, 256]); 1 missing in "
+                       f"the checkpoint ({DELETED}); 1 unexpected in it (extra_head/weights)")
+    assert fix == tf1.MISMATCH_FIX
+    details = error.value.details()
+    assert f"missing in checkpoint: {DELETED}" in details
     assert f"shape mismatch: {RESHAPED}: checkpoint [1, 1, 2048, 128] vs model [1, 1, 2048, 256]" \
-        in message
-    assert "unexpected in checkpoint: extra_head/weights" in message
+        in details
+    assert "unexpected in checkpoint: extra_head/weights" in details
     assert error.value.missing == [DELETED]
     assert list(error.value.mismatched) == [RESHAPED]
     # Nothing was assigned before the error.
@@ -162,7 +167,8 @@ def test_backbone_only_loads_backbone_and_ignores_classifier(golden_xception_che
     backbone["xception_65/logits/weights"] = np.zeros((1, 1, 2048, 1001), np.float32)
     prefix = write_checkpoint(tmp_path / "imagenet.ckpt", backbone)
     model = zoo.build_from_zoo("xception65_imagenet", num_classes=5)
-    with pytest.raises(tf1.CheckpointMismatchError, match="missing in checkpoint: aspp0/weights"):
+    with pytest.raises(tf1.CheckpointMismatchError,
+                       match=r"72 missing in the checkpoint \(aspp0/BatchNorm/beta, "):
         tf1.load_checkpoint(model, prefix)
     report = tf1.load_checkpoint(model, prefix, backbone_only=True)
     assert report.loaded == len(backbone) - 1
@@ -189,6 +195,9 @@ class TrackingReader:
 
     def get_variable_to_shape_map(self):
         return self.reader.get_variable_to_shape_map()
+
+    def get_variable_to_dtype_map(self):
+        return self.reader.get_variable_to_dtype_map()
 
     def get_tensor(self, name):
         value = self.reader.get_tensor(name)

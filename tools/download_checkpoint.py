@@ -117,18 +117,31 @@ def safe_extract(tar_path, target):
                                  f"({error}); download it again") from error
 
 
-def verify_checkpoint(name, folder):
+def verify_checkpoint(name, folder, source=None):
     """The checkpoint prefix in ``folder`` after checking it holds the variables of zoo entry
-    ``name`` (raises tf1.CheckpointMismatchError / FileNotFoundError otherwise)."""
-    import tensorflow as tf
-
+    ``name`` and that every tensor reads back (raises tf1.CheckpointMismatchError /
+    DamagedCheckpointError naming ``source``, the tarball or URL, or FileNotFoundError
+    otherwise)."""
     entry = zoo.get_entry(name)
+    source = source or folder
     prefix = tf1.resolve_checkpoint_prefix(folder)
-    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     table = checkpoint_variables(zoo.build_from_zoo(name))
     backbone_scope = BACKBONE_SCOPES[entry.config.backbone] if entry.backbone_only else None
-    tf1.match_checkpoint(table, shapes, prefix, skip_mismatched_logits=False,
-                         backbone_scope=backbone_scope)
+    try:
+        shapes = tf1.checkpoint_reader(prefix).get_variable_to_shape_map()
+        try:
+            tf1.match_checkpoint(table, shapes, prefix, skip_mismatched_logits=False,
+                                 backbone_scope=backbone_scope)
+        except tf1.CheckpointMismatchError as err:
+            raise tf1.CheckpointMismatchError(
+                f"{os.path.relpath(prefix, folder)} in {source}", err.missing, err.unexpected,
+                err.mismatched, fix=f"it is not the checkpoint of {name}: check NAME, --tarball "
+                                    f"and --url") from err
+        tf1.check_checkpoint_readable(prefix)
+    except tf1.DamagedCheckpointError as err:
+        raise tf1.DamagedCheckpointError(
+            f"{os.path.relpath(err.file, folder)} in {source}", err.problem,
+            fix="download it again (or pass another --tarball / --url)") from err
     return prefix
 
 
@@ -142,6 +155,7 @@ def fetch_checkpoint(name, dest, tarball=None, url=None, force=False, timeout=60
     os.makedirs(dest, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{name}.", dir=dest)
     try:
+        source = tarball
         if tarball is None:
             tarball = os.path.join(work, "download.tar.gz")
             source = url or entry.url
@@ -156,7 +170,7 @@ def fetch_checkpoint(name, dest, tarball=None, url=None, force=False, timeout=60
         unpacked = os.path.join(work, "unpacked")
         os.mkdir(unpacked)
         safe_extract(tarball, unpacked)
-        verify_checkpoint(name, unpacked)
+        verify_checkpoint(name, unpacked, source)
         if os.path.exists(target):
             shutil.rmtree(target)
         os.replace(unpacked, target)

@@ -8,7 +8,8 @@ from absl import logging
 
 from deeplab_load.checkpoints.model_spec import (config_differences, find_model_spec,
                                                  model_config, run_checkpoint_folder)
-from deeplab_load.checkpoints.restore import CheckpointNotFoundError, restore_checkpoint
+from deeplab_load.checkpoints.restore import (CheckpointNotFoundError, restore_checkpoint,
+                                              zoo_mismatch_fix)
 from deeplab_load.data import get_dataset
 from deeplab_load.errors import DamagedFileError, FlagError, UserError, first_line
 from deeplab_load.finite import check_model_is_finite
@@ -92,10 +93,12 @@ def load_model(source, num_classes=None, log=logging.info):
     except (CheckpointNotFoundError, DamagedFileError):
         raise
     except UserError as err:
+        if spec is None and source.zoo_name:
+            raise UserError(f"{first_line(err)}\n{zoo_mismatch_fix(source.zoo_name)}") from err
         if spec is None:
             raise UserError(f"{first_line(err)}\nno model.json beside {checkpoint}: pass "
-                            f"--run_dir (or a checkpoint folder of a run), or the checkpoint's "
-                            f"model flags") from err
+                            f"--run_dir (or a checkpoint folder of a run), --zoo_name for an "
+                            f"official checkpoint, or the checkpoint's model flags") from err
         differing = config_differences(config, spec.config)
         if not differing:
             raise

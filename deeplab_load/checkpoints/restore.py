@@ -20,6 +20,13 @@ DOWNLOAD_HINT = ("official zoo checkpoints are fetched with "
                  "`python tools/download_checkpoint.py <zoo_name>`")
 
 
+def zoo_mismatch_fix(zoo_name, flag="--checkpoint"):
+    """The fix line for a checkpoint that does not fit the architecture of --zoo_name."""
+    return (f"{flag} is not a checkpoint of --zoo_name={zoo_name} (or was changed): check "
+            f"--zoo_name and the model flags, or fetch it again with "
+            f"`python tools/download_checkpoint.py {zoo_name} --force`")
+
+
 class CheckpointNotFoundError(UserError, FileNotFoundError):
     """No checkpoint at the path given (the message says how to get official ones)."""
 

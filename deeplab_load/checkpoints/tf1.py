@@ -9,10 +9,11 @@ import glob
 import os
 import re
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load.errors import UserError
+from deeplab_load.errors import DamagedFileError, UserError, first_line
 from deeplab_load.models.deeplab import BACKBONE_SCOPES, LOGITS_SCOPE, checkpoint_variables
 
 # Checkpoint contents that are not model weights.
@@ -27,23 +28,96 @@ def is_ignored_checkpoint_name(name):
     return bool(_IGNORED.search(name))
 
 
-class CheckpointMismatchError(UserError, ValueError):
-    """A checkpoint does not fit a model. Lists every offending TF1 name.
+SHOWN_NAMES = 3   # names per kind of mismatch in the one-line summary
+REFETCH_HINT = "`python tools/download_checkpoint.py <zoo_name> --force`"
+MISMATCH_FIX = ("pass the architecture it was trained with: --zoo_name for an official checkpoint, "
+                "else --model_variant, --output_stride, --atrous_rates, --decoder_output_stride")
 
-    Attributes: missing (names), unexpected (names), mismatched ({name: (ckpt_shape, model_shape)}).
+
+def _first_names(names, describe=str):
+    shown = ", ".join(describe(name) for name in names[:SHOWN_NAMES])
+    return shown + (f", ... ({len(names) - SHOWN_NAMES} more)" if len(names) > SHOWN_NAMES else "")
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint does not fit a model.
+
+    The message is two lines: the checkpoint, the count of each kind of mismatch and its first
+    names (mis-shaped ones with both shapes); then ``fix``. ``details()`` lists every name.
+    Attributes: missing (names), unexpected (names), mismatched ({name: (ckpt_shape, model_shape)}),
+    summary (the first line), fix.
     """
 
-    def __init__(self, path, missing, unexpected, mismatched):
+    def __init__(self, path, missing, unexpected, mismatched, fix=MISMATCH_FIX):
         self.path, self.missing, self.unexpected, self.mismatched = (
             path, sorted(missing), sorted(unexpected), dict(sorted(mismatched.items())))
-        lines = [f"checkpoint {path} does not match the model ({len(self.missing)} missing, "
-                 f"{len(self.unexpected)} unexpected, {len(self.mismatched)} mis-shaped "
-                 f"variables):"]
-        lines += [f"  missing in checkpoint: {name}" for name in self.missing]
-        lines += [f"  unexpected in checkpoint: {name}" for name in self.unexpected]
-        lines += [f"  shape mismatch: {name}: checkpoint {list(ckpt)} vs model {list(model)}"
+        self.fix = fix
+        shapes = lambda name: (f"{name}: checkpoint {list(self.mismatched[name][0])} vs model "
+                               f"{list(self.mismatched[name][1])}")
+        parts = [f"{len(names)} {kind} ({_first_names(names, describe)})"
+                 for kind, names, describe in (("mis-shaped", list(self.mismatched), shapes),
+                                               ("missing in the checkpoint", self.missing, str),
+                                               ("unexpected in it", self.unexpected, str))
+                 if names]
+        self.summary = f"checkpoint {path} does not fit the model: {'; '.join(parts)}"
+        super().__init__(f"{self.summary}\n{fix}")
+
+    def with_fix(self, fix):
+        """The same error whose second line is ``fix``."""
+        return CheckpointMismatchError(self.path, self.missing, self.unexpected, self.mismatched,
+                                       fix)
+
+    def details(self):
+        """Every offending name, one per line."""
+        lines = [f"missing in checkpoint: {name}" for name in self.missing]
+        lines += [f"unexpected in checkpoint: {name}" for name in self.unexpected]
+        lines += [f"shape mismatch: {name}: checkpoint {list(ckpt)} vs model {list(model)}"
                   for name, (ckpt, model) in self.mismatched.items()]
-        super().__init__("\n".join(lines))
+        return "\n".join(lines)
+
+
+def data_files(prefix):
+    """The ``.data-NNNNN-of-NNNNN`` shard files of a checkpoint prefix that exist."""
+    return sorted(glob.glob(glob.escape(os.fspath(prefix)) + ".data-?????-of-?????"))
+
+
+class DamagedCheckpointError(DamagedFileError):
+    """A checkpoint file cannot be read as its index says. Attributes: file (the damaged file
+    or shard pattern), problem (what is wrong, without the fix)."""
+
+    def __init__(self, file, problem, fix=f"use an intact copy (official checkpoints: "
+                                          f"{REFETCH_HINT})"):
+        self.file, self.problem = file, problem
+        super().__init__(f"checkpoint file {file} is damaged/truncated ({problem}); {fix}")
+
+
+def _damaged(prefix, problem):
+    files = data_files(prefix)
+    return DamagedCheckpointError(files[0] if len(files) == 1 else f"{prefix}.data-*", problem)
+
+
+def checkpoint_reader(prefix):
+    """tf.train.load_checkpoint(prefix); DamagedCheckpointError for an unreadable index."""
+    try:
+        return tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as err:
+        raise DamagedCheckpointError(f"{prefix}.index", first_line(err)) from err
+
+
+def check_data_files(prefix, reader):
+    """DamagedFileError naming the .data file when shards are missing or shorter than the
+    tensors the index lists (a cut-short download); reads only file sizes."""
+    files = data_files(prefix)
+    shards = {int(name.rsplit("-of-", 1)[1]) for name in files}
+    if not files or len(shards) != 1 or len(files) != shards.pop():
+        raise DamagedCheckpointError(f"{prefix}.data-*", f"{len(files)} shard files found, "
+                                     f"the index needs {sorted(shards) or 'one or more'}")
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    expected = sum(int(np.prod(shapes[name])) * dtypes[name].size for name in shapes
+                   if dtypes[name] != tf.string)
+    size = sum(os.path.getsize(name) for name in files)
+    if size < expected:
+        raise _damaged(prefix, f"{size} bytes, the index lists {expected}")
 
 
 @dataclasses.dataclass
@@ -131,23 +205,41 @@ def load_checkpoint(model, path, skip_mismatched_logits=True, backbone_only=Fals
     Ignores global_step, optimizer slots and ExponentialMovingAverage shadows. With
     ``skip_mismatched_logits`` a ``logits/semantic`` whose class count differs is left untouched
     (and logged). Anything else missing, unexpected or mis-shaped raises ONE
-    CheckpointMismatchError before any weight is changed. Tensors are read and assigned one at
-    a time, so no second copy of the weights outlives the call. Returns a LoadReport.
+    CheckpointMismatchError, and missing or cut-short .data files a DamagedFileError, before any
+    weight is changed; a tensor that fails its checksum while being read raises DamagedFileError
+    with the model partly loaded. Tensors are read and assigned one at a time, so no second copy
+    of the weights outlives the call. Returns a LoadReport.
     """
     prefix = resolve_checkpoint_prefix(path)
     table = checkpoint_variables(model)
-    reader = tf.train.load_checkpoint(prefix)
+    reader = checkpoint_reader(prefix)
     try:
         backbone_scope = (BACKBONE_SCOPES[model.deeplab_config.backbone] if backbone_only
                           else None)
         names, skipped, ignored = match_checkpoint(
             table, reader.get_variable_to_shape_map(), prefix, skip_mismatched_logits,
             backbone_scope)
+        check_data_files(prefix, reader)
         for name in names:
             variable = table[name]
-            value = reader.get_tensor(name)
+            try:
+                value = reader.get_tensor(name)
+            except (tf.errors.OpError, IndexError) as err:
+                raise _damaged(prefix, f"reading {name}: {first_line(err)}") from err
             variable.assign(value.astype(variable.dtype, copy=False))
             del value
     finally:
         del reader
     return LoadReport(prefix, len(names), skipped, ignored)
+
+
+def check_checkpoint_readable(prefix):
+    """Reads every tensor of a checkpoint once (checksums included), one at a time; raises
+    DamagedFileError naming the .data file when one cannot be read."""
+    reader = checkpoint_reader(prefix)
+    check_data_files(prefix, reader)
+    for name in reader.get_variable_to_shape_map():
+        try:
+            reader.get_tensor(name)
+        except (tf.errors.OpError, IndexError) as err:
+            raise _damaged(prefix, f"reading {name}: {first_line(err)}") from err

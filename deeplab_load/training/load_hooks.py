@@ -9,16 +9,19 @@ a resumed run sees exactly the batches an uninterrupted one did.
 A stop signal (`interrupts`) is honoured when a hook starts new work or between discriminator
 epochs: all finished work is saved by then (an interrupted D round restarts from round - 1).
 """
+import itertools
 import json
 import os
 
 import tensorflow as tf
 from absl import logging
 
+from deeplab_load import visualize
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.errors import DamagedFileError
-from deeplab_load.training import map_sets
+from deeplab_load.checkpoints.store import read_model_weights, variable_table
+from deeplab_load.training import map_sets, pictures
 from deeplab_load.training.safety import interrupts, kill_points
 from deeplab_load.training.events import EventLog
 from deeplab_load.training.steps import fit_discriminator
@@ -271,6 +274,8 @@ class LoAdTrainingHooks:
                     for name, value in event.get("losses", {}).items():
                         tf.summary.scalar(f"load/{name}", value)
         else:
+            if kind == "cycle_end" and self.summary_writer is not None:
+                self._write_cycle_pictures(event)
             if kind == "discriminator" and self.summary_writer is not None:
                 with self.summary_writer.as_default(step=event["round"]):
                     for name in _accuracy_names(event["metrics"]):
@@ -279,3 +284,32 @@ class LoAdTrainingHooks:
                                               event["metrics"][name])
             details = {k: v for k, v in event.items() if k not in ("kind", "seq", "history")}
             logging.info("LoAd %s: %s", kind, details)
+
+    def _write_cycle_pictures(self, event):
+        """TensorBoard image strips [image | ground truth | g_s | generator at the cycle end] of
+        the first `pictures.HOLDOUT_PICTURES` hold-out images, step = the propagation. Both
+        generators are read from their snapshots (g_s, the working slot of the event's
+        propagation); the working generator's weights are put back afterwards."""
+        model = self.generator.model
+        variables = list(variable_table(model).values())   # what read_model_weights assigns
+        saved = [variable.numpy() for variable in variables]
+        maps = {}
+        try:
+            for name, tag in (("start", "g_s"), ("current", working_tag(event["propagation"]))):
+                read_model_weights(model, self.generator_store.prefix(tag))
+                examples = list(itertools.islice(self.holdout.examples_with_maps(),
+                                                 pictures.HOLDOUT_PICTURES))
+                maps[name] = [label_map for _, _, label_map in examples]
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+        info = self.ds.info
+        strips = pictures.cycle_end_strips(
+            [(image, labels) for image, labels, _ in examples], maps["start"], maps["current"],
+            visualize.palette_for(info, info.num_classes))
+        with self.summary_writer.as_default(step=event["propagation"]):
+            for index, picture in enumerate(strips):
+                tf.summary.image(f"cycle_end/holdout_{index}", picture[None],
+                                 description=f"hold-out image {index}: image | ground truth | "
+                                             f"g_s | generator at the end of cycle "
+                                             f"{event['label']}")

@@ -8,10 +8,13 @@ Run directory layout:
     stage1_state.json, generator/ (tagged checkpoints), discriminator/ (one per D round)
     state.json                 the LoAd controller state; events.jsonl its event log
     buffer/                    label-map sets of the aggregation buffer
-    tensorboard/               scalars
+    tensorboard/               scalars; at every LoAd cycle end, image strips of the first
+                               hold-out images (image | ground truth | g_s | generator)
     results/{baseline,final}[_unselected_val]/results.{json,md}, results/comparison.md
                                (whole eval split and the split minus the hold-out)
     convergence.png            hold-out mIoU per propagation (paper Fig. 3 style)
+    changes.png                the eval-split images the final model changed most against the
+                               baseline: image, ground truth, baseline, LoAd, gains / losses
     export/                    SavedModel of the final generator
 """
 import dataclasses
@@ -24,7 +27,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_load.checkpoints.restore import restore_checkpoint
+from deeplab_load import visualize
+from deeplab_load.checkpoints.restore import restore_checkpoint, tagged_prefix, zoo_mismatch_fix
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
 from deeplab_load.errors import FlagError
@@ -37,14 +41,15 @@ from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
 from deeplab_load.serving import export_saved_model
-from deeplab_load.training import lr_schedules, reporting, steps
-from deeplab_load.checkpoints.store import CheckpointStore
+from deeplab_load.training import lr_schedules, pictures, reporting, steps
+from deeplab_load.checkpoints.store import CheckpointStore, read_model_weights, read_tags
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
 from deeplab_load.training.safety import interrupts, run_lock
 from deeplab_load.progress import format_duration, Progress
-from deeplab_load.training.stage1 import run_stage1, schedule, training_class_stats
+from deeplab_load.training.stage1 import DONE_TAG, run_stage1, schedule, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory
+from deeplab_load.checkpoints.tf1 import MISMATCH_FIX, CheckpointMismatchError
 
 
 def dataset_options(f):
@@ -133,7 +138,11 @@ def load_initial_weights(model, f):
     if not f.initial_checkpoint:
         logging.info("no --initial_checkpoint: random initialisation")
         return False
-    description = restore_checkpoint(model, f.initial_checkpoint)
+    try:
+        description = restore_checkpoint(model, f.initial_checkpoint)
+    except CheckpointMismatchError as err:
+        raise err.with_fix(zoo_mismatch_fix(f.zoo_name, "--initial_checkpoint") if f.zoo_name
+                           else f"--initial_checkpoint: {MISMATCH_FIX}") from err
     logging.info("initial weights: %s", description)
     return "skipped" not in description
 
@@ -367,6 +376,7 @@ def _run_training(f, demo_profile=None):
     reporting.write_comparison(baseline, final, os.path.join(job.results_dir, "comparison.md"))
     plot_path = write_convergence_plot(controller.state["history"],
                                        os.path.join(local_dir, "convergence.png"))
+    changes_path = write_changes_picture(job, os.path.join(local_dir, "changes.png"))
     export_dir = None
     if f.export:
         export_dir = export_final(model, os.path.join(local_dir, "export"), job.eval_crop_size,
@@ -380,7 +390,8 @@ def _run_training(f, demo_profile=None):
         "holdout_miou_start": result.mu_start, "holdout_miou_final": result.mu_final,
         "final_tag": result.final_tag, "propagations": result.propagations,
         "cycles": result.cycles, "peaks": result.peaks, "stop_reason": result.reason,
-        "convergence_plot": plot_path, "export_dir": export_dir,
+        "convergence_plot": plot_path, "changes_picture": changes_path,
+        "export_dir": export_dir,
         "wall_time_s": round(time.monotonic() - start_time, 1),
         "skipped_examples": job.bad_examples.summary(),
     }
@@ -410,6 +421,37 @@ def write_convergence_plot(history, path):
     except ImportError as err:
         logging.warning("convergence graph not drawn (%s); the data is in state.json", err)
         return None
+    return path
+
+
+def load_baseline_weights(job, model):
+    """Puts the weights evaluated as the baseline into `model`: stage 1's result, else
+    --initial_checkpoint's. False when there are neither (a random start is not stored)."""
+    stage1_folder = os.path.join(job.local_dir, "stage1")
+    if os.path.isfile(os.path.join(stage1_folder, "tags.json")) and \
+            DONE_TAG in read_tags(os.path.join(stage1_folder, "tags.json")):
+        read_model_weights(model, tagged_prefix(stage1_folder, DONE_TAG))
+        return True
+    if job.f.initial_checkpoint:
+        restore_checkpoint(model, job.f.initial_checkpoint)
+        return True
+    return False
+
+
+def write_changes_picture(job, path):
+    """changes.png of the eval split: where the final model (job.model) differs most from the
+    baseline; None (logged) when the baseline's weights are not stored."""
+    baseline = build_deeplab(job.config)
+    if not load_baseline_weights(job, baseline):
+        logging.info("no changes.png: the baseline was a random initialisation (not stored)")
+        return None
+    f, info = job.f, job.ds.info
+    examples = pictures.most_changed_examples(baseline, job.model, job.ds, f.eval_split,
+                                              f.eval_batch_size, job.eval_crop_size,
+                                              skip_bad_examples=f.skip_bad_examples)
+    pictures.write_changes_png(path, examples, visualize.palette_for(info, info.num_classes))
+    logging.info("wrote %s: the %d %s images the final model changed most", path,
+                 len(examples), f.eval_split)
     return path
 
 

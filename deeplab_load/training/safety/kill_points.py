@@ -1,9 +1,11 @@
 """TEST-ONLY hook: signal this process at the N-th pass of a named point, for kill/resume tests.
 
-Set `DEEPLAB_LOAD_TEST_KILL_AT=<point>:<N>[:<signal>]` (N >= 1) in the environment of a `train`
-process and it sends itself `signal` (default SIGKILL: no cleanup, no handler runs, a real crash;
-SIGINT / SIGTERM: the user's stop, handled by `interrupts`) when the code passes `point` for the
-N-th time. Without the variable every call is a no-op. Points:
+Set `DEEPLAB_LOAD_TEST_KILL_AT=<point>:<N>[:<signal>[,<signal>...]]` (N >= 1) in the environment
+of a `train` process and it sends itself each `signal` in turn (default SIGKILL: no cleanup, no
+handler runs, a real crash; SIGINT / SIGTERM: the user's stop, handled by `interrupts`) when the
+code passes `point` for the N-th time. Each handled signal's Python handler has run before the
+next is sent, so `SIGINT,SIGINT` is a user pressing Ctrl-C twice while the run is busy at that
+point. Without the variable every call is a no-op. Points:
 
     stage1_step        after a stage-1 step (and its checkpoint, when one is due)
     map_batch          after a batch of label maps is written into a buffer set
@@ -30,12 +32,13 @@ def _target():
     if not value:
         return None
     point, _, rest = value.partition(":")
-    count, _, name = rest.partition(":")
-    name = name or "SIGKILL"
-    if point not in POINTS or not count.isdigit() or int(count) < 1 or name not in SIGNALS:
-        raise ValueError(f"{ENV_VAR}={value!r}: expected <point>:<N>[:<signal>] with point one "
-                         f"of {POINTS}, N >= 1 and signal one of {SIGNALS}")
-    return point, int(count), name
+    count, _, names = rest.partition(":")
+    names = tuple((names or "SIGKILL").split(","))
+    if point not in POINTS or not count.isdigit() or int(count) < 1 or \
+            not set(names) <= set(SIGNALS):
+        raise ValueError(f"{ENV_VAR}={value!r}: expected <point>:<N>[:<signal>[,<signal>...]] "
+                         f"with point one of {POINTS}, N >= 1 and signals from {SIGNALS}")
+    return point, int(count), names
 
 
 def reached(point):
@@ -48,10 +51,12 @@ def reached(point):
 
 
 def kill_now():
-    """Sends this process the configured signal (SIGKILL by default). A handled signal (SIGINT,
-    SIGTERM) has run its Python handler when this returns."""
+    """Raises the configured signals in this thread, in turn (SIGKILL by default). A handled
+    signal (SIGINT, SIGTERM) has run its Python handler before the next is raised and when this
+    returns (`signal.raise_signal` runs pending handlers before it returns)."""
     target = _target()
-    os.kill(os.getpid(), getattr(signal, target[2] if target else "SIGKILL"))
+    for name in target[2] if target else ("SIGKILL",):
+        signal.raise_signal(getattr(signal, name))
 
 
 def kill_if_reached(point):

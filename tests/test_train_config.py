@@ -68,7 +68,8 @@ def test_learning_policy_and_generator_mode_are_choices():
         TrainConfig(adv_generator_mode="eval").validate()
     assert TrainConfig().stage1_learning_policy == "constant"
     assert TrainConfig().adv_generator_mode == "frozen"
-    assert TrainConfig().with_demo_profile()[0].stage1_learning_policy == "poly"
+    # the demo keeps the constant rate: poly over its 12 epochs ended 14 points lower
+    assert TrainConfig().with_demo_profile()[0].stage1_learning_policy == "constant"
 
 
 def test_cross_field_and_choice_rules():

@@ -260,7 +260,7 @@ DEMO_PROFILE = {
     "model_variant": "mobilenet_v2", "output_stride": 8, "atrous_rates": (),
     "decoder_output_stride": 0, "fine_tune_batch_norm": True, "batch_norm_decay": 0.9,
     "stage1_weighted_epochs": 4.0, "stage1_plain_epochs": 8.0, "stage1_batch_size": 8,
-    "stage1_learning_rate": 0.05, "stage1_learning_policy": "poly",
+    "stage1_learning_rate": 0.05,
     "gamma_max": 8, "psi_max": 3, "omega_max": 2, "max_propagations": 80,
     "adv_learning_rate": 5e-4, "adv_batch_size": 8,
     "disc_optimizer": "adam", "disc_learning_rate": 1e-3, "disc_input_size": 96,

@@ -108,7 +108,11 @@ def test_bfloat16_keeps_the_labels_of_a_trained_model(trained_demo):
     print(f"trained demo: bfloat16 vs float32 labels agree on {100 * agree / total:.2f}% of "
           f"pixels; mIoU {100 * miou['float32']:.2f} (float32) vs {100 * miou['bfloat16']:.2f}")
     assert logit_gap > 1e-3            # the copy really computes in bfloat16
-    assert miou["float32"] > 0.3       # the model was trained: it segments
+    # the model was trained: it segments (100 steps from scratch end at 26-40% depending on the
+    # CPU's kernels: 26.30 on an Intel Xeon with AMX); an untrained or background-only one is
+    # below 1/6 here, and more than background must be predicted for the agreement to mean much
+    assert miou["float32"] > 0.2
+    assert int(np.count_nonzero(np.diag(matrices["float32"])[1:])) >= 2
     assert agree / total >= 0.995
     assert abs(miou["float32"] - miou["bfloat16"]) <= 0.001
     for before, after in zip(weights, model.get_weights()):

@@ -17,6 +17,10 @@ TINY_FLAGS = [
     "--gamma_max=3", "--psi_max=2", "--omega_max=1", "--max_propagations=12",
     "--adv_batch_size=4", "--disc_input_size=32", "--disc_max_epochs=2", "--eval_batch_size=4",
     "--map_batch_size=4", "--seed=7",
+    # The tiny model predicts only background; a generator in training mode (BatchNorm batch
+    # statistics) still moves its hold-out mIoU, so LoAd has the peaks, reverts and cycles the
+    # kill plan needs. The default frozen mode is tested in test_generator_mode / test_lr_sweep.
+    "--adv_generator_mode=train",
 ]
 
 

@@ -52,7 +52,10 @@ def test_sigterm_stops_at_a_saved_point_and_a_second_signal_exits_at_once(tmp_pa
     # resume after it, is in test_train_e2e's kill/resume run.
     code, _ = run_with_signals(run_dir, demo_dir, log, "stage1_step:1:SIGINT,SIGINT")
     assert code == -signal.SIGINT, text(log)[-2000:]
-    assert text(log).count("SIGINT received: finishing the current step") == 1
+    # The first signal's log line goes through the stderr filter's copier thread; the second
+    # signal ends the process at once, possibly before the copier forwards it (seen in CI): it is
+    # never there twice, and the state below shows the first signal did not save step 5.
+    assert text(log).count("SIGINT received: finishing the current step") <= 1
     assert "Traceback" not in text(log)
     assert "stage 1: resuming at step 4" in text(log)
     assert json.load(open(stage1_path)) == {"step": 4, "done": False}

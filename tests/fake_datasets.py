@@ -6,6 +6,7 @@ must load as (uint8 train ids, ignore 255) by split and id. Images are random bl
 (PNG for Cityscapes, JPEG otherwise); labels are blocks of classes with some ignore pixels.
 """
 import dataclasses
+import hashlib
 import os
 from typing import Dict
 
@@ -182,3 +183,15 @@ def cityscapes_tree_from(dataset, root, splits=("train", "val")):
             _save(image_path, image, "RGB")
             _save(label_path, to_id[label], "L")
     return str(root)
+
+
+def tree_digest(root):
+    """sha1 over every file under `root` (relative path + bytes), in a fixed order."""
+    sha = hashlib.sha1()
+    for base, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            path = os.path.join(base, name)
+            sha.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                sha.update(f.read())
+    return sha.hexdigest()

@@ -95,9 +95,13 @@ def _metadata(model, eval_crop_size, with_probabilities, class_names, eval_scale
 
 
 def _export_spec(model, spec, eval_crop_size, class_names):
+    """The export's model.json: `spec`, else one of a DeepLab model's config; None (no
+    model.json) for another model without a spec."""
     crop = None if eval_crop_size is None else tuple(int(s) for s in eval_crop_size)
     if spec is not None:
         return dataclasses.replace(spec, eval_crop_size=crop)
+    if getattr(model, "deeplab_config", None) is None:
+        return None
     return ModelSpec(config=model.deeplab_config, eval_crop_size=crop,
                      class_names=None if class_names is None else tuple(class_names))
 
@@ -115,7 +119,8 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     ``export_dir`` never holds half an export. An existing ``export_dir`` is replaced only once
     the new export is complete (the old one is moved aside, the new one renamed in, then the old
     one deleted); with ``overwrite=False`` it is an error instead. ``spec``: the ModelSpec
-    written as ``model.json`` (default: the model's config, ``class_names``, the eval crop size).
+    written as ``model.json`` (default: the model's config, ``class_names``, the eval crop size;
+    none for a model that is not DeepLab and has no spec).
     ``eval_scales`` / ``add_flipped_images``: the export computes research/deeplab's multi-scale
     / flipped prediction (``multi_scale.py``; probabilities are then the averaged softmax).
     ``dtype``: "float32" or "bfloat16", the compute dtype of the exported graph
@@ -136,7 +141,9 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             json.dump(_metadata(model, eval_crop_size, with_probabilities, class_names,
                                 serving.eval_scales, add_flipped_images), f, indent=1)
-        write_model_spec(tmp, _export_spec(model, spec, eval_crop_size, class_names))
+        export_spec = _export_spec(model, spec, eval_crop_size, class_names)
+        if export_spec is not None:
+            write_model_spec(tmp, export_spec)
         if os.path.exists(export_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old_", dir=parent)
             os.rename(export_dir, os.path.join(old, "export"))

@@ -73,7 +73,7 @@ def _list_variables(prefix):
                                f"damaged or incomplete: use another checkpoint or tag") from err
 
 
-def restore_checkpoint(model, path, tag=None):
+def restore_checkpoint(model, path, tag=None, allow_tf1=True):
     """Loads weights into a model from ``build_deeplab``; returns a one-line description.
 
     ``path``: a ``.weights.h5`` file (or a folder holding just one); a folder with
@@ -81,7 +81,8 @@ def restore_checkpoint(model, path, tag=None):
     whose variable names carry ``.ATTRIBUTES`` is a TF2 checkpoint of ours (the model's weights
     by variable path under the key ``model`` or the only other top-level key); otherwise it is
     read as an official TF1 DeepLab checkpoint by ``tf1.load_checkpoint``. Errors are
-    ``UserError``s naming the path.
+    ``UserError``s naming the path. ``allow_tf1=False`` (a model that is not DeepLab: any Keras
+    model, read by variable path) makes a TF1 checkpoint a ``UserError`` too.
     """
     path = os.fspath(path)
     if path.endswith(".weights.h5"):
@@ -99,6 +100,10 @@ def restore_checkpoint(model, path, tag=None):
     prefix = _checkpoint_prefix(path)
     names = _list_variables(prefix)
     if not any(".ATTRIBUTES" in name for name in names):
+        if not allow_tf1:
+            raise UserError(f"{prefix} is an official TF1 DeepLab checkpoint: only a DeepLab "
+                            f"model reads it (this model reads .weights.h5 files and the "
+                            f"checkpoints this package writes)")
         report = tf1.load_checkpoint(model, prefix)
         skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
         return f"TF1 checkpoint {prefix}: {report.loaded} tensors{skipped}"

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_load import visualize
-from deeplab_load.checkpoints.restore import restore_checkpoint, tagged_prefix, zoo_mismatch_fix
+from deeplab_load.checkpoints.restore import tagged_prefix, zoo_mismatch_fix
 from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
 from deeplab_load.errors import FlagError
@@ -37,15 +37,16 @@ from deeplab_load.lookahead.controller import STATE_FILE, LoAdConfig, LoAdContro
 from deeplab_load.lookahead.convergence_plot import plot_convergence
 from deeplab_load.checkpoints.model_spec import RUN_CHECKPOINT_FOLDERS, ModelSpec, model_config, \
     write_model_spec
-from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
+from deeplab_load.models.precision import compute_dtype
 from deeplab_load.serving import export_saved_model
 from deeplab_load.training import lr_schedules, pictures, reporting, steps
 from deeplab_load.checkpoints.store import CheckpointStore, read_model_weights, read_tags
 from deeplab_load.training.holdout import HoldoutEvaluator
 from deeplab_load.training.load_hooks import LoAdTrainingHooks
 from deeplab_load.training.safety import interrupts, run_lock
+from deeplab_load.training.segmentor import check_segmentor, deeplab_segmentor
 from deeplab_load.progress import format_duration, Progress
 from deeplab_load.training.stage1 import DONE_TAG, run_stage1, schedule, training_class_stats
 from deeplab_load.training.strategy import make_strategy, worker_directory
@@ -119,7 +120,13 @@ def changed_flags(old_text, new_text):
 
 def write_model_specs(job):
     """model.json (architecture, data set, eval crop) into the run's checkpoint folders, so
-    evaluate / export / predict need only --run_dir."""
+    evaluate / export / predict need only --run_dir; None (nothing written) for a segmentor
+    without a DeepLab model_config."""
+    if job.config is None:
+        logging.info("segmentor %r has no model_config: no model.json (evaluate / export / "
+                     "predict --run_dir need one; the run's export/ SavedModel has the model)",
+                     job.segmentor.name)
+        return None
     f, info = job.f, job.ds.info
     data = {"dataset_dir": getattr(job.ds, "data_dir", None) or f.dataset_dir,
             "tfrecord_dir": f.tfrecord_dir and os.path.abspath(f.tfrecord_dir),
@@ -133,13 +140,14 @@ def write_model_specs(job):
     return spec
 
 
-def load_initial_weights(model, f):
-    """Loads --initial_checkpoint; returns True when the logits were loaded too."""
+def load_initial_weights(model, f, segmentor):
+    """Loads --initial_checkpoint with `segmentor.restore_weights`; returns True when the logits
+    were loaded too."""
     if not f.initial_checkpoint:
         logging.info("no --initial_checkpoint: random initialisation")
         return False
     try:
-        description = restore_checkpoint(model, f.initial_checkpoint)
+        description = segmentor.restore_weights(model, f.initial_checkpoint)
     except CheckpointMismatchError as err:
         raise err.with_fix(zoo_mismatch_fix(f.zoo_name, "--initial_checkpoint") if f.zoo_name
                            else f"--initial_checkpoint: {MISMATCH_FIX}") from err
@@ -153,7 +161,7 @@ class Job:
     folders."""
     f: object
     ds: object
-    config: object
+    config: object       # the DeepLabConfig (segmentor.model_config), None for other models
     strategy: object
     run_dir: str
     local_dir: str
@@ -170,6 +178,7 @@ class Job:
     discriminator_optimizer: object
     logits_loaded: bool
     spec: object = None  # the ModelSpec written into the checkpoint folders
+    segmentor: object = None  # the `segmentor.Segmentor` that built `model`
     # Examples skipped under --skip_bad_examples by any part of the run, each file once.
     bad_examples: pipeline.BadExampleLog = dataclasses.field(
         default_factory=pipeline.BadExampleLog)
@@ -179,19 +188,32 @@ class Job:
         return os.path.join(self.local_dir, "results")
 
 
-def open_job(f, demo_profile=None):
+def config_segmentor(f, num_classes):
+    """DeepLab of the TrainConfig's model fields (`segmentor.deeplab_segmentor`)."""
+    config = model_config(num_classes=num_classes, zoo_name=f.zoo_name,
+                          model_variant=f.model_variant, output_stride=f.output_stride,
+                          atrous_rates=f.atrous_rates,
+                          decoder_output_stride=f.decoder_output_stride)
+    return deeplab_segmentor(dataclasses.replace(config,
+                                                 fine_tune_batch_norm=f.fine_tune_batch_norm))
+
+
+def open_job(f, demo_profile=None, segmentor=None):
     """Seeds, data set, strategy, run dir (flags and model specs written) and models of the
-    TrainConfig `f` (validated first: a bad value fails before any work)."""
+    TrainConfig `f` (validated first: a bad value fails before any work).
+
+    segmentor: the `segmentor.Segmentor` to train; None: DeepLab of the config's model fields.
+    With another segmentor those fields (zoo_name, model_variant, output_stride, atrous_rates,
+    decoder_output_stride, fine_tune_batch_norm) are not used."""
     f.validate()
     tf.keras.utils.set_random_seed(f.seed)
     keras.mixed_precision.set_global_policy(f.mixed_precision)
     ds = open_dataset(f)
     info = ds.info
-    config = model_config(num_classes=f.num_classes or info.num_classes, zoo_name=f.zoo_name,
-                          model_variant=f.model_variant, output_stride=f.output_stride,
-                          atrous_rates=f.atrous_rates,
-                          decoder_output_stride=f.decoder_output_stride)
-    config = dataclasses.replace(config, fine_tune_batch_norm=f.fine_tune_batch_norm)
+    num_classes = f.num_classes or info.num_classes
+    if segmentor is None:
+        segmentor = config_segmentor(f, num_classes)
+    config = segmentor.model_config
     strategy = make_strategy(f.strategy)
     if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
         raise FlagError(
@@ -199,7 +221,7 @@ def open_job(f, demo_profile=None):
             f"supported: BatchNorm statistics would be per replica, so the workers' hold-out mIoU "
             f"and LoAd decisions could differ. Use --nofine_tune_batch_norm (DeepLab's default "
             f"for fine-tuning) or one replica.")
-    run_dir = os.path.abspath(f.run_dir or os.path.join("runs", f"{info.name}_{config.backbone}"))
+    run_dir = os.path.abspath(f.run_dir or os.path.join("runs", f"{info.name}_{segmentor.name}"))
     # Every worker runs the same deterministic controller; non-chief workers keep their state
     # and snapshots in their own scratch folder (run_dir/worker_tmp_<i>), the chief in run_dir.
     local_dir = worker_directory(run_dir, strategy)
@@ -208,28 +230,31 @@ def open_job(f, demo_profile=None):
     if demo_profile:
         logging.info("demo data set: demo profile applied to unset flags: %s", demo_profile)
     logging.info("run dir %s (%s); model %s; strategy %s with %d replica(s); map encoding %s; "
-                 "dtype policy %s", run_dir, "resuming" if resumed else "new run", config,
+                 "dtype policy %s", run_dir, "resuming" if resumed else "new run",
+                 config or f"{segmentor.name} (output stride {segmentor.output_stride})",
                  type(strategy).__name__, strategy.num_replicas_in_sync, f.map_encoding,
                  f.mixed_precision)
     split = train_split(f, ds)
     stage1_lr = lr_schedules.stage1_learning_rate(f, stage1_total_steps(f, ds, split))
+    crop_size = as_size(f.crop_size or info.crop_size)
+    eval_crop_size = as_size(f.eval_crop_size or info.eval_crop_size)
     with strategy.scope():
-        model = build_deeplab(config)
+        model = check_segmentor(segmentor, segmentor.build(num_classes), num_classes,
+                                (crop_size, eval_crop_size))
         set_batch_norm_decay(model, f.batch_norm_decay)
-        logits_loaded = load_initial_weights(model, f)
+        logits_loaded = load_initial_weights(model, f, segmentor)
         discriminator = build_discriminator(info.num_classes, input_size=f.disc_input_size)
         stage1_opt = steps.stage1_optimizer(stage1_lr, f.stage1_momentum)
         generator_opt = steps.generator_optimizer(f.adv_learning_rate, f.adv_momentum)
         disc_opt = steps.discriminator_optimizer(f.disc_learning_rate, f.disc_optimizer)
     job = Job(
         f=f, ds=ds, config=config, strategy=strategy, run_dir=run_dir, local_dir=local_dir,
-        resumed=resumed, crop_size=as_size(f.crop_size or info.crop_size),
-        eval_crop_size=as_size(f.eval_crop_size or info.eval_crop_size),
+        resumed=resumed, crop_size=crop_size, eval_crop_size=eval_crop_size,
         split=split, random_scale=(f.min_scale_factor, f.max_scale_factor),
         writer=tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard")),
         model=model, discriminator=discriminator, stage1_optimizer=stage1_opt,
         generator_optimizer=generator_opt, discriminator_optimizer=disc_opt,
-        logits_loaded=logits_loaded)
+        logits_loaded=logits_loaded, segmentor=segmentor)
     job.spec = write_model_specs(job)
     return job
 
@@ -260,7 +285,9 @@ def run_stage1_if_needed(job):
                                       info.num_classes, class_stats=stats,
                                       min_class_weight=f.min_class_weight,
                                       max_class_weight=f.max_class_weight,
-                                      weight_decay=f.weight_decay)
+                                      weight_decay=f.weight_decay,
+                                      kernels_to_decay=job.segmentor.weight_decay_kernels(
+                                          job.model, f.weight_decay))
     store = CheckpointStore(os.path.join(job.local_dir, "stage1"), model=job.model,
                             optimizer=job.stage1_optimizer)
     run_stage1(trainer, store, ds, job.local_dir, split=job.split,
@@ -298,7 +325,8 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
         generator_trainer = steps.GeneratorTrainer(
             job.model, job.discriminator, job.generator_optimizer, job.strategy,
             info.num_classes, map_encoding=f.map_encoding, weight_decay=f.weight_decay,
-            model_training=steps.GENERATOR_MODES[f.adv_generator_mode])
+            model_training=steps.GENERATOR_MODES[f.adv_generator_mode],
+            kernels_to_decay=job.segmentor.weight_decay_kernels(job.model, f.weight_decay))
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),
@@ -325,15 +353,18 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
     return hooks, generator_store
 
 
-def run_training(f, demo_profile=None):
+def run_training(f, demo_profile=None, segmentor=None):
     """Runs (or resumes) the whole job of TrainConfig `f`; returns a summary dict.
+
+    segmentor: the model to train (`segmentor.Segmentor`: any Keras model from raw pixels to
+    logits at a stride); None: DeepLab of `f`'s model fields.
 
     Holds the run dir's lock (`run_lock`) throughout. A SIGTERM / SIGINT stops the run at the
     next saved point (`interrupts`): returns {"interrupted": message} after logging how to
     resume."""
     with interrupts.stop_on_signals(), run_lock.release_acquired_since():
         try:
-            return _run_training(f, demo_profile)
+            return _run_training(f, demo_profile, segmentor)
         except interrupts.TrainingInterrupted as stop:
             held = run_lock.held_run_dirs()
             message = (f"{stop}; progress is saved in {held[-1] if held else f.run_dir}: to "
@@ -343,9 +374,9 @@ def run_training(f, demo_profile=None):
             return {"interrupted": message}
 
 
-def _run_training(f, demo_profile=None):
+def _run_training(f, demo_profile=None, segmentor=None):
     start_time = time.monotonic()
-    job = open_job(f, demo_profile)
+    job = open_job(f, demo_profile, segmentor)
     run_dir, local_dir, model = job.run_dir, job.local_dir, job.model
     run_stage1_if_needed(job)
     state_exists = os.path.exists(os.path.join(local_dir, STATE_FILE))
@@ -433,7 +464,7 @@ def load_baseline_weights(job, model):
         read_model_weights(model, tagged_prefix(stage1_folder, DONE_TAG))
         return True
     if job.f.initial_checkpoint:
-        restore_checkpoint(model, job.f.initial_checkpoint)
+        job.segmentor.restore_weights(model, job.f.initial_checkpoint)
         return True
     return False
 
@@ -441,7 +472,7 @@ def load_baseline_weights(job, model):
 def write_changes_picture(job, path):
     """changes.png of the eval split: where the final model (job.model) differs most from the
     baseline; None (logged) when the baseline's weights are not stored."""
-    baseline = build_deeplab(job.config)
+    baseline = job.segmentor.build(job.f.num_classes or job.ds.info.num_classes)
     if not load_baseline_weights(job, baseline):
         logging.info("no changes.png: the baseline was a random initialisation (not stored)")
         return None
@@ -456,8 +487,12 @@ def write_changes_picture(job, path):
 
 
 def export_final(model, export_dir, eval_crop_size, spec=None):
+    """SavedModel of `model`: float32 for DeepLab (a float32 copy of a bfloat16 one), else in
+    the dtype the model computes in (only DeepLab can be rebuilt in another)."""
     if os.path.exists(export_dir):
         logging.info("export %s exists: replacing it atomically", export_dir)
-    export_saved_model(model, export_dir, eval_crop_size=eval_crop_size, spec=spec)
+    dtype = "float32" if getattr(model, "deeplab_config", None) is not None \
+        else compute_dtype(model)
+    export_saved_model(model, export_dir, eval_crop_size=eval_crop_size, spec=spec, dtype=dtype)
     logging.info("exported SavedModel to %s", export_dir)
     return export_dir

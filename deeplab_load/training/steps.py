@@ -71,6 +71,11 @@ def _weight_decay_term(kernels, weight_decay, strategy):
     return weight_decay_loss(kernels, weight_decay) / strategy.num_replicas_in_sync
 
 
+def _kernels_to_decay(model, kernels):
+    """`kernels` (a segmentor's weight-decay table), else DeepLab's (`decayed_kernels`)."""
+    return decayed_kernels(model) if kernels is None else list(kernels)
+
+
 def _local_replicas(strategy):
     """Replicas on this worker (the default strategy has one)."""
     try:
@@ -129,20 +134,23 @@ class Stage1Trainer(_Trainer):
     (`losses.class_balanced_pixel_weights`, clipped to [min_class_weight, max_class_weight]);
     switch with `set_use_class_weights` (one extra trace).
     `weight_decay`: the original's L2 term on the conv kernels (`training.weight_decay`; 0 = off)
-    added to the loss (and to the returned value).
+    added to the loss (and to the returned value); `kernels_to_decay`: the kernels it applies to
+    (default: DeepLab's table, `weight_decay.decayed_kernels`).
     `model_training` is the model's `training` argument: True (DeepLab's training mode) enables
     the concat-projection dropout; BatchNorm follows the model's fine_tune_batch_norm either way.
     """
 
     def __init__(self, model, optimizer, strategy, num_classes, class_stats=None,
                  use_class_weights=False, min_class_weight=0.1, max_class_weight=10.0,
-                 ignore_label=IGNORE_LABEL, model_training=True, weight_decay=0.0):
+                 ignore_label=IGNORE_LABEL, model_training=True, weight_decay=0.0,
+                 kernels_to_decay=None):
         super().__init__(strategy)
         self.model_training = model_training
         _check_created_in_scope(strategy, model, "segmentation model")
         self.model, self.optimizer = model, optimizer
         self.num_classes, self.ignore_label = num_classes, ignore_label
-        self.weight_decay, self._decayed_kernels = float(weight_decay), decayed_kernels(model)
+        self.weight_decay = float(weight_decay)
+        self._decayed_kernels = _kernels_to_decay(model, kernels_to_decay)
         weight_decay_loss(self._decayed_kernels, self.weight_decay)    # validates the value
         self.class_stats = class_stats
         self.min_class_weight, self.max_class_weight = min_class_weight, max_class_weight
@@ -199,8 +207,8 @@ class GeneratorTrainer(_Trainer):
 
     `labels` are the ground truth of the batch; only their ignore pixels are used (zeroed in D's
     input). `map_encoding`: "straight_through" (default) or "soft". `model_training`,
-    `weight_decay`: as in `Stage1Trainer` (`model_training` is the generator's `training`
-    argument: False runs it as inference does -- BatchNorm on its moving statistics, left
+    `weight_decay`, `kernels_to_decay`: as in `Stage1Trainer` (`model_training` is the
+    generator's `training` argument: False runs it as inference does -- BatchNorm on its moving statistics, left
     unchanged, and no dropout -- the runs' default, `--adv_generator_mode=frozen`; D always runs
     in inference mode).
 
@@ -212,7 +220,7 @@ class GeneratorTrainer(_Trainer):
 
     def __init__(self, model, discriminator, optimizer, strategy, num_classes,
                  map_encoding="straight_through", ignore_label=IGNORE_LABEL, model_training=True,
-                 weight_decay=0.0, hybrid_weights=None):
+                 weight_decay=0.0, hybrid_weights=None, kernels_to_decay=None):
         super().__init__(strategy)
         if hybrid_weights is not None:
             hybrid_weights = tuple(float(w) for w in hybrid_weights)
@@ -228,7 +236,8 @@ class GeneratorTrainer(_Trainer):
         self.model, self.discriminator, self.optimizer = model, discriminator, optimizer
         self.num_classes, self.ignore_label = num_classes, ignore_label
         self.map_encoding = map_encoding
-        self.weight_decay, self._decayed_kernels = float(weight_decay), decayed_kernels(model)
+        self.weight_decay = float(weight_decay)
+        self._decayed_kernels = _kernels_to_decay(model, kernels_to_decay)
         weight_decay_loss(self._decayed_kernels, self.weight_decay)    # validates the value
         self.input_size = disc.discriminator_input_size(discriminator)
         _build_optimizer(strategy, optimizer, model.trainable_variables)

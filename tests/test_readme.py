@@ -5,6 +5,7 @@ import re
 
 
 from deeplab_load.checkpoints import zoo
+from deeplab_load.training.segmentor import Segmentor, check_segmentor
 
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -99,3 +100,24 @@ def test_every_readme_dataset_dir_form_opens_a_tree_in_that_layout(tmp_path):
             makers[name](root)
         dataset = get_dataset(name, root)
         assert dataset.examples("val"), (name, directory)
+
+
+def test_own_segmentor_snippet_meets_the_contract():
+    """The segmentor of "LoAd on your own segmentor" passes `check_segmentor` at the demo's
+    sizes and reaches run_training with the config (the run itself: tests/test_segmentor.py)."""
+    code = re.search(r"```python\n(.*?)```", section("LoAd on your own segmentor"), re.S).group(1)
+    import_line = "from deeplab_load.training.run import run_training\n"
+    assert import_line in code
+    seen = []
+
+    def run_training(config, segmentor=None):
+        model = segmentor.build(6)
+        seen.append((config, check_segmentor(segmentor, model, 6, [(97, 97), (97, 129)])))
+        return {}
+
+    namespace = {"run_training": run_training}
+    exec(compile(code.replace(import_line, ""), "README.md", "exec"), namespace)
+    (config, model), = seen
+    assert isinstance(namespace["segmentor"], Segmentor)
+    assert config.dataset == "demo" and config.weight_decay == 0.0
+    assert model.output_shape[-1] == 6

@@ -20,6 +20,14 @@ setup(
         "pillow",
         "tensorboard",
     ],
+    entry_points={
+        "console_scripts": [
+            f"deeplab-load-{name.replace('_', '-')}=deeplab_load.tools.{name}:run"
+            for name in ("ablation", "benchmark", "build_tfrecords", "compare_runs",
+                         "download_checkpoint", "lr_sweep", "make_demo_data",
+                         "plot_convergence")
+        ],
+    },
     extras_require={
         "test": ["pytest", "pytest-xdist", "cityscapesscripts", "ruff"],
         "cityscapes": ["cityscapesscripts"],

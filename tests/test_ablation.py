@@ -1,4 +1,4 @@
-"""tools/ablation.py end to end on a tiny demo configuration (every arm, its resume, an
+"""python -m deeplab_load.tools.ablation end to end on a tiny demo configuration (every arm, its resume, an
 interrupted arm, --arms), and the arm selection, step budget and report maths in process."""
 import json
 import os
@@ -35,7 +35,7 @@ ALL_ARMS = arm_names.arm_ids(arm_names.GROUPS, (0.1,))
 
 def run_ablation(ablation_dir, demo_dir, extra=(), env=None, check=True):
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "ablation.py"),
+        [sys.executable, "-m", "deeplab_load.tools.ablation",
          f"--ablation_dir={ablation_dir}", f"--dataset_dir={demo_dir}", *ABLATION_FLAGS,
          *extra], cwd=REPO, env=env or environment(), capture_output=True, text=True,
         timeout=1800)

@@ -63,10 +63,10 @@ def test_plot_from_state_file_and_command_line(fig1_state, tmp_path):
     state_path, _ = fig1_state
     assert png_size(plot_convergence(state_path, tmp_path / "a.png")) == (1000, 450)
     out = tmp_path / "b.png"
-    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
-                        "plot_convergence.py")
-    subprocess.run([sys.executable, tool, f"--state={state_path}", f"--out={out}"], check=True,
-                   capture_output=True)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "deeplab_load.tools.plot_convergence",
+                    f"--state={state_path}", f"--out={out}"], check=True, capture_output=True,
+                   cwd=repo)
     assert png_size(out) == (1000, 450)
 
 

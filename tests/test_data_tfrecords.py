@@ -117,10 +117,11 @@ def test_build_tfrecords_command(tmp_path):
     tree = make_fake_cityscapes(tmp_path / "cs", num_train=2, num_val=1, size=SIZE)
     out = tmp_path / "records"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "build_tfrecords.py"),
+        [sys.executable, "-m", "deeplab_load.tools.build_tfrecords",
          "--dataset=cityscapes", f"--data_dir={tree.data_dir}", "--split=train,val",
          f"--output_dir={out}", "--num_shards=3"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cityscapes train: 2 examples in 2 shards, 0 skipped" in result.stdout
     assert sorted(os.listdir(out)) == [

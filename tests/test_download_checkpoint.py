@@ -1,5 +1,5 @@
-"""tools/download_checkpoint.py with local tarballs and fake openers (no network)."""
-import importlib.util
+"""`python -m deeplab_load.tools.download_checkpoint` with local tarballs and fake openers (no
+network)."""
 import io
 import os
 import pathlib
@@ -12,21 +12,13 @@ import pytest
 import tensorflow as tf
 
 from deeplab_load.checkpoints import tf1, zoo
+from deeplab_load.tools import download_checkpoint as tool
 
 NAME = "mobilenetv2_coco_voc_trainaug"  # its config is the golden mobilenetv2_voc_os16 one
 MANIFEST = "manifest_mobilenetv2_voc_os16.json"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("download_checkpoint",
-                                                  REPO / "tools" / "download_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
 
 
 def make_tarball(path, prefix, folder="deeplabv3_mnv2_pascal_train_aug", extra_members=()):
@@ -89,9 +81,9 @@ def test_offline_fails_naming_the_url(tmp_path):
 def test_cli_offline_exit_code_and_message(tmp_path):
     url = "http://127.0.0.1:9/deeplab.tar.gz"  # nothing listens on the discard port
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "download_checkpoint.py"), NAME, f"--url={url}",
+        [sys.executable, "-m", "deeplab_load.tools.download_checkpoint", NAME, f"--url={url}",
          f"--dest={tmp_path}", "--timeout=5"],
-        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=REPO)
     assert result.returncode == 1
     assert f"could not download {url}" in result.stderr
 

@@ -1,8 +1,8 @@
 """Speed and memory benchmark on the current device, float32 and bfloat16 side by side.
 
-    python tools/benchmark.py                       # every default case, both dtypes (~10 min)
-    python tools/benchmark.py --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
-    python tools/benchmark.py --list_cases
+    python -m deeplab_load.tools.benchmark                       # every default case, both dtypes (~10 min)
+    python -m deeplab_load.tools.benchmark --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
+    python -m deeplab_load.tools.benchmark --list_cases
 
 Every (case, dtype) runs in its own subprocess so its peak resident memory (ru_maxrss) is its
 own. Times are medians over `--repeats` runs after `--warmup` runs, with min and max. The dense
@@ -26,8 +26,8 @@ import time
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+# The folder holding the deeplab_load package: child processes run `python -m` from it.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", None, "Cases to run (default: every case but the load_run_memory "
@@ -45,15 +45,13 @@ flags.DEFINE_string("run_case", None, "Internal: run one case in this process an
 flags.DEFINE_string("run_dtype", "float32", "Internal: the dtype of --run_case.")
 flags.DEFINE_integer("timeout", 900, "Seconds one case may take.")
 
-MODEL_CONFIGS = {
-    "xception65_os16": dict(backbone="xception_65", output_stride=16, atrous_rates=(6, 12, 18),
-                            decoder_output_stride=4),
-    "xception65_os8": dict(backbone="xception_65", output_stride=8, atrous_rates=(12, 24, 36),
-                           decoder_output_stride=4),
-    "mnv2_os16": dict(backbone="mobilenet_v2", output_stride=16, atrous_rates=(),
-                      decoder_output_stride=None),
-    "mnv2_os8": dict(backbone="mobilenet_v2", output_stride=8, atrous_rates=(),
-                     decoder_output_stride=None),
+# Benchmarked models: (zoo entry whose architecture is built, output stride). OS 8 scales the
+# entry's atrous rates as the zoo does (`zoo.zoo_config`): Xception-65 6,12,18 -> 12,24,36.
+MODELS = {
+    "xception65_os16": ("xception65_coco_voc_trainaug", 16),
+    "xception65_os8": ("xception65_coco_voc_trainaug", 8),
+    "mnv2_os16": ("mobilenetv2_coco_voc_trainaug", 16),
+    "mnv2_os8": ("mobilenetv2_coco_voc_trainaug", 8),
 }
 TRACE_CROP = 321     # the first Xception-65 stage-1 step (batch 1) is timed at this crop
 
@@ -117,8 +115,10 @@ def model_flops(model, shape):
 
 
 def config_of(key, num_classes=21):
-    from deeplab_load.models.deeplab import DeepLabConfig
-    return DeepLabConfig(num_classes=num_classes, **MODEL_CONFIGS[key])
+    """The DeepLabConfig of benchmark model `key` (`MODELS`) from the zoo table."""
+    from deeplab_load.checkpoints.zoo import zoo_config
+    name, output_stride = MODELS[key]
+    return zoo_config(name, num_classes, output_stride)
 
 
 def inference_model(key, dtype, num_classes=21):
@@ -305,7 +305,7 @@ def load_run_memory_case(num_train, dtype):
 
 CASES = {
     "matmul_peak": measure_matmul_peaks,
-    **{f"forward_{k}": (lambda dtype, k=k: forward_case(k, dtype)) for k in MODEL_CONFIGS},
+    **{f"forward_{k}": (lambda dtype, k=k: forward_case(k, dtype)) for k in MODELS},
     **{f"{kind}_step_mnv2_os16": (lambda dtype, kind=kind: train_step_case(kind, dtype))
        for kind in ("stage1", "generator", "discriminator")},
     "stage1_step_xception65_os16": lambda dtype: train_step_case("stage1", dtype,
@@ -331,14 +331,15 @@ def run_one_case(name, dtype):
 
 
 def run_in_subprocess(name, dtype):
-    cmd = [sys.executable, os.path.abspath(__file__), f"--run_case={name}",
+    cmd = [sys.executable, "-m", "deeplab_load.tools.benchmark", f"--run_case={name}",
            f"--run_dtype={dtype}", f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}",
            f"--image_size={FLAGS.image_size}", f"--batch_size={FLAGS.batch_size}",
            "--jit_compile" if FLAGS.jit_compile else "--nojit_compile"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     started = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout, env=env,
+                              cwd=REPO)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {FLAGS.timeout} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -480,5 +481,10 @@ def main(argv):
     print(f"wrote {FLAGS.output}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

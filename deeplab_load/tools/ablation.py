@@ -1,7 +1,7 @@
 """Does LoAd beat its controls? The arms of the ablation from one stage-1 model, for several seeds.
 
-    python tools/ablation.py --ablation_dir=runs/ablation_demo --num_seeds=3
-    python tools/ablation.py --dataset=bench --num_seeds=5 --arms=baseline,load,selection_only
+    python -m deeplab_load.tools.ablation --ablation_dir=runs/ablation_demo --num_seeds=3
+    python -m deeplab_load.tools.ablation --dataset=bench --num_seeds=5 --arms=baseline,load,selection_only
         --ablation_dir=runs/ablation_bench      (one command line)
 
 Arms (--arms, a comma list; default all): baseline (a) the stage-1 model; cross_entropy (b)
@@ -16,18 +16,16 @@ against the baseline and LoAd. Writes ablation.md / .json / .png into --ablation
 resumes there arm by arm when run again. See deeplab_load/experiments/ablation/.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
-from absl import flags  # noqa: E402
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
+from absl import flags
 
-from deeplab_load.errors import FlagError  # noqa: E402
-from deeplab_load.experiments.ablation.config import AblationConfig  # noqa: E402
-from deeplab_load.experiments.ablation.runner import run_ablation  # noqa: E402
-from deeplab_load.training.safety import interrupts  # noqa: E402
-from deeplab_load.training.config import TrainConfig  # noqa: E402
+from deeplab_load.errors import FlagError
+from deeplab_load.experiments.ablation.config import AblationConfig
+from deeplab_load.experiments.ablation.runner import run_ablation
+from deeplab_load.training.safety import interrupts
+from deeplab_load.training.config import TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFAULTS = AblationConfig()
@@ -80,5 +78,10 @@ def main(argv):
     print(f"ablation report: {os.path.join(os.path.abspath(ablation_dir), 'ablation.md')}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

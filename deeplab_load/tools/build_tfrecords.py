@@ -1,6 +1,6 @@
 """Converts a data-set split into TFRecord shards the training/eval pipeline reads.
 
-    python tools/build_tfrecords.py --dataset=cityscapes --data_dir=/data/cityscapes \
+    python -m deeplab_load.tools.build_tfrecords --dataset=cityscapes --data_dir=/data/cityscapes \
         --split=train --output_dir=/data/cityscapes/tfrecord --num_shards=10
 
 Then pass the output dir as `--tfrecord_dir` to train / evaluate (or `tfrecord_dir` to
@@ -12,17 +12,14 @@ out and listed in `<split>.json`).
 A split's shards are written into a temporary folder and moved into place when the split is
 complete: a stopped conversion leaves no partial split and no temporary files.
 """
-import os
-import sys
 import time
 
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
-from deeplab_load.data import DATASET_NAMES, get_dataset, pipeline  # noqa: E402
-from deeplab_load.data import tfrecords  # noqa: E402
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
+from deeplab_load.data import DATASET_NAMES, get_dataset, pipeline
+from deeplab_load.data import tfrecords
 
 flags.DEFINE_enum("dataset", None, list(DATASET_NAMES), "Data set to convert.")
 flags.DEFINE_string("data_dir", None, "Root of the data set in its standard layout.")
@@ -47,5 +44,10 @@ def main(argv):
               f"{time.time() - start:.1f} s -> {FLAGS.output_dir}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

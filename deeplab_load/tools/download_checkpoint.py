@@ -1,7 +1,7 @@
 """Downloads, unpacks and verifies an official DeepLab model-zoo checkpoint.
 
-    python tools/download_checkpoint.py xception65_coco_voc_trainaug [--dest=checkpoints]
-    python tools/download_checkpoint.py NAME --tarball=path/to/file.tar.gz   # already downloaded
+    python -m deeplab_load.tools.download_checkpoint xception65_coco_voc_trainaug [--dest=checkpoints]
+    python -m deeplab_load.tools.download_checkpoint NAME --tarball=path/to/file.tar.gz   # already downloaded
 
 The tarball is streamed to a temporary file (with a progress bar on stderr), checked against the
 zoo's sha256 when one is recorded, unpacked safely (no absolute paths, no '..', no links or
@@ -22,9 +22,8 @@ import zlib
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from deeplab_load.checkpoints import tf1, zoo  # noqa: E402
-from deeplab_load.models.deeplab import BACKBONE_SCOPES, checkpoint_variables  # noqa: E402
+from deeplab_load.checkpoints import tf1, zoo
+from deeplab_load.models.deeplab import BACKBONE_SCOPES, checkpoint_variables
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dest", "checkpoints", "Folder that receives <dest>/<NAME>/.")
@@ -194,5 +193,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

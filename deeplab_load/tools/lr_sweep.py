@@ -1,6 +1,6 @@
 """LoAd at several adversarial learning rates from one stage-1 model: which rate to use.
 
-    python tools/lr_sweep.py --sweep_dir=runs/lr_sweep_demo \
+    python -m deeplab_load.tools.lr_sweep --sweep_dir=runs/lr_sweep_demo \
         --learning_rates=1e-6,1e-5,1e-4,1e-3 --max_propagations=40
 
 Every train flag applies (the demo profile too); --adv_learning_rate is replaced by each value
@@ -9,15 +9,13 @@ again (finished rates are read back, an interrupted one continues inside its run
 deeplab_load/experiments/lr_sweep.py.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
-from absl import flags  # noqa: E402
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
+from absl import flags
 
-from deeplab_load.errors import FlagError  # noqa: E402
-from deeplab_load.training.config import TrainConfig  # noqa: E402
+from deeplab_load.errors import FlagError
+from deeplab_load.training.config import TrainConfig
 
 FLAGS = flags.FLAGS
 cli.define_dataclass_flags(TrainConfig)
@@ -57,5 +55,10 @@ def main(argv):
     print(f"lr sweep report: {os.path.join(os.path.abspath(sweep_dir), 'sweep.md')}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

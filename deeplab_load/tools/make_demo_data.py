@@ -1,17 +1,14 @@
 """Writes the embedded demo data set (what `python -m deeplab_load.train` generates on first use).
 
-    python tools/make_demo_data.py [--output_dir=DIR] [--num_train=256] [--num_val=120]
+    python -m deeplab_load.tools.make_demo_data [--output_dir=DIR] [--num_train=256] [--num_val=120]
 """
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
-from absl import flags  # noqa: E402
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
+from absl import flags
 
-from deeplab_load.data import demo  # noqa: E402
+from deeplab_load.data import demo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where to write (default: the cache dir).")
@@ -32,5 +29,10 @@ def main(argv):
     print(f"demo data set ready in {root} ({time.time() - start:.2f} s)")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,6 +1,6 @@
 """Baseline-vs-boosted per-class IoU table in the style of the paper's Table 1.
 
-    python tools/compare_runs.py runs/base/results.json runs/load/results.json \
+    python -m deeplab_load.tools.compare_runs runs/base/results.json runs/load/results.json \
         --names=DLv3+,DLv3+&LoAd --markdown=compare.md
 
 Inputs are `results.json` files written by `python -m deeplab_load.evaluate`. Prints a console
@@ -9,13 +9,11 @@ difference) and optionally writes markdown laid out like the paper (one row per 
 as columns wrapped into blocks, the better value in bold, mIoU last).
 """
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from deeplab_load.comparison import compare, format_markdown, format_text  # noqa: E402
-from deeplab_load.metrics import load_results  # noqa: E402
+from deeplab_load.comparison import compare, format_markdown, format_text
+from deeplab_load.metrics import load_results
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("names", None, "Two display names for the runs (default: the file names' "
@@ -44,5 +42,10 @@ def main(argv):
         print(f"wrote {FLAGS.markdown}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

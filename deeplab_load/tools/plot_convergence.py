@@ -1,16 +1,13 @@
 """Draws the hold-out mIoU per propagation of a LoAd run (paper Fig. 3 style).
 
-    python tools/plot_convergence.py --state=runs/demo_mobilenet_v2/state.json --out=conv.png
+    python -m deeplab_load.tools.plot_convergence --state=runs/demo_mobilenet_v2/state.json --out=conv.png
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_load import cli  # noqa: E402  (first: quiets TensorFlow's start-up)
-from absl import flags  # noqa: E402
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
+from absl import flags
 
-from deeplab_load.errors import FlagError  # noqa: E402
+from deeplab_load.errors import FlagError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("state", None, "LoAd state JSON of a run (its history is drawn).")
@@ -25,5 +22,10 @@ def main(argv):
     print(plot_convergence(FLAGS.state, FLAGS.out))
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point (setup.py)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

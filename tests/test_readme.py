@@ -121,3 +121,22 @@ def test_own_segmentor_snippet_meets_the_contract():
     assert isinstance(namespace["segmentor"], Segmentor)
     assert config.dataset == "demo" and config.weight_decay == 0.0
     assert model.output_shape[-1] == 6
+
+
+def test_newcomer_sections_come_first_and_reference_pages_are_linked():
+    """What it is, the demo, the evidence and the paper's commands open the README; the
+    reference sections live in docs/ and every README link to docs/ resolves."""
+    titles = re.findall(r"^## (.+)$", README, re.M)
+    assert titles[:3] == ["What you get", "Does LoAd work? Not established yet",
+                          "The paper's experiments"], titles
+    root = pathlib.Path(__file__).resolve().parents[1]
+    links = set(re.findall(r"\]\((docs/[^)]+)\)", README))
+    assert {"docs/DATASETS.md", "docs/TRAINING.md", "docs/SPEED.md", "docs/REPRODUCIBILITY.md",
+            "docs/ABLATION.md"} <= links
+    assert all((root / link).is_file() for link in links), sorted(links)
+    # Moved measurements keep the commit they were measured on.
+    assert "commit 9ac604d" in (root / "docs" / "SPEED.md").read_text()
+    assert "e59b3f0" in (root / "docs" / "SPEED.md").read_text()
+    assert "930c12d" in (root / "docs" / "REPRODUCIBILITY.md").read_text()
+    for title in ("Data sets", "Speed and memory", "Reproducibility"):
+        assert title not in titles

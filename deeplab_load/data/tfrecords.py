@@ -214,8 +214,9 @@ def resolve_split(tfrecord_dir, split, dataset_name=None) -> str:
             return candidate
     raise TFRecordSplitError(
         f"{tfrecord_dir} has no TFRecords of split {split!r} (found splits: "
-        f"{_describe_splits(found)}); write them with deeplab_load/tools/build_tfrecords.py or "
-        f"research/deeplab's build_*_data.py, or pick another --split")
+        f"{_describe_splits(found)}); write them with `python -m "
+        f"deeplab_load.tools.build_tfrecords` or research/deeplab's build_*_data.py, or pick "
+        f"another --split")
 
 
 _SCANS = {}
@@ -267,7 +268,7 @@ def _read_manifest(path) -> dict:
         int(metadata["num_shards"])
     except (ValueError, KeyError, TypeError) as err:
         raise DamagedFileError(f"{path}: not a TFRecord metadata file ({err!r}); rewrite the "
-                               "split with deeplab_load/tools/build_tfrecords.py") from err
+                               "split with `python -m deeplab_load.tools.build_tfrecords`") from err
     for number, example_id in enumerate(ids):
         check_example_id(str(example_id), f"{path}: ids[{number}]")
     return metadata

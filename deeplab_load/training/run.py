@@ -204,7 +204,8 @@ def open_job(f, demo_profile=None, segmentor=None):
 
     segmentor: the `segmentor.Segmentor` to train; None: DeepLab of the config's model fields.
     With another segmentor those fields (zoo_name, model_variant, output_stride, atrous_rates,
-    decoder_output_stride, fine_tune_batch_norm) are not used."""
+    decoder_output_stride, fine_tune_batch_norm, batch_norm_decay) are not used: its BatchNorm
+    layers keep their own momentum and follow the `training` argument."""
     f.validate()
     tf.keras.utils.set_random_seed(f.seed)
     keras.mixed_precision.set_global_policy(f.mixed_precision)
@@ -215,7 +216,7 @@ def open_job(f, demo_profile=None, segmentor=None):
         segmentor = config_segmentor(f, num_classes)
     config = segmentor.model_config
     strategy = make_strategy(f.strategy)
-    if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
+    if config is not None and f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
         raise FlagError(
             f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "
             f"supported: BatchNorm statistics would be per replica, so the workers' hold-out mIoU "
@@ -241,7 +242,8 @@ def open_job(f, demo_profile=None, segmentor=None):
     with strategy.scope():
         model = check_segmentor(segmentor, segmentor.build(num_classes), num_classes,
                                 (crop_size, eval_crop_size))
-        set_batch_norm_decay(model, f.batch_norm_decay)
+        if config is not None:   # DeepLab's BatchNorm; another model keeps its own
+            set_batch_norm_decay(model, f.batch_norm_decay)
         logits_loaded = load_initial_weights(model, f, segmentor)
         discriminator = build_discriminator(info.num_classes, input_size=f.disc_input_size)
         stage1_opt = steps.stage1_optimizer(stage1_lr, f.stage1_momentum)

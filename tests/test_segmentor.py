@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from deeplab_load.checkpoints.restore import tagged_prefix
 from deeplab_load.checkpoints.store import list_checkpoint
-from deeplab_load.errors import FlagError
+from deeplab_load.errors import FlagError, UserError
 from deeplab_load.training import run, segmentor as segmentor_module
 from deeplab_load.training.config import TrainConfig
 from deeplab_load.training.segmentor import Segmentor, SegmentorContractError, check_segmentor
@@ -77,6 +77,8 @@ def test_unet_runs_stage1_and_load_propagations(tmp_path, monkeypatch):
     # Stage 1 and LoAd trained the U-Net: its weights moved from their initialisation.
     moved = [not np.allclose(a, b) for a, b in zip(builder.initial_weights, trained.get_weights())]
     assert sum(moved) >= 4, moved
+    # Its BatchNorm keeps its own momentum (--batch_norm_decay is DeepLab's).
+    assert trained.get_layer("unet_bn").momentum == 0.99
     # The checkpoints hold the U-Net's variables, nothing of DeepLab's.
     with open(os.path.join(run_dir, "generator", "tags.json"), encoding="utf-8") as f:
         tags = json.load(f)
@@ -137,3 +139,14 @@ def test_weight_decay_needs_the_segmentors_table():
     tabled = Segmentor(build=build_unet, output_stride=2,
                        decayed_kernels=lambda m: [m.get_layer("unet_logits").kernel])
     assert len(tabled.weight_decay_kernels(model, 4e-5)) == 1
+
+
+def test_default_restore_reads_our_formats_and_refuses_tf1(tmp_path, make_golden_checkpoint):
+    unet = Segmentor(build=build_unet, output_stride=2, name="unet")
+    source, target = build_unet(5), build_unet(5)
+    source.save_weights(str(tmp_path / "unet.weights.h5"))
+    assert "Keras weights" in unet.restore_weights(target, str(tmp_path / "unet.weights.h5"))
+    assert all(np.array_equal(a, b) for a, b in zip(source.get_weights(), target.get_weights()))
+    checkpoint = make_golden_checkpoint("manifest_mobilenetv2_voc_os16.json")
+    with pytest.raises(UserError, match="official TF1 DeepLab checkpoint"):
+        unet.restore_weights(target, checkpoint)

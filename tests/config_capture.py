@@ -42,16 +42,18 @@ _KIND = re.compile(r"^\((an? [\w ,;\[\]-]+)\)$")
 
 def parse_helpfull(text):
     """{flag name: {"default": printed default or None, "bool": whether --[no]name, "choices":
-    an enum's "a|b|c" or None, "kind": e.g. "an integer", "a comma separated list" or None}}
-    of absl's --helpfull text."""
-    flags, name = {}, None
+    an enum's "a|b|c" or None, "kind": e.g. "an integer", "a comma separated list" or None,
+    "module": the module that defined it}} of absl's --helpfull text."""
+    flags, name, module = {}, None, None
     for line in text.splitlines():
         match = _FLAG_LINE.match(line)
         if match:
             name = match.group(2)
             flags[name] = {"default": None, "bool": bool(match.group(1)),
-                           "choices": match.group(3), "kind": None}
+                           "choices": match.group(3), "kind": None, "module": module}
             continue
+        if line and not line.startswith(" ") and line.endswith(":"):
+            module = re.sub(r"^.*/(deeplab_load/)", r"\1", line[:-1])
         if name is not None and line.startswith("    "):
             default, kind = _DEFAULT.match(line.strip()), _KIND.match(line.strip())
             if default:

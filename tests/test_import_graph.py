@@ -20,11 +20,11 @@ LAYERS = (
     ("models", ("deeplab_load.models",)),
     ("core", ("deeplab_load", "deeplab_load.errors", "deeplab_load.traced", "deeplab_load.finite",
               "deeplab_load.progress", "deeplab_load.atomic_files", "deeplab_load.output_folder",
-              "deeplab_load.losses", "deeplab_load.lookahead")),
+              "deeplab_load.losses", "deeplab_load.lookahead", "deeplab_load.config_fields")),
     ("data", ("deeplab_load.data",)),
     ("checkpoints", ("deeplab_load.checkpoints",)),
     ("inference/evaluation/serving", (
-        "deeplab_load.inference", "deeplab_load.multi_scale", "deeplab_load.metrics",
+        "deeplab_load.inference", "deeplab_load.inference_configs", "deeplab_load.multi_scale", "deeplab_load.metrics",
         "deeplab_load.comparison", "deeplab_load.cityscapes_metrics", "deeplab_load.evaluation",
         "deeplab_load.evaluation_stats", "deeplab_load.visualize", "deeplab_load.prediction",
         "deeplab_load.serving")),

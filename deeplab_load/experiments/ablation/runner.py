@@ -15,6 +15,8 @@ same step budget on the same batch sequence.
                                 records on the report split (`PerImageResults`)
       seed_<s>/<arm>.json       an arm's figures, written when it is done (its resume marker)
       ablation.md, ablation.json, ablation.png   (`report`)
+      changes_load.png          the report-split images the first seed's LoAd arm changed most
+                                against the baseline (`changes`)
 
 The step budget is `AblationConfig.arm_steps`, else the propagations the LoAd arm of the seed
 took (LoAd then runs first). Every arm starts from the same model and uses the same hold-out
@@ -36,6 +38,7 @@ from deeplab_load.data.common import as_size, read_id_list
 from deeplab_load.errors import FlagError
 from deeplab_load.evaluation_stats.per_image import evaluate_per_image
 from deeplab_load.experiments.ablation import arm_names, arms, report
+from deeplab_load.experiments.ablation.changes import write_arm_changes
 from deeplab_load.atomic_files import write_json_atomic
 from deeplab_load.checkpoints.model_loading import load_model
 from deeplab_load.checkpoints.model_source import ModelSource
@@ -289,6 +292,9 @@ class Ablation:
             logging.info("ablation seed %d (%d/%d)", seed, index + 1, self.config.num_seeds)
             results[seed] = self.run_seed(seed)
             report.write_report(results, self.dir, self.config)
+            if arm_names.LOAD in results[seed]:
+                write_arm_changes(self.f, self.dir, self.start, seed, arm_names.LOAD,
+                                  report_target)
         return results
 
 

@@ -23,8 +23,8 @@ import dataclasses
 from deeplab_load.errors import FlagError
 
 
-def option(default, help, choices=None, *, flag=None, valid=None, parse=None,  # noqa: A002
-           lower_bound=None):
+def option(default, help, choices=None, *,  # pylint: disable=redefined-builtin
+           flag=None, valid=None, parse=None, lower_bound=None):
     """A leaf field.
 
     help: the flag's help text. choices: the values of an enum flag. flag: the flag name (default:

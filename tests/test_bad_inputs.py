@@ -350,7 +350,8 @@ def load_with_model_flags(ctx):
 
 def load_initial_checkpoint(ctx):
     train_run.load_initial_weights(zoo.build_from_zoo(ZOO_NAME),
-                                   TrainConfig.from_flags(zoo_name=ZOO_NAME, initial_checkpoint=ctx["prefix"]))
+                                   TrainConfig.from_flags(zoo_name=ZOO_NAME,
+                                                          initial_checkpoint=ctx["prefix"]))
 
 
 def fetch_tarball(ctx):

@@ -97,7 +97,8 @@ def write_report(rows, start, f, sweep_dir):
     """sweep.json (config, baseline, rows) and sweep.md (one table row per rate)."""
     best = max(rows, key=lambda r: (r["holdout_final"], -r["learning_rate"]))
     write_json_atomic(os.path.join(sweep_dir, "sweep.json"), {
-        "baseline": start["baseline"], "max_propagations": f.load.max_propagations, "seed": f.run.seed,
+        "baseline": start["baseline"], "max_propagations": f.load.max_propagations,
+        "seed": f.run.seed,
         "best_by_holdout": best["learning_rate"], "rows": rows})
     lines = [
         "# Adversarial learning-rate sweep",

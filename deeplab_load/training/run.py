@@ -142,7 +142,8 @@ def load_initial_weights(model, f):
     try:
         description = restore_checkpoint(model, f.model.initial_checkpoint)
     except CheckpointMismatchError as err:
-        raise err.with_fix(zoo_mismatch_fix(f.model.zoo_name, "--initial_checkpoint") if f.model.zoo_name
+        zoo_name = f.model.zoo_name
+        raise err.with_fix(zoo_mismatch_fix(zoo_name, "--initial_checkpoint") if zoo_name
                            else f"--initial_checkpoint: {MISMATCH_FIX}") from err
     logging.info("initial weights: %s", description)
     return "skipped" not in description
@@ -300,7 +301,8 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
         generator_trainer = steps.GeneratorTrainer(
             job.model, job.discriminator, job.generator_optimizer, job.strategy,
             info.num_classes, map_encoding=f.generator.map_encoding,
-            weight_decay=f.model.weight_decay, model_training=steps.GENERATOR_MODES[f.generator.mode])
+            weight_decay=f.model.weight_decay,
+            model_training=steps.GENERATOR_MODES[f.generator.mode])
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),

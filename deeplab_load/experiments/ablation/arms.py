@@ -54,7 +54,8 @@ def hybrid_trainer(job, adversarial_weight):
     with job.strategy.scope():
         return steps.GeneratorTrainer(job.model, job.discriminator, job.generator_optimizer,
                                       job.strategy, job.ds.info.num_classes,
-                                      map_encoding=f.generator.map_encoding, weight_decay=f.model.weight_decay,
+                                      map_encoding=f.generator.map_encoding,
+                                      weight_decay=f.model.weight_decay,
                                       model_training=_generator_training(f),
                                       hybrid_weights=(1.0, adversarial_weight))
 
@@ -71,7 +72,8 @@ def continue_cross_entropy(job, num_steps, trainer):
     Returns {"steps", "first_loss", "loss" (of the first and last step), "optimizer"
     (`optimizer_settings` of the optimizer the steps used)}."""
     f = job.f
-    dataset = pipeline.train_dataset(job.ds, job.split, f.generator.batch_size, job.crop_size, f.run.seed,
+    dataset = pipeline.train_dataset(job.ds, job.split, f.generator.batch_size, job.crop_size,
+                                     f.run.seed,
                                      random_scale=job.random_scale,
                                      skip_bad_examples=f.data.skip_bad_examples,
                                      bad_example_log=job.bad_examples)

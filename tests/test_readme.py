@@ -61,8 +61,8 @@ def test_training_api_snippet_builds_the_commands_config():
          {"run_training": run_training})
     from deeplab_load.training.config import DEMO_PROFILE
     (config,) = seen
-    assert config.run_dir == "runs/demo_api" and config.seed == 1
-    assert all(getattr(config, name) == value for name, value in DEMO_PROFILE.items())
+    assert config.run.run_dir == "runs/demo_api" and config.run.seed == 1
+    assert all(config.flag_values()[name] == value for name, value in DEMO_PROFILE.items())
 
 
 def readme_dataset_dir_commands():
@@ -119,7 +119,7 @@ def test_own_segmentor_snippet_meets_the_contract():
     exec(compile(code.replace(import_line, ""), "README.md", "exec"), namespace)
     (config, model), = seen
     assert isinstance(namespace["segmentor"], Segmentor)
-    assert config.dataset == "demo" and config.weight_decay == 0.0
+    assert config.data.dataset == "demo" and config.model.weight_decay == 0.0
     assert model.output_shape[-1] == 6
 
 

@@ -68,8 +68,9 @@ def test_unet_runs_stage1_and_load_propagations(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "config_segmentor", no_deeplab)
     builder = RecordingBuilder()
     unet = Segmentor(build=builder, output_stride=2, name="unet")
-    config, _ = TrainConfig(dataset_dir=str(tmp_path / "demo"), run_dir=str(tmp_path / "run"),
-                            **TINY).with_demo_profile(set(TINY) | {"dataset_dir", "run_dir"})
+    config, _ = TrainConfig.from_flags(
+        dataset_dir=str(tmp_path / "demo"), run_dir=str(tmp_path / "run"),
+        **TINY).with_demo_profile(set(TINY) | {"dataset_dir", "run_dir"})
     summary = run.run_training(config, segmentor=unet)
 
     run_dir = str(tmp_path / "run")

@@ -6,7 +6,8 @@ import os
 from absl import logging
 
 from deeplab_load import visualize
-from deeplab_load.checkpoints.model_loading import ModelSource, load_model
+from deeplab_load.checkpoints.model_loading import load_model
+from deeplab_load.checkpoints.model_source import ModelSource
 from deeplab_load.data import pipeline
 from deeplab_load.data.common import as_size, read_id_list
 from deeplab_load.training import pictures, run
@@ -29,11 +30,11 @@ def write_arm_changes(f, ablation_dir, start, seed, arm, report_refs):
     final = load_model(ModelSource(run_dir=run_dir, checkpoint_tag="final")).model
     baseline = load_model(ModelSource(run_dir=run_dir, checkpoint=start["checkpoint"])).model
     ds = run.open_dataset(f)
-    holdout_refs = pipeline.select_refs(ds, f.eval_split, read_id_list(start["holdout_ids"]))
+    holdout_refs = pipeline.select_refs(ds, f.data.eval_split, read_id_list(start["holdout_ids"]))
     split, refs, label = report_refs(ds, f, holdout_refs)
     examples = pictures.most_changed_examples(
-        baseline, final, ds, refs if refs is not None else split, f.eval_batch_size,
-        as_size(f.eval_crop_size or ds.info.eval_crop_size))
+        baseline, final, ds, refs if refs is not None else split, f.run.eval_batch_size,
+        as_size(f.data.eval_crop_size or ds.info.eval_crop_size))
     pictures.write_changes_png(path, examples,
                                visualize.palette_for(ds.info, ds.info.num_classes))
     logging.info("wrote %s: the %d %s images the %s arm (seed %d) changed most against the "

@@ -1,5 +1,6 @@
-"""python -m deeplab_load.tools.ablation end to end on a tiny demo configuration (every arm, its resume, an
-interrupted arm, --arms), and the arm selection, step budget and report maths in process."""
+"""`python -m deeplab_load.tools.ablation` end to end on a tiny demo configuration (every arm,
+its resume, an interrupted arm, --arms), and the arm selection, step budget and report maths in
+process."""
 import json
 import os
 import shutil

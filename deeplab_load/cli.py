@@ -228,6 +228,25 @@ def define_multi_scale_flags():
                       ">= 99.5% of the labels of a trained model.")
 
 
+STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker")   # training.strategy's
+
+
+def define_strategy_flag():
+    """--strategy (evaluate, predict): the tf.distribute strategy whose replicas share the
+    images."""
+    flags.DEFINE_enum("strategy", "auto", list(STRATEGY_KINDS), "tf.distribute strategy whose "
+                      "replicas share the images (auto: MultiWorkerMirroredStrategy when "
+                      "TF_CONFIG names several tasks, MirroredStrategy with several GPUs, else "
+                      "one device); the numbers equal one device's.")
+
+
+def strategy_from_flags():
+    """(strategy, is the chief) of --strategy (`training.strategy.make_strategy`)."""
+    from deeplab_load.training.strategy import is_chief, make_strategy
+    strategy = make_strategy(FLAGS.strategy)
+    return strategy, is_chief(strategy)
+
+
 def multi_scale_from_flags():
     """(eval_scales tuple of floats, add_flipped_images); FlagError for bad scales."""
     from deeplab_load import multi_scale

@@ -38,6 +38,7 @@ flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) corrupt examples
 flags.DEFINE_string("output_dir", None, "Where results.json and results.md go (default: only "
                     "print the table).")
 cli.define_multi_scale_flags()
+cli.define_strategy_flag()
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
@@ -56,10 +57,14 @@ def config_from_flags():
 
 def main(argv):
     del argv
+    import dataclasses
     from deeplab_load import metrics
     from deeplab_load.evaluation import run_evaluation
     config = config_from_flags()
-    results = run_evaluation(config)
+    strategy, chief = cli.strategy_from_flags()
+    if not chief:                 # every worker evaluates its share; the chief writes
+        config = dataclasses.replace(config, output_dir=None)
+    results = run_evaluation(config, strategy=strategy)
     print(metrics.format_text_table(results))
     if config.output_dir:
         print(f"wrote results.json and results.md to {config.output_dir}")

@@ -147,6 +147,10 @@ class TrainConfig:
     disc_target_accuracy: float = option(0.0, "Stop D at this hold-out accuracy (0: none).")
     eval_batch_size: int = option(4, "Batch of hold-out / validation evaluation.")
     map_batch_size: int = option(4, "Batch of label-map set generation.")
+    holdout_dtype: str = option("float32", "Compute dtype of LoAd's hold-out evaluations and "
+                                "label-map sets (bfloat16: a bfloat16 copy of the generator "
+                                "that takes its weights before every use; docs/SCALING.md "
+                                "gives its label agreement).", ("float32", "bfloat16"))
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

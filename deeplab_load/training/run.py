@@ -288,7 +288,8 @@ def evaluate_model(job, holdout_refs, name, label):
     return reporting.evaluate_or_load(job.model, job.ds, job.f.eval_split, holdout_refs,
                                       job.f.eval_batch_size, job.eval_crop_size,
                                       job.results_dir, name, label,
-                                      job.f.skip_bad_examples, job.bad_examples)
+                                      job.f.skip_bad_examples, job.bad_examples,
+                                      strategy=job.strategy)
 
 
 def build_adversarial_hooks(job, holdout_refs, progress=None):
@@ -307,7 +308,7 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
                                           model=job.discriminator,
                                           optimizer=job.discriminator_optimizer)
     holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, f.eval_batch_size,
-                               job.eval_crop_size)
+                               job.eval_crop_size, strategy=job.strategy, dtype=f.holdout_dtype)
     options = dict(train_split=job.split, batch_size=f.adv_batch_size, crop_size=job.crop_size,
                    seed=f.seed, random_scale=job.random_scale,
                    skip_bad_examples=f.skip_bad_examples, map_batch_size=f.map_batch_size,

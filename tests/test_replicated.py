@@ -92,3 +92,72 @@ def test_two_workers_give_one_workers_holdout_maps_sets_and_evaluation(demo_dir,
         assert_same_results(tmp_path / "single", tmp_path / f"worker{index}", 2)
     assert bool(np.load(tmp_path / "worker0" / "result.npz")["chief"])
     assert not bool(np.load(tmp_path / "worker1" / "result.npz")["chief"])
+
+
+LOAD_FLAGS = [
+    "--demo_num_train=12", "--demo_num_val=8", "--demo_image_size=49,65",
+    "--holdout_fraction=0.7", "--stage1_weighted_epochs=1", "--stage1_plain_epochs=2",
+    "--stage1_batch_size=4", "--gamma_max=3", "--psi_max=2", "--omega_max=1",
+    "--max_propagations=6", "--adv_batch_size=4", "--disc_input_size=32", "--disc_max_epochs=2",
+    "--eval_batch_size=2", "--map_batch_size=4", "--seed=7", "--nofine_tune_batch_norm",
+    "--noexport",
+    # The generator is held (lr 0): its adversarial steps and D's training are not bit-identical
+    # across replica layouts (float sums in another order; D's BatchNorm batch statistics are
+    # per replica), so only the parts distributed here -- hold-out evaluations, map sets, the
+    # final evaluation -- and the controller's decisions on them are compared.
+    "--adv_learning_rate=0",
+]
+
+
+def train(run_dir, demo_dir, extra, logical_cpus=False):
+    script = ([os.path.join(HERE, "train_on_logical_cpus.py")] if logical_cpus
+              else ["-m", "deeplab_load.train"])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.path.dirname(HERE))
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, *script, f"--run_dir={run_dir}",
+                           f"--dataset_dir={demo_dir}", *LOAD_FLAGS, *extra],
+                          cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_replicas_make_one_devices_load_decisions_and_map_sets(tmp_path):
+    """A tiny LoAd run on 1 replica (with stage 1), then on 2 replicas (two logical CPUs) from
+    the first run's stage-1 result: the same events (D's metrics aside), hold-out mIoU per
+    propagation, byte-identical buffer sets and the same evaluations."""
+    import json
+    from test_train_e2e import decisions
+    demo_dir, single, double = (str(tmp_path / name) for name in ("demo", "single", "double"))
+    train(single, demo_dir, ["--strategy=default"])
+    proc = train(double, demo_dir, ["--strategy=mirrored", "--stage1=off",
+                                    f"--initial_checkpoint={single}/stage1"], logical_cpus=True)
+    assert "strategy MirroredStrategy with 2 replica(s)" in proc.stderr
+
+    def without_d_metrics(run_dir):
+        return [{k: v for k, v in event.items() if not (event["kind"] == "discriminator"
+                                                          and k == "metrics")}
+                for event in decisions(run_dir)]
+    events = without_d_metrics(single)
+    assert events == without_d_metrics(double)
+    assert sum(e["kind"] == "propagation" for e in events) == 6
+    assert any(e["kind"] == "cycle_end" for e in events)
+    holdout = open(os.path.join(single, "holdout_ids.txt")).read().split()
+    assert len(holdout) % 2 == 1                      # uneven: the last batch holds one image
+    set_names = sorted(n for n in os.listdir(os.path.join(single, "buffer"))
+                       if n.startswith("set_"))
+    assert len(set_names) >= 2
+    assert set_names == sorted(n for n in os.listdir(os.path.join(double, "buffer"))
+                               if n.startswith("set_"))
+    for name in set_names:
+        files = sorted(os.listdir(os.path.join(single, "buffer", name)))
+        assert len(files) == 12 + 1                   # 12 PNGs and holdout_maps.npz
+        assert files == sorted(os.listdir(os.path.join(double, "buffer", name)))
+        for file in files:
+            assert filecmp.cmp(os.path.join(single, "buffer", name, file),
+                               os.path.join(double, "buffer", name, file), shallow=False)
+    for part in ("baseline", "final", "baseline_unselected_val", "final_unselected_val"):
+        first, second = (json.load(open(os.path.join(run, "results", part, "results.json")))
+                         for run in (single, double))
+        assert first["confusion_matrix"] == second["confusion_matrix"], part

@@ -41,6 +41,7 @@ flags.DEFINE_list("eval_crop_size", None, "Pad every image to H,W before the mod
 flags.DEFINE_bool("skip_bad_examples", False, "Skip (and count) images that do not load "
                   "instead of stopping at the first.")
 cli.define_multi_scale_flags()
+cli.define_strategy_flag()
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
@@ -60,7 +61,8 @@ def main(argv):
     del argv
     from deeplab_load.prediction import run_prediction
     config = config_from_flags()
-    paths, description = run_prediction(config)
+    strategy, chief = cli.strategy_from_flags()
+    paths, description = run_prediction(config, strategy=strategy, write=chief)
     print(f"wrote {len(paths)} {config.fmt} PNGs under {config.output_dir} ({description})")
 
 

@@ -11,7 +11,8 @@ batch 2: the hold-out's 5 images are batches of 2, 2, 1 (on 2 replicas: groups [
 the map set's 5 training images the same. Every run evaluates the same three weight states
 (seeded initialisation, then twice seeded noise added to every weight), so per-"propagation"
 confusion matrices compare. Writes DIR/result.npz (confusion_<state>, holdout maps
-map_<state>_<i>, evaluation matrix, replicas, chief) and DIR/set/<id>.png.
+map_<state>_<i>, evaluation matrices padded to the crop and unpadded, replicas, chief),
+DIR/set/<id>.png (a map set) and DIR/predict/<id>.png (`predict --format=raw`, the chief only).
 """
 import argparse
 import os
@@ -53,6 +54,7 @@ def perturb(model, state):
 
 def run(strategy, demo_dir, out_dir, dtype):
     from deeplab_load.evaluation import evaluate
+    from deeplab_load.prediction import dataset_examples, predict_examples
     from deeplab_load.training import map_sets
     from deeplab_load.training.holdout import HoldoutEvaluator
     from deeplab_load.training.strategy import is_chief
@@ -74,7 +76,12 @@ def run(strategy, demo_dir, out_dir, dtype):
                                          os.path.join(out_dir, "set"), BATCH, CROP,
                                          strategy=strategy)
     results = evaluate(model, ds, "val", BATCH, CROP, strategy=strategy, dtype=dtype)
-    arrays.update(evaluation=np.asarray(results["confusion_matrix"]), set_count=np.array(count),
+    unpadded = evaluate(model, ds, "val", BATCH, None, strategy=strategy, dtype=dtype)
+    predict_examples(model, dataset_examples(ds, "val"), ds.info, os.path.join(out_dir, "predict"),
+                     "raw", CROP, strategy=strategy, dtype=dtype, write=is_chief(strategy))
+    arrays.update(evaluation=np.asarray(results["confusion_matrix"]),
+                  evaluation_unpadded=np.asarray(unpadded["confusion_matrix"]),
+                  set_count=np.array(count),
                   replicas=np.array(strategy.num_replicas_in_sync),
                   chief=np.array(is_chief(strategy)))
     np.savez(os.path.join(out_dir, "result.tmp.npz"), **arrays)

@@ -13,6 +13,8 @@ discriminator epoch over --train_images real + --train_images fake examples, tak
   d_holdout        D's hold-out accuracy (real + fake of the hold-out images)
   d_get_weights    the copy of D's weights kept for the best epoch
   d_fit_1_epoch    `fit_discriminator(max_epochs=1)` end to end (compare with the parts' sum)
+  d_step_parts     one D step on a batch in memory, taken apart (compiled functions):
+                   inference forward, training forward, forward + gradients, the whole step
 Per-image costs are the phase divided by its images. Prints one JSON object; docs/SCALING.md
 turns it into predicted cycle times.
 """
@@ -48,6 +50,29 @@ def timed(function, repeats):
         seconds.append(time.perf_counter() - start)
     return {"median_s": round(statistics.median(seconds), 4),
             "all_s": [round(s, 4) for s in seconds]}
+
+
+def d_step_parts(discriminator, trainer, batch, repeats):
+    """Seconds of one D step's parts on one batch (`trainer.inputs` of it, in memory)."""
+    import tensorflow as tf
+    from deeplab_load.traced import compiled
+    pixels, label_map, ignore_mask, is_real, weight = batch
+    inputs = trainer.inputs(pixels, label_map, ignore_mask)
+    variables = discriminator.trainable_variables
+
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(discriminator(x, training=True))
+        return tape.gradient(loss, variables)
+    parts = {"inference_forward": compiled(lambda x: discriminator(x, training=False)),
+             "training_forward": compiled(lambda x: discriminator(x, training=True)),
+             "forward_and_gradients": compiled(gradients)}
+    out = {name: timed(lambda f=f: tf.nest.map_structure(lambda t: t.numpy(), f(inputs)),
+                       repeats) for name, f in parts.items()}
+    out["whole_step"] = timed(lambda: float(trainer.step(*batch)[0]), repeats)
+    out["batch"] = int(inputs.shape[0])
+    out["input_shape"] = list(inputs.shape[1:])
+    return out
 
 
 def main(argv):
@@ -149,6 +174,8 @@ def main(argv):
     phases["d_fit_1_epoch"] = timed(lambda: steps.fit_discriminator(
         d_trainer, real, [fake], holdout_real, holdout_fake, batch_size=FLAGS.disc_batch_size,
         max_epochs=1, batch_norm_batches=FLAGS.disc_bn_batches), repeats)
+
+    phases["d_step_parts"] = d_step_parts(discriminator, d_trainer, cached[0], repeats)
 
     per_image = out["per_image_s"] = {}
     per_image["generator_step"] = phases["generator_step"]["median_s"] / FLAGS.adv_batch_size

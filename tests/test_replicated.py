@@ -22,9 +22,11 @@ def test_groups_cut_batches_into_replica_groups():
 
 
 def test_strategy_flag_offers_the_training_strategies():
-    from deeplab_load import cli
+    from deeplab_load import inference_configs
     from deeplab_load.training.strategy import STRATEGY_KINDS
-    assert cli.STRATEGY_KINDS == STRATEGY_KINDS
+    assert inference_configs.STRATEGY_KINDS == STRATEGY_KINDS
+    assert inference_configs.EvaluateConfig().strategy == "auto"
+    assert inference_configs.PredictConfig().strategy == "auto"
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,15 @@ def agreement(first, second):
 def main(argv):
     del argv
     import numpy as np
-    from deeplab_load.checkpoints.model_loading import (ModelSource, eval_crop_size, load_model,
+    from deeplab_load.checkpoints.model_loading import (eval_crop_size, find_spec, load_model,
                                                         open_dataset)
+    from deeplab_load.checkpoints.model_source import ModelSource
     from deeplab_load.data import pipeline
     from deeplab_load.inference import label_map_function
     from deeplab_load.training.holdout import HoldoutEvaluator
 
     source = ModelSource(run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint)
-    spec, _ = source.find_spec()
+    spec, _ = find_spec(source)
     ds = open_dataset(spec)
     loaded = load_model(source, ds.info.num_classes)
     crop = eval_crop_size(None, spec, ds.info)

@@ -78,8 +78,9 @@ def d_step_parts(discriminator, trainer, batch, repeats):
 def main(argv):
     del argv
     import tensorflow as tf
-    from deeplab_load.checkpoints.model_loading import (ModelSource, eval_crop_size, load_model,
+    from deeplab_load.checkpoints.model_loading import (eval_crop_size, find_spec, load_model,
                                                         open_dataset)
+    from deeplab_load.checkpoints.model_source import ModelSource
     from deeplab_load.checkpoints.store import CheckpointStore
     from deeplab_load.data import pipeline
     from deeplab_load.data.batches import Batches
@@ -89,7 +90,7 @@ def main(argv):
 
     strategy = tf.distribute.get_strategy()
     source = ModelSource(run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint)
-    spec, _ = source.find_spec()
+    spec, _ = find_spec(source)
     ds = open_dataset(spec)
     classes = ds.info.num_classes
     model = load_model(source, classes).model

@@ -70,7 +70,7 @@ def run_lr_sweep(f, sweep_dir, learning_rates, demo_profile=None):
         raise ValueError(f"learning rates must be finite and >= 0, got {bad}")
     if len({run_name(lr) for lr in learning_rates}) != len(learning_rates):
         raise ValueError(f"learning rates repeat: {learning_rates}")
-    if not f.max_propagations:
+    if not f.load.max_propagations:
         raise ValueError("the sweep needs a propagation cap: pass --max_propagations > 0")
     sweep_dir = os.path.abspath(sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
@@ -97,13 +97,14 @@ def write_report(rows, start, f, sweep_dir):
     """sweep.json (config, baseline, rows) and sweep.md (one table row per rate)."""
     best = max(rows, key=lambda r: (r["holdout_final"], -r["learning_rate"]))
     write_json_atomic(os.path.join(sweep_dir, "sweep.json"), {
-        "baseline": start["baseline"], "max_propagations": f.max_propagations, "seed": f.seed,
+        "baseline": start["baseline"], "max_propagations": f.load.max_propagations,
+        "seed": f.run.seed,
         "best_by_holdout": best["learning_rate"], "rows": rows})
     lines = [
         "# Adversarial learning-rate sweep",
         "",
-        f"LoAd from one stage-1 model per rate; at most {f.max_propagations} propagations, "
-        f"seed {f.seed}. mIoU in %. Hold-out: LoAd's selection set (start, final = the "
+        f"LoAd from one stage-1 model per rate; at most {f.load.max_propagations} propagations, "
+        f"seed {f.run.seed}. mIoU in %. Hold-out: LoAd's selection set (start, final = the "
         f"returned model, min/max over the propagations). Unselected val: val minus the "
         f"hold-out, reported only (baseline {_pct(start['baseline'].get(UNSELECTED))}). D: "
         f"hold-out accuracy of each round (fake accuracy pooled over g_s's and the newest "

@@ -39,11 +39,11 @@ def prepare_start(f, out_dir, demo_profile=None, evaluate_baseline=None):
     marker = os.path.join(out_dir, MARKER)
     if os.path.exists(marker):
         return read_json(marker)
-    job = run.open_job(f.replace(run_dir=os.path.join(out_dir, "stage1"), export=False),
+    job = run.open_job(f.with_flags(run_dir=os.path.join(out_dir, "stage1"), export=False),
                        demo_profile)
     run.run_stage1_if_needed(job)
     stage1_store = os.path.join(job.local_dir, "stage1")
-    checkpoint = stage1_store if os.path.isdir(stage1_store) else f.initial_checkpoint
+    checkpoint = stage1_store if os.path.isdir(stage1_store) else f.model.initial_checkpoint
     if not checkpoint:
         raise ValueError("runs from a shared start need trained weights: stage 1 was skipped "
                          "(--stage1=off) and there is no --initial_checkpoint")
@@ -66,7 +66,7 @@ def start_flags(f, start, run_dir, **changes):
     holdout = os.path.join(run_dir, "holdout_ids.txt")
     if not os.path.exists(holdout):
         shutil.copyfile(start["holdout_ids"], holdout)
-    return f.replace(run_dir=run_dir, initial_checkpoint=start["checkpoint"], stage1="off",
+    return f.with_flags(run_dir=run_dir, initial_checkpoint=start["checkpoint"], stage1="off",
                      export=False, resume=True, **changes)
 
 

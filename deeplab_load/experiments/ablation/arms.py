@@ -35,7 +35,7 @@ NO_MAPS_FILE = "NO_MAPS.txt"   # the only file of a label-map set of arm (b')
 
 def _generator_training(f):
     """The generator's `training` argument in the adversarial steps (--adv_generator_mode)."""
-    return f.adv_generator_mode == "train"
+    return f.generator.mode == "train"
 
 
 def cross_entropy_trainer(job):
@@ -44,7 +44,7 @@ def cross_entropy_trainer(job):
     f = job.f
     with job.strategy.scope():
         return steps.Stage1Trainer(job.model, job.generator_optimizer, job.strategy,
-                                   job.ds.info.num_classes, weight_decay=f.weight_decay,
+                                   job.ds.info.num_classes, weight_decay=f.model.weight_decay,
                                    model_training=_generator_training(f))
 
 
@@ -54,7 +54,8 @@ def hybrid_trainer(job, adversarial_weight):
     with job.strategy.scope():
         return steps.GeneratorTrainer(job.model, job.discriminator, job.generator_optimizer,
                                       job.strategy, job.ds.info.num_classes,
-                                      map_encoding=f.map_encoding, weight_decay=f.weight_decay,
+                                      map_encoding=f.generator.map_encoding,
+                                      weight_decay=f.model.weight_decay,
                                       model_training=_generator_training(f),
                                       hybrid_weights=(1.0, adversarial_weight))
 
@@ -71,9 +72,10 @@ def continue_cross_entropy(job, num_steps, trainer):
     Returns {"steps", "first_loss", "loss" (of the first and last step), "optimizer"
     (`optimizer_settings` of the optimizer the steps used)}."""
     f = job.f
-    dataset = pipeline.train_dataset(job.ds, job.split, f.adv_batch_size, job.crop_size, f.seed,
+    dataset = pipeline.train_dataset(job.ds, job.split, f.generator.batch_size, job.crop_size,
+                                     f.run.seed,
                                      random_scale=job.random_scale,
-                                     skip_bad_examples=f.skip_bad_examples,
+                                     skip_bad_examples=f.data.skip_bad_examples,
                                      bad_example_log=job.bad_examples)
     progress = Progress("cross-entropy arm", total=num_steps)
     loss = first_loss = float("nan")
@@ -146,7 +148,7 @@ def run_controller(job, hooks, load_config):
     (LoAdResult, the state's event history)."""
     buffer = MapBuffer(os.path.join(job.local_dir, "buffer"), load_config.b_max)
     controller = LoAdController(load_config, hooks, os.path.join(job.local_dir, STATE_FILE),
-                                buffer, seed=job.f.seed)
+                                buffer, seed=job.f.run.seed)
     result = controller.run()
     return result, controller.state["history"]
 

@@ -15,6 +15,8 @@ same step budget on the same batch sequence.
                                 records on the report split (`PerImageResults`)
       seed_<s>/<arm>.json       an arm's figures, written when it is done (its resume marker)
       ablation.md, ablation.json, ablation.png   (`report`)
+      changes_load.png          the report-split images the first seed's LoAd arm changed most
+                                against the baseline (`changes`)
 
 The step budget is `AblationConfig.arm_steps`, else the propagations the LoAd arm of the seed
 took (LoAd then runs first). Every arm starts from the same model and uses the same hold-out
@@ -36,9 +38,10 @@ from deeplab_load.data.common import as_size, read_id_list
 from deeplab_load.errors import FlagError
 from deeplab_load.evaluation_stats.per_image import evaluate_per_image
 from deeplab_load.experiments.ablation import arm_names, arms, report
+from deeplab_load.experiments.ablation.changes import write_arm_changes
 from deeplab_load.atomic_files import write_json_atomic
-from deeplab_load.lookahead.controller import LoAdConfig
-from deeplab_load.checkpoints.model_loading import ModelSource, load_model
+from deeplab_load.checkpoints.model_loading import load_model
+from deeplab_load.checkpoints.model_source import ModelSource
 from deeplab_load.training import run, shared_start
 from deeplab_load.training.safety import interrupts
 
@@ -52,12 +55,12 @@ def report_target(ds, f, holdout_refs):
     if TEST_SPLIT in ds.splits and ds.available(TEST_SPLIT):
         return TEST_SPLIT, None, TEST_SPLIT
     holdout_ids = {ref.id for ref in holdout_refs}
-    refs = [ref for ref in ds.examples(f.eval_split) if ref.id not in holdout_ids]
+    refs = [ref for ref in ds.examples(f.data.eval_split) if ref.id not in holdout_ids]
     if not refs:
         raise ValueError(f"the ablation's report split is empty: {ds.info.name} has no "
-                         f"{TEST_SPLIT!r} split and the hold-out is all of {f.eval_split!r} "
+                         f"{TEST_SPLIT!r} split and the hold-out is all of {f.data.eval_split!r} "
                          f"(lower --holdout_fraction)")
-    return f.eval_split, refs, f"{f.eval_split} minus hold-out"
+    return f.data.eval_split, refs, f"{f.data.eval_split} minus hold-out"
 
 
 def evaluate_on_report_split(model, ds, f, eval_crop_size, holdout_refs, ablation_dir, path):
@@ -65,7 +68,7 @@ def evaluate_on_report_split(model, ds, f, eval_crop_size, holdout_refs, ablatio
     returns the arm's "report" figures (mIoU of the summed matrices, per-class IoU, the
     structural metric's totals)."""
     split, refs, label = report_target(ds, f, holdout_refs)
-    results = evaluate_per_image(model, ds, split, f.eval_batch_size, eval_crop_size, refs=refs)
+    results = evaluate_per_image(model, ds, split, f.run.eval_batch_size, eval_crop_size, refs=refs)
     results.save(path)
     summary = metrics.results_dict(results.confusions.sum(axis=0), ds.info.class_names)
     return {"split": label, "miou": summary["miou"], "per_class_iou": summary["per_class_iou"],
@@ -146,17 +149,17 @@ class Ablation:
             raise interrupts.TrainingInterrupted("a signal", f"in the {arm} arm (seed {seed})")
         model = load_model(ModelSource(run_dir=run_dir, checkpoint_tag="final")).model
         ds = run.open_dataset(f)
-        holdout_refs = pipeline.select_refs(ds, f.eval_split, read_id_list(
+        holdout_refs = pipeline.select_refs(ds, f.data.eval_split, read_id_list(
             os.path.join(run_dir, pipeline.HOLDOUT_FILE)))
         report_figures = evaluate_on_report_split(
-            model, ds, f, as_size(f.eval_crop_size or ds.info.eval_crop_size), holdout_refs,
+            model, ds, f, as_size(f.data.eval_crop_size or ds.info.eval_crop_size), holdout_refs,
             self.dir, os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
         history = shared_start.read_events(run_dir)
         return {"steps": summary["propagations"], "report": report_figures,
                 "cycles": summary["cycles"], "peaks": summary["peaks"],
                 "final_tag": summary["final_tag"], "decisions": _decisions(history),
                 "discriminator_rounds": _discriminator_rounds(history),
-                "learning_rate": f.adv_learning_rate,
+                "learning_rate": f.generator.learning_rate,
                 "wall_time_s": round(time.monotonic() - begin, 1)}
 
     def load(self, seed, seed_dir, budget):
@@ -183,9 +186,7 @@ class Ablation:
         hooks, store = run.build_adversarial_hooks(job, holdout_refs)
         hooks.generator = arms.cross_entropy_trainer(job)
         f = self.f
-        load_config = LoAdConfig(beta_l=f.beta_l, beta_u=f.beta_u, gamma_max=f.gamma_max,
-                                 psi_max=f.psi_max, omega_max=f.omega_max, b_max=f.buffer_max,
-                                 max_propagations=budget)
+        load_config = f.load.controller_config(max_propagations=budget)
         try:
             result, history = arms.run_controller(job, arms.WithoutDiscriminator(hooks),
                                                   load_config)
@@ -207,7 +208,7 @@ class Ablation:
         if hybrid_weight is not None:
             hooks.generator = arms.hybrid_trainer(job, hybrid_weight)
         try:
-            result = arms.plain_adversarial(job, hooks, budget, retrain_every=self.f.gamma_max,
+            result = arms.plain_adversarial(job, hooks, budget, retrain_every=self.f.load.gamma_max,
                                             name=f"{name} arm")
         finally:
             hooks.close()
@@ -281,16 +282,19 @@ class Ablation:
         return results
 
     def run(self):
-        """Runs (or resumes) every selected arm for seeds f.seed .. f.seed + num_seeds - 1;
+        """Runs (or resumes) every selected arm for seeds f.run.seed .. f.run.seed + num_seeds - 1;
         writes the report after each seed; returns {seed: {arm: figures}}."""
         os.makedirs(self.dir, exist_ok=True)
         self.start = prepare_start(self.f, self.dir, self.demo_profile)
         results = {}
         for index in range(self.config.num_seeds):
-            seed = self.f.seed + index
+            seed = self.f.run.seed + index
             logging.info("ablation seed %d (%d/%d)", seed, index + 1, self.config.num_seeds)
             results[seed] = self.run_seed(seed)
             report.write_report(results, self.dir, self.config)
+            if arm_names.LOAD in results[seed]:
+                write_arm_changes(self.f, self.dir, self.start, seed, arm_names.LOAD,
+                                  report_target)
         return results
 
 

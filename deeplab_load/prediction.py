@@ -30,7 +30,6 @@ from deeplab_load.data.common import BadExampleError, decode_image, read_bytes
 from deeplab_load.data.pipeline import BadExampleLog
 from deeplab_load.errors import FlagError, UserError
 from deeplab_load.inference_configs import FORMATS
-from deeplab_load.models.ops import IGNORE_LABEL, PAD_PIXEL_VALUE
 from deeplab_load.models.precision import inference_model
 from deeplab_load.output_folder import IncompleteMarker, inside
 from deeplab_load.progress import Progress
@@ -168,10 +167,8 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
                 _check_fits(example_id, image, eval_crop_size)
                 loaded.append((example_id, image))
             if replicated and loaded:
-                _, maps = runner.run([_padded(image, eval_crop_size) for _, image in loaded],
-                                     with_maps=True)
-                labels = [m[0, :image.shape[0], :image.shape[1]]
-                          for m, (_, image) in zip(maps, loaded)]
+                labels = runner.run_images(
+                    [(image, eval_crop_size or image.shape[:2]) for _, image in loaded])
             else:
                 labels = [multi_scale.predict_labels(model, image[None], eval_crop_size,
                                                      eval_scales, add_flipped_images).numpy()[0]
@@ -192,15 +189,6 @@ def _check_fits(example_id, image, size):
         raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is "
                           f"larger than the eval crop size {size[0]}x{size[1]}; pass a "
                           f"larger --eval_crop_size or --eval_crop_size=none")
-
-
-def _padded(image, eval_crop_size):
-    """(pixels float32 [1,Hc,Wc,3] padded bottom/right with PAD_PIXEL_VALUE, labels all ignore)
-    of a uint8 image, as `inference.predict_labels` pads it."""
-    height, width = eval_crop_size if eval_crop_size is not None else image.shape[:2]
-    pixels = np.full((1, height, width, 3), PAD_PIXEL_VALUE, np.float32)
-    pixels[0, :image.shape[0], :image.shape[1]] = image
-    return pixels, np.full((1, height, width), IGNORE_LABEL, np.int32)
 
 
 def dataset_examples(dataset, split):

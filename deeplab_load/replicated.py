@@ -66,6 +66,7 @@ class ReplicatedInference:
         self.add_flipped_images = add_flipped_images
         self._confusion = compiled(lambda pixels, labels: self._step(pixels, labels, None))
         self._confusion_and_maps = compiled(self._step)
+        self._image_labels = compiled(self._images_step)
 
     def _replica(self, pixels, labels, gathered_shape):
         maps = multi_scale.padded_label_maps(self.model, pixels, self.eval_scales,
@@ -73,12 +74,7 @@ class ReplicatedInference:
         confusion = metrics.confusion_matrix_batch(labels, maps, self.num_classes)
         if gathered_shape is None:
             return confusion
-        shape = tf.shape(maps)
-        padded = tf.pad(maps, [[0, gathered_shape[0] - shape[0]],
-                               [0, gathered_shape[1] - shape[1]],
-                               [0, gathered_shape[2] - shape[2]]])
-        context = tf.distribute.get_replica_context()
-        return confusion, context.all_gather(padded, axis=0)
+        return confusion, self._gather(maps, gathered_shape)
 
     def _step(self, pixels, labels, gathered_shape):
         out = self.strategy.run(self._replica, (pixels, labels, gathered_shape))
@@ -87,6 +83,24 @@ class ReplicatedInference:
         confusion, maps = out
         return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, confusion, axis=None),
                 self.strategy.experimental_local_results(maps)[0])
+
+    def _replica_images(self, images, canvas, gathered_shape):
+        scores = multi_scale.image_scores_function(
+            self.model, self.eval_scales, self.add_flipped_images).python_function(images, canvas)
+        labels = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        return self._gather(labels, gathered_shape)
+
+    def _images_step(self, images, canvas, gathered_shape):
+        gathered = self.strategy.run(self._replica_images, (images, canvas, gathered_shape))
+        return self.strategy.experimental_local_results(gathered)[0]
+
+    @staticmethod
+    def _gather(maps, gathered_shape):
+        shape = tf.shape(maps)
+        padded = tf.pad(maps, [[0, gathered_shape[0] - shape[0]],
+                               [0, gathered_shape[1] - shape[1]],
+                               [0, gathered_shape[2] - shape[2]]])
+        return tf.distribute.get_replica_context().all_gather(padded, axis=0)
 
     def _distribute(self, values):
         return self.strategy.experimental_distribute_values_from_function(
@@ -131,3 +145,20 @@ def replicated_inference(strategy, model, num_classes, eval_scales=(1.0,),
            bool(add_flipped_images))
     return _RUNNERS.get(model, key, lambda: ReplicatedInference(
         strategy, model, num_classes, eval_scales, add_flipped_images))
+
+    def run_images(self, group):
+        """group: up to R (uint8 image [h,w,3], padded size (H, W)) -> one label map int32 [h,w]
+        per image: `multi_scale.predict_labels(model, image[None], size, ...)`'s, the same ops
+        (the image padded with PAD_PIXEL_VALUE inside the graph, scores cropped, argmax)."""
+        if not 0 < len(group) <= self.replicas:
+            raise ValueError(f"a group holds 1 to {self.replicas} images, got {len(group)}")
+        images = [np.asarray(image, np.uint8)[None] for image, _ in group]
+        sizes = [np.asarray(size, np.int32) for _, size in group]
+        while len(images) < self.replicas:
+            images.append(images[0])
+            sizes.append(sizes[0])
+        shape = np.max([i.shape[:3] for i in images], axis=0).astype(np.int32)
+        gathered = self._image_labels(self._distribute(images), self._distribute(sizes),
+                                      tf.constant(shape)).numpy()
+        return [gathered[index, :image.shape[0], :image.shape[1]]
+                for index, (image, _) in enumerate(group)]

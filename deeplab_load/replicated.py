@@ -21,6 +21,10 @@ call `run` with the same groups (every worker reads the same stream of batches, 
     runner = replicated_inference(strategy, model, num_classes)
     for group in groups(batches, runner.replicas):          # batches: (pixels, labels) numpy
         confusion, maps = runner.run(group, with_maps=True)
+
+`run_images` does the same for `predict`: one uint8 image per replica, padded inside the graph
+with the ops of `multi_scale.predict_labels` (in bfloat16 the numpy-padded route of `run`
+differed from one device's predict on a near-tie pixel).
 """
 import itertools
 
@@ -133,19 +137,6 @@ class ReplicatedInference:
             maps.append(gathered[start:start + count, :height, :width])
         return confusion.numpy(), maps
 
-
-_RUNNERS = PerModel()
-
-
-def replicated_inference(strategy, model, num_classes, eval_scales=(1.0,),
-                         add_flipped_images=False):
-    """The `ReplicatedInference` of (strategy, model, ...), kept per model (`traced.PerModel`)
-    so repeated evaluations of a run's generator trace once."""
-    key = (id(strategy), num_classes, multi_scale.normalize_scales(eval_scales),
-           bool(add_flipped_images))
-    return _RUNNERS.get(model, key, lambda: ReplicatedInference(
-        strategy, model, num_classes, eval_scales, add_flipped_images))
-
     def run_images(self, group):
         """group: up to R (uint8 image [h,w,3], padded size (H, W)) -> one label map int32 [h,w]
         per image: `multi_scale.predict_labels(model, image[None], size, ...)`'s, the same ops
@@ -162,3 +153,17 @@ def replicated_inference(strategy, model, num_classes, eval_scales=(1.0,),
                                       tf.constant(shape)).numpy()
         return [gathered[index, :image.shape[0], :image.shape[1]]
                 for index, (image, _) in enumerate(group)]
+
+
+_RUNNERS = PerModel()
+
+
+def replicated_inference(strategy, model, num_classes, eval_scales=(1.0,),
+                         add_flipped_images=False):
+    """The `ReplicatedInference` of (strategy, model, ...), kept per model (`traced.PerModel`)
+    so repeated evaluations of a run's generator trace once."""
+    key = (id(strategy), num_classes, multi_scale.normalize_scales(eval_scales),
+           bool(add_flipped_images))
+    return _RUNNERS.get(model, key, lambda: ReplicatedInference(
+        strategy, model, num_classes, eval_scales, add_flipped_images))
+

@@ -366,7 +366,7 @@ def test_cross_entropy_under_the_controller_logs_decisions_and_selects_the_best(
     # Hold-out mIoU after steps 0..6: a peak at step 2, then a decline (the cycle diverges).
     generator = ScriptedGenerator([0.50, 0.52, 0.60, 0.55, 0.40, 0.30, 0.20])
     config = type("Config", (), {"run": type("Run", (), {"seed": 0})})
-    job = type("Job", (), {"local_dir": str(tmp_path), "f": config})
+    job = type("Job", (), {"local_dir": str(tmp_path), "config": config})
     config = LoAdConfig(beta_l=0.05, beta_u=0.001, gamma_max=3, psi_max=1, omega_max=5,
                         b_max=3, max_propagations=6)
     result, history = arms.run_controller(job, arms.WithoutDiscriminator(generator), config)

@@ -24,8 +24,8 @@ setup(
         "console_scripts": [
             f"deeplab-load-{name.replace('_', '-')}=deeplab_load.tools.{name}:run"
             for name in ("ablation", "benchmark", "build_tfrecords", "compare_runs",
-                         "download_checkpoint", "lr_sweep", "make_demo_data",
-                         "plot_convergence")
+                         "download_checkpoint", "holdout_dtype", "load_phases", "lr_sweep",
+                         "make_demo_data", "plot_convergence", "scaling_model")
         ],
     },
     extras_require={

@@ -30,7 +30,8 @@ def make_strategy(kind="auto"):
 
     "auto": MultiWorkerMirroredStrategy when TF_CONFIG describes a cluster of several tasks,
     else MirroredStrategy when more than one GPU is visible, else the default strategy (one
-    device: the GPU if there is one, else the CPU). The other kinds force a choice.
+    device: the GPU if there is one, else the CPU). The other kinds force a choice; "mirrored"
+    without a GPU mirrors over the logical CPU devices when there are several.
     """
     if kind not in STRATEGY_KINDS:
         raise ValueError(f"strategy kind must be one of {STRATEGY_KINDS}, got {kind!r}")
@@ -44,8 +45,18 @@ def make_strategy(kind="auto"):
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(_mirrored_devices())
     return tf.distribute.get_strategy()
+
+
+def _mirrored_devices():
+    """None (MirroredStrategy's default: every GPU) when there is a GPU, else every logical CPU
+    device when the CPU is split into several (`tf.config.set_logical_device_configuration`, as
+    the tests do to run 2 replicas on a CPU)."""
+    if tf.config.list_logical_devices("GPU"):
+        return None
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return cpus if len(cpus) > 1 else None
 
 
 def is_chief(strategy=None):

@@ -78,6 +78,14 @@ class TrainConfig:
                                   "compute, float32 weights).", ("float32", "mixed_bfloat16"))
     strategy: str = option("auto", "tf.distribute strategy.",
                            ("auto", "default", "mirrored", "multi_worker"))
+    worker_timeout_s: float = option(
+        30.0, "Multi-worker runs (TF_CONFIG): seconds without a heartbeat from a worker (dead, "
+        "or stopped by SIGSTOP) before every other worker stops with an error naming it "
+        "(TensorFlow's coordination service; its own default is 10).")
+    collective_timeout_s: float = option(
+        0.0, "Multi-worker runs: abort any collective op that waits longer than this for its "
+        "peers (a worker alive but stuck outside TensorFlow); 0: off. Each collective op then "
+        "holds two threads for this long, so keep it off or short.")
     export: bool = option(True, "Export the final generator as a SavedModel into the run dir.")
     # Stage 1.
     stage1: str = option("auto", "Pixel-wise CE before LoAd; auto: when there is no initial "
@@ -210,6 +218,8 @@ FIELD_RULES = (
     ("atrous_rates", lambda v: v is None or all(r >= 1 for r in v), "positive integers"),
     ("decoder_output_stride", lambda v: v is None or v in (0, 4), "0 or 4"),
     ("batch_norm_decay", lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    ("worker_timeout_s", lambda v: v >= 1, ">= 1"),
+    ("collective_timeout_s", lambda v: v >= 0, ">= 0 (0: off)"),
     ("demo_num_train", lambda v: v >= 1, ">= 1"),
     ("demo_num_val", lambda v: v >= 2, ">= 2 (the hold-out is a part of it)"),
     ("demo_image_size", lambda v: len(v) == 2 and min(v) >= 33, "H,W >= 33"),

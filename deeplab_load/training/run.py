@@ -48,7 +48,9 @@ from deeplab_load.training.load_hooks import LoAdTrainingHooks
 from deeplab_load.training.safety import interrupts, run_lock
 from deeplab_load.progress import format_duration, Progress
 from deeplab_load.training.stage1 import DONE_TAG, run_stage1, schedule, training_class_stats
-from deeplab_load.training.strategy import make_strategy, worker_directory
+from deeplab_load.training.strategy import PEER_ERRORS, is_multi_worker, lost_worker_error, \
+    make_strategy, stop_agreement, worker_directory
+from deeplab_load.training.worker_sync import sync_saved_progress
 from deeplab_load.checkpoints.tf1 import MISMATCH_FIX, CheckpointMismatchError
 
 
@@ -192,7 +194,7 @@ def open_job(f, demo_profile=None):
                           atrous_rates=f.atrous_rates,
                           decoder_output_stride=f.decoder_output_stride)
     config = dataclasses.replace(config, fine_tune_batch_norm=f.fine_tune_batch_norm)
-    strategy = make_strategy(f.strategy)
+    strategy = make_strategy(f.strategy, f.worker_timeout_s, f.collective_timeout_s)
     if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
         raise FlagError(
             f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "
@@ -341,12 +343,27 @@ def run_training(f, demo_profile=None):
             logging.warning("%s", message)
             print(message, flush=True)
             return {"interrupted": message}
+        except PEER_ERRORS as error:
+            if not is_multi_worker():
+                raise
+            held = run_lock.held_run_dirs()
+            raise lost_worker_error(error, held[-1] if held else f.run_dir) from error
 
 
 def _run_training(f, demo_profile=None):
     start_time = time.monotonic()
     job = open_job(f, demo_profile)
-    run_dir, local_dir, model = job.run_dir, job.local_dir, job.model
+    if isinstance(job.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every worker resumes from the same saved point and stops at the same check when any
+        # of them gets a SIGTERM / SIGINT (`worker_sync`, `interrupts.agree_with`).
+        sync_saved_progress(job.strategy, job.run_dir, job.local_dir)
+        with interrupts.agree_with(stop_agreement(job.strategy)):
+            return _train_job(job, start_time)
+    return _train_job(job, start_time)
+
+
+def _train_job(job, start_time):
+    f, run_dir, local_dir, model = job.f, job.run_dir, job.local_dir, job.model
     run_stage1_if_needed(job)
     state_exists = os.path.exists(os.path.join(local_dir, STATE_FILE))
     holdout_refs = holdout_refs_of(job)

@@ -203,15 +203,20 @@ def worker_gather(strategy):
     few floats (exact below 2**24) from every worker: a collective op, so every worker must
     call it at the same points of the run."""
     local_replicas = len(strategy.extended.worker_devices)
+    replicas = strategy.num_replicas_in_sync
 
     @tf.function
     def gather_fn(value):
         def replica_fn(v):
-            return tf.distribute.get_replica_context().all_gather(v, axis=0)
+            # Each replica puts the values in its row of zeros; the sum is the gathered matrix
+            # (exact: every sum has one non-zero term).
+            context = tf.distribute.get_replica_context()
+            row = tf.one_hot(context.replica_id_in_sync_group, replicas, dtype=tf.float32)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, row[:, None] * v[None, :])
         return strategy.experimental_local_results(strategy.run(replica_fn, args=(value,)))[0]
 
     def gather(values):
-        rows = gather_fn(tf.constant([[float(v) for v in values]], tf.float32)).numpy()
+        rows = gather_fn(tf.constant([float(v) for v in values], tf.float32)).numpy()
         return rows[::local_replicas].astype("float64")
     return gather
 

@@ -1,0 +1,132 @@
+"""Two `train` workers (TF_CONFIG, localhost): a worker lost during LoAd, a SIGTERM to one worker.
+
+A worker SIGKILLs itself after a LoAd generator step (`safety.kill_points`, a fixed point of the
+run, not a time); the other must stop within the heartbeat bound with an error naming worker 1
+and its address, exit non-zero, and both workers started again must finish the same run as an
+uninterrupted pair of workers. A SIGTERM sent to one worker must stop both at the same point,
+exit 0, and resume to the same run.
+"""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from test_train_e2e import environment, events_with_values, train_command, REPO
+from worker_runs import free_ports
+
+WORKER_TIMEOUT_S = 10
+# heartbeat timeout + error path + process exit, on a loaded 2-core machine
+EXIT_BOUND_S = 90
+FLAGS = ["--noexport", "--max_propagations=5", "--nofine_tune_batch_norm",
+         f"--worker_timeout_s={WORKER_TIMEOUT_S}"]
+COMPARED = ("final_tag", "propagations", "cycles", "peaks", "holdout_miou_start",
+            "holdout_miou_final", "baseline_miou", "final_miou", "final_unselected_miou")
+
+
+def start_workers(run_dir, demo_dir, worker1_env=None):
+    """Starts workers 0 and 1 of a fresh localhost cluster; returns (processes, addresses)."""
+    addresses = [f"localhost:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(environment(), TF_CONFIG=json.dumps(
+            {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}))
+        env.pop("DEEPLAB_LOAD_TEST_KILL_AT", None)
+        if index == 1:
+            env.update(worker1_env or {})
+        processes.append(subprocess.Popen(train_command(run_dir, demo_dir, FLAGS), cwd=REPO,
+                                          env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    return processes, addresses
+
+
+def finish(processes, timeout=900):
+    """[(returncode, stdout, stderr, monotonic time of exit)] in order; kills what is left."""
+    results = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=timeout)
+            results.append((process.returncode, out, err, time.monotonic()))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    return results
+
+
+def run_pair(run_dir, demo_dir):
+    results = finish(start_workers(run_dir, demo_dir)[0])
+    for returncode, _, err, _ in results:
+        assert returncode == 0, err[-4000:]
+    return results
+
+
+def assert_same_run(run_dir, reference_dir):
+    for sub in ("", "worker_tmp_1"):
+        assert events_with_values(os.path.join(run_dir, sub)) == \
+            events_with_values(os.path.join(reference_dir, sub)), sub
+        resumed = json.load(open(os.path.join(run_dir, sub, "summary.json")))
+        reference = json.load(open(os.path.join(reference_dir, sub, "summary.json")))
+        for key in COMPARED:
+            assert resumed[key] == reference[key], (sub, key)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory, demo_dir):
+    """An uninterrupted pair of workers."""
+    run_dir = str(tmp_path_factory.mktemp("reference") / "run")
+    run_pair(run_dir, demo_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_stops_the_other_and_a_restart_resumes_the_run(
+        reference_dir, demo_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    processes, addresses = start_workers(
+        run_dir, demo_dir, {"DEEPLAB_LOAD_TEST_KILL_AT": "propagation:3"})
+    (code1, _, _, died), (code0, out0, err0, exited) = finish(processes[::-1])
+    assert code1 == -9                                    # killed itself after step 3
+    assert code0 not in (0, None), err0[-3000:]
+    assert exited - died < EXIT_BOUND_S, exited - died
+    assert f"error: lost worker 1 ({addresses[1]}) of the multi-worker run" in err0, err0[-3000:]
+    assert "start every worker again with the same command" in err0
+    assert "Traceback" not in err0
+    state0 = json.load(open(os.path.join(run_dir, "state.json")))
+    state1 = json.load(open(os.path.join(run_dir, "worker_tmp_1", "state.json")))
+    assert state1["propagation"] == 2                     # step 3 done, not committed
+    assert state0["propagation"] >= 3                     # the survivor committed it
+    print("kill table: SIGKILL worker 1 at propagation 3; worker 0 exit", code0, "after",
+          round(exited - died, 1), "s:", [line for line in err0.splitlines()
+                                          if line.startswith("error:")], flush=True)
+
+    resumed = run_pair(run_dir, demo_dir)               # every worker, the same command
+    assert "take the chief's copy" in resumed[0][2]
+    assert "taking the chief's copy" in resumed[1][2]
+    assert_same_run(run_dir, reference_dir)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_cleanly_and_they_resume_the_run(
+        reference_dir, demo_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    processes, _ = start_workers(
+        run_dir, demo_dir, {"DEEPLAB_LOAD_TEST_KILL_AT": "propagation_start:2:SIGTERM"})
+    results = finish(processes)
+    for index, (code, out, err, _) in enumerate(results):
+        assert code == 0, err[-3000:]
+        assert "stopped by SIGTERM (sent to worker 1) before LoAd propagation 2" in out, index
+    print("kill table: SIGTERM worker 1 at propagation 2:",
+          [(code, out.strip().splitlines()[-1]) for code, out, _, _ in results], flush=True)
+    for sub in ("", "worker_tmp_1"):
+        assert json.load(open(os.path.join(run_dir, sub, "state.json")))["propagation"] == 1
+
+    resumed = run_pair(run_dir, demo_dir)
+    assert "take the chief's copy" not in resumed[0][2]   # both stopped at the same point
+    assert_same_run(run_dir, reference_dir)

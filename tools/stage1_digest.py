@@ -1,0 +1,98 @@
+"""Digest of a tiny stage 1's weights: do float32 results depend on the CPU's kernels or load?
+
+    python tools/stage1_digest.py                  # one tiny stage 1 here: digest and wall time
+    python tools/stage1_digest.py --isa_table      # the same under each oneDNN setting below
+
+A demo-data MobileNetV2 stage 1 (the demo profile's model, tiny images, a few steps) runs in a
+fresh process from a seeded start; the output is one JSON line: the sha256 of every weight's
+bytes (`digest`), the stage-1 losses, and the wall time of the stage-1 steps. Equal digests mean
+bit-identical weights. `--isa_table` runs it once per setting, each in its own process:
+
+    default                     oneDNN picks its kernels for this CPU
+    ONEDNN_MAX_CPU_ISA=AVX2     oneDNN limited to AVX2 kernels (Zen 4, Zen 5 and Intel all have it)
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE
+    TF_ENABLE_ONEDNN_OPTS=0     TensorFlow's own kernels, no oneDNN
+    op_determinism              tf.config.experimental.enable_op_determinism()
+
+and prints a markdown table. Used by tests/test_reproducibility.py (the same digest with a
+CPU-heavy process beside the run).
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+SETTINGS = (("default", {}), ("ONEDNN_MAX_CPU_ISA=AVX2", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+            ("ONEDNN_MAX_CPU_ISA=AVX512_CORE", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
+            ("TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+            ("op_determinism", {"DEEPLAB_LOAD_OP_DETERMINISM": "1"}))
+
+
+def run_once(work_dir, steps_epochs):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    if os.environ.get("DEEPLAB_LOAD_OP_DETERMINISM") == "1":
+        tf.config.experimental.enable_op_determinism()
+    from deeplab_load.training.config import TrainConfig
+    from deeplab_load.training.run import open_job, run_stage1_if_needed
+
+    config, _ = TrainConfig(
+        dataset="demo", dataset_dir=os.path.join(work_dir, "demo"),
+        run_dir=os.path.join(work_dir, "run"), demo_num_train=16, demo_num_val=4,
+        demo_image_size=(65, 81), stage1_weighted_epochs=steps_epochs,
+        stage1_plain_epochs=steps_epochs, stage1_batch_size=4, seed=3).with_demo_profile()
+    job = open_job(config)
+    start = time.monotonic()
+    run_stage1_if_needed(job)
+    seconds = time.monotonic() - start
+    digest = hashlib.sha256()
+    for weight in job.model.weights:
+        digest.update(weight.path.encode())
+        digest.update(weight.numpy().tobytes())
+    with open(os.path.join(job.local_dir, "stage1_state.json"), encoding="utf-8") as f:
+        loss = json.load(f).get("loss")
+    return {"digest": digest.hexdigest(), "final_loss": loss, "stage1_seconds": round(seconds, 1)}
+
+
+def measure(env_extra, steps_epochs=1.0):
+    """Runs this tool in a fresh process with `env_extra`; returns its JSON result."""
+    with tempfile.TemporaryDirectory() as work_dir:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, **env_extra)
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--work_dir", work_dir,
+                               f"--epochs={steps_epochs}"], env=env, capture_output=True,
+                              text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work_dir", help="where the demo data and the run go (default: a "
+                        "temporary folder, removed afterwards)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="weighted and plain epochs")
+    parser.add_argument("--isa_table", action="store_true")
+    args = parser.parse_args()
+    if args.isa_table:
+        print("| setting | digest (first 16) | final loss | stage-1 seconds |")
+        print("|---|---|---|---|")
+        for name, env in SETTINGS:
+            result = measure(env, args.epochs)
+            print(f"| {name} | {result['digest'][:16]} | {result['final_loss']} | "
+                  f"{result['stage1_seconds']} |", flush=True)
+        return
+    if args.work_dir:
+        print(json.dumps(run_once(args.work_dir, args.epochs)))
+        return
+    print(json.dumps(measure({}, args.epochs)))
+
+
+if __name__ == "__main__":
+    main()

@@ -130,3 +130,45 @@ def test_sigterm_to_one_worker_stops_both_cleanly_and_they_resume_the_run(
     resumed = run_pair(run_dir, demo_dir)
     assert "take the chief's copy" not in resumed[0][2]   # both stopped at the same point
     assert_same_run(run_dir, reference_dir)
+
+
+def test_lost_worker_error_names_the_task_of_the_message_and_the_leader(monkeypatch):
+    import tensorflow as tf
+    from deeplab_load.training import strategy
+
+    cluster = {"worker": ["localhost:1111", "localhost:2222"]}
+    monkeypatch.setattr(strategy, "_unreachable", lambda address: False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    error = tf.errors.UnavailableError(None, None, (
+        "Graph execution error:\nCollective ops is aborted by: Error reported from "
+        "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+        "/job:worker/replica:0/task:1\nThe tasks have crashed."))
+    lines = str(strategy.lost_worker_error(error, "/runs/x")).splitlines()
+    assert lines[0].startswith("lost worker 1 (localhost:2222) of the multi-worker run; worker 0 "
+                               "stopped too (TensorFlow: Error reported from /job:worker/task:1:")
+    assert lines[1] == ("progress is saved in /runs/x: start every worker again with the same "
+                        "command to resume the run")
+    # worker 1 whose heartbeat to the leader (worker 0) fails
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 1}}))
+    error = tf.errors.DeadlineExceededError(None, None, (
+        "Deadline Exceeded\nRPC: /tensorflow.CoordinationService/Heartbeat"))
+    assert str(strategy.lost_worker_error(error, "/runs/x")).startswith(
+        "lost worker 0 (localhost:1111) of the multi-worker run; worker 1 stopped too")
+    # nothing named and every peer still reachable: said so
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    error = tf.errors.DeadlineExceededError(None, None, "Collective has timed out during execution.")
+    assert "lost a worker (none could be named" in str(strategy.lost_worker_error(error, "/r"))
+
+
+def test_unreachable_port_names_the_worker(monkeypatch):
+    from deeplab_load.training import strategy
+
+    free, = free_ports(1)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": [
+        "localhost:1", f"localhost:{free}"]}, "task": {"type": "worker", "index": 0}}))
+    import tensorflow as tf
+    lost = strategy.lost_workers(tf.errors.DeadlineExceededError(None, None, "timed out"))
+    assert lost == [("worker", 1, f"localhost:{free}")]

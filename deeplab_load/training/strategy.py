@@ -188,9 +188,13 @@ def lost_worker_error(error, saved_in):
     lost = lost_workers(error)
     who = ", ".join(f"{j} {i} ({address})" for j, i, address in lost) or \
         "a worker (none could be named: all still accept connections)"
-    reason = next((line.strip() for line in str(error).splitlines()
-                   if "aborted by" in line or "unhealthy" in line or "timed out" in line
-                   or "Failed to send RPC" in line), type(error).__name__)
+    reason = next((line.split("aborted by:")[-1].strip().rstrip(":.")
+                   for line in str(error).splitlines()
+                   if any(key in line for key in ("unhealthy", "timed out", "Failed to send RPC",
+                                                  "Connection refused", "aborted by"))),
+                  type(error).__name__)
+    if "CoordinationService/Heartbeat" in str(error):
+        reason = f"{type(error).__name__}: its heartbeat to the coordination leader failed"
     return WorkerLostError(
         f"lost {who} of the multi-worker run; {job} {index} stopped too "
         f"(TensorFlow: {reason[:200]})\n"

@@ -209,7 +209,7 @@ def worker_gather(strategy):
     local_replicas = len(strategy.extended.worker_devices)
     replicas = strategy.num_replicas_in_sync
 
-    @tf.function
+    @tf.function(autograph=False)
     def gather_fn(value):
         def replica_fn(v):
             # Each replica puts the values in its row of zeros; the sum is the gathered matrix

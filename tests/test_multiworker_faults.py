@@ -172,3 +172,24 @@ def test_unreachable_port_names_the_worker(monkeypatch):
     import tensorflow as tf
     lost = strategy.lost_workers(tf.errors.DeadlineExceededError(None, None, "timed out"))
     assert lost == [("worker", 1, f"localhost:{free}")]
+
+
+def test_stop_checks_agree_across_workers():
+    import signal as signals
+
+    from deeplab_load.training.safety import interrupts
+
+    asked = []
+
+    def codes(local):            # worker 0 (this process) and worker 1, which got a SIGTERM
+        asked.append(local)
+        return [local, int(signals.SIGTERM) if len(asked) > 1 else 0]
+
+    with interrupts.stop_on_signals(), interrupts.agree_with(codes):
+        assert not interrupts.requested()
+        assert interrupts.requested()                 # worker 1's signal stops this one too
+        with pytest.raises(interrupts.TrainingInterrupted,
+                           match=r"stopped by SIGTERM \(sent to worker 1\) before x"):
+            interrupts.raise_if_requested("before x")
+    assert asked == [0, 0, 0]
+    assert not interrupts.requested()                 # outside the block: local only

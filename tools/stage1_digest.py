@@ -3,8 +3,8 @@
     python tools/stage1_digest.py                  # one tiny stage 1 here: digest and wall time
     python tools/stage1_digest.py --isa_table      # the same under each oneDNN setting below
 
-A demo-data MobileNetV2 stage 1 (the demo profile's model, tiny images, a few steps) runs in a
-fresh process from a seeded start; the output is one JSON line: the sha256 of every weight's
+A demo-data stage 1 (the demo profile's MobileNetV2 OS8 model and stage-1 settings: 12 epochs
+of 16 images of 65x81 at batch 8, 24 steps) runs in a fresh process from a seeded start; the output is one JSON line: the sha256 of every weight's
 bytes (`digest`), the stage-1 losses, and the wall time of the stage-1 steps. Equal digests mean
 bit-identical weights. `--isa_table` runs it once per setting, each in its own process:
 
@@ -35,7 +35,7 @@ SETTINGS = (("default", {}), ("ONEDNN_MAX_CPU_ISA=AVX2", {"ONEDNN_MAX_CPU_ISA": 
             ("op_determinism", {"DEEPLAB_LOAD_OP_DETERMINISM": "1"}))
 
 
-def run_once(work_dir, steps_epochs):
+def run_once(work_dir):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     if os.environ.get("DEEPLAB_LOAD_OP_DETERMINISM") == "1":
@@ -46,8 +46,8 @@ def run_once(work_dir, steps_epochs):
     config, _ = TrainConfig(
         dataset="demo", dataset_dir=os.path.join(work_dir, "demo"),
         run_dir=os.path.join(work_dir, "run"), demo_num_train=16, demo_num_val=4,
-        demo_image_size=(65, 81), stage1_weighted_epochs=steps_epochs,
-        stage1_plain_epochs=steps_epochs, stage1_batch_size=4, seed=3).with_demo_profile()
+        demo_image_size=(65, 81), seed=3).with_demo_profile(
+            given=("demo_num_train", "demo_num_val", "demo_image_size"))
     job = open_job(config)
     start = time.monotonic()
     run_stage1_if_needed(job)
@@ -61,13 +61,12 @@ def run_once(work_dir, steps_epochs):
     return {"digest": digest.hexdigest(), "final_loss": loss, "stage1_seconds": round(seconds, 1)}
 
 
-def measure(env_extra, steps_epochs=1.0):
+def measure(env_extra):
     """Runs this tool in a fresh process with `env_extra`; returns its JSON result."""
     with tempfile.TemporaryDirectory() as work_dir:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, **env_extra)
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--work_dir", work_dir,
-                               f"--epochs={steps_epochs}"], env=env, capture_output=True,
-                              text=True, timeout=1800)
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--work_dir", work_dir],
+                              env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -77,21 +76,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work_dir", help="where the demo data and the run go (default: a "
                         "temporary folder, removed afterwards)")
-    parser.add_argument("--epochs", type=float, default=1.0, help="weighted and plain epochs")
     parser.add_argument("--isa_table", action="store_true")
     args = parser.parse_args()
     if args.isa_table:
         print("| setting | digest (first 16) | final loss | stage-1 seconds |")
         print("|---|---|---|---|")
         for name, env in SETTINGS:
-            result = measure(env, args.epochs)
+            result = measure(env)
             print(f"| {name} | {result['digest'][:16]} | {result['final_loss']} | "
                   f"{result['stage1_seconds']} |", flush=True)
         return
     if args.work_dir:
-        print(json.dumps(run_once(args.work_dir, args.epochs)))
+        print(json.dumps(run_once(args.work_dir)))
         return
-    print(json.dumps(measure({}, args.epochs)))
+    print(json.dumps(measure({})))
 
 
 if __name__ == "__main__":

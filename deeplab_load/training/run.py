@@ -195,6 +195,7 @@ def open_job(f, demo_profile=None):
                           decoder_output_stride=f.decoder_output_stride)
     config = dataclasses.replace(config, fine_tune_batch_norm=f.fine_tune_batch_norm)
     strategy = make_strategy(f.strategy, f.worker_timeout_s, f.collective_timeout_s)
+    interrupts.reinstall_handlers()   # after TensorFlow's own SIGTERM handler (multi-worker)
     if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
         raise FlagError(
             f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "

@@ -22,6 +22,7 @@ from absl import logging
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _requested = []          # signal numbers received while handlers are installed
 _agreement = []          # [codes function] while a multi-worker run agrees on stopping
+_installed = []          # [True] while `stop_on_signals` has its handlers installed
 
 
 class TrainingInterrupted(Exception):
@@ -60,6 +61,20 @@ def raise_if_requested(where):
                                   where)
 
 
+def reinstall_handlers():
+    """Installs the handlers again (inside `stop_on_signals`, before any signal arrived).
+
+    Call it after creating a MultiWorkerMirroredStrategy: TensorFlow's coordination service
+    (TF 2.21) then installs its own C-level SIGTERM handler for preemption notices, after which
+    Python's handler never runs (`signal.getsignal` still names it) and the worker ignores
+    SIGTERM (measured: a SIGTERM raised after creating the strategy did not reach the Python
+    handler until it was installed again)."""
+    if _installed and not _requested and \
+            threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            signal.signal(s, _handle)
+
+
 @contextlib.contextmanager
 def agree_with(codes):
     """Within the block, stop checks all-gather every worker's signal through `codes`."""
@@ -92,9 +107,11 @@ def stop_on_signals():
     _requested.clear()
     for s in _SIGNALS:
         signal.signal(s, _handle)
+    _installed.append(True)
     try:
         yield
     finally:
+        _installed.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)
         _requested.clear()

@@ -194,3 +194,17 @@ def test_stop_checks_agree_across_workers():
             interrupts.raise_if_requested("before x")
     assert asked == [0, 0, 0]
     assert not interrupts.requested()                 # outside the block: local only
+
+
+def test_handlers_installed_again_after_another_took_sigterm():
+    import signal as signals
+
+    from deeplab_load.training.safety import interrupts
+
+    with interrupts.stop_on_signals():
+        signals.signal(signals.SIGTERM, signals.SIG_IGN)     # as TensorFlow's own handler does
+        interrupts.reinstall_handlers()
+        signals.raise_signal(signals.SIGTERM)
+        assert interrupts.requested()
+        interrupts.reinstall_handlers()                      # not after a signal: the next one
+        assert signals.getsignal(signals.SIGTERM) is signals.SIG_DFL   # still ends the process

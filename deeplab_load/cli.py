@@ -5,7 +5,6 @@ Import it before anything imports TensorFlow: it silences TensorFlow's C++ start
 ``--verbosity`` (``-v``) is 1 or more or TF_CPP_MIN_LOG_LEVEL is set.
 """
 import atexit
-import dataclasses
 import logging as std_logging
 import os
 import re
@@ -14,6 +13,7 @@ import threading
 
 from absl import app, flags, logging
 
+from deeplab_load import config_fields
 from deeplab_load.errors import FlagError, UserError
 
 FLAGS = flags.FLAGS
@@ -161,130 +161,44 @@ def run(main):
 
 
 # ----------------------------------------------------------------------------------------------
-# Flag groups shared by several commands. A command module calls
-# `flags.adopt_module_key_flags(cli)` after defining them, so that its --help lists them.
+# Flags generated from a command's config class (`deeplab_load.config_fields`): one flag per leaf
+# field, with its name, default, help and kind; the command module calls
+# `flags.adopt_module_key_flags(cli)` afterwards so that its --help lists them.
 
 
-MODEL_FLAG_NAMES = ("run_dir", "checkpoint", "checkpoint_tag", "zoo_name", "model_variant",
-                    "num_classes", "output_stride", "atrous_rates", "decoder_output_stride")
-
-
-def define_model_flags(what):
-    """The model flags; ``what`` completes "--run_dir: training run whose model ..." (e.g.
-    "is evaluated")."""
-    flags.DEFINE_string("run_dir", None, f"Training run directory whose model {what}: its "
-                        f"checkpoint (tag 'final' first) and model.json (architecture, data set, "
-                        f"eval crop size), so no model flags are needed.")
-    flags.DEFINE_string("checkpoint", None, "Instead of / inside --run_dir: a checkpoint of ours "
-                        "(a run's checkpoint folder, a tf.train prefix, a .weights.h5 file) or an "
-                        "official TF1 zoo checkpoint (prefix or folder).")
-    flags.DEFINE_string("checkpoint_tag", None, "Snapshot of a checkpoint folder (final, g_best, "
-                        "g_s, g_end, stage1; default: the first present).")
-    flags.DEFINE_string("zoo_name", None, "Official zoo entry whose architecture applies when "
-                        "there is no model.json (e.g. xception65_coco_voc_trainaug).")
-    flags.DEFINE_enum("model_variant", None, ["xception_65", "mobilenet_v2"],
-                      "Backbone; overrides model.json / --zoo_name.")
-    flags.DEFINE_integer("num_classes", None, "Classes; overrides model.json, the data set's and "
-                         "the zoo's.")
-    flags.DEFINE_integer("output_stride", None, "Output stride 8/16/32; overrides model.json "
-                         "(atrous rates rescaled).")
-    flags.DEFINE_list("atrous_rates", None, "ASPP atrous rates; 'none' for no atrous branches; "
-                      "overrides model.json.")
-    flags.DEFINE_integer("decoder_output_stride", None, "4 for the decoder, 0 for none; "
-                         "overrides model.json.")
-
-
-def int_list_flag(name, allow_none=False):
-    """A list flag of ints as a tuple; () for 'none' when ``allow_none``; None when unset."""
-    value = FLAGS[name].value
-    if value is None:
-        return None
-    if allow_none and [v.strip().lower() for v in value] in ([], ["none"], [""]):
-        return ()
-    try:
-        return tuple(int(v) for v in value if v.strip())
-    except ValueError as err:
-        raise FlagError(f"--{name} must be integers{' or none' if allow_none else ''}, got "
-                        f"{','.join(value)}") from err
-
-
-def size_flag(name):
-    """--name as (H, W): 'H,W' or 'S' (square); () for 'none'; None when unset. Values are
-    range-checked by the command's config."""
-    size = int_list_flag(name, allow_none=True)
-    return size * 2 if size is not None and len(size) == 1 else size
-
-
-def define_multi_scale_flags():
-    """--eval_scales, --add_flipped_images and --dtype (evaluate, predict and export)."""
-    flags.DEFINE_list("eval_scales", ["1.0"], "Multi-scale inference as research/deeplab: image "
-                      "scales whose softmax probabilities are averaged, e.g. "
-                      "0.5,0.75,1.0,1.25,1.5,1.75.")
-    flags.DEFINE_bool("add_flipped_images", False, "Also average the left-right flipped image's "
-                      "probabilities (research/deeplab's add_flipped_images).")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the "
-                      "model (weights stay float32; logits, resizes and softmax are float32). "
-                      "bfloat16 is faster on CPUs with bf16 units and agrees with float32 on "
-                      ">= 99.5% of the labels of a trained model.")
-
-
-def multi_scale_from_flags():
-    """(eval_scales tuple of floats, add_flipped_images); FlagError for bad scales."""
-    from deeplab_load import multi_scale
-    try:
-        scales = multi_scale.parse_scales(flags.FLAGS.eval_scales)
-    except ValueError as err:
-        raise FlagError(str(err)) from err
-    return scales, flags.FLAGS.add_flipped_images
-
-
-def model_source_from_flags():
-    from deeplab_load.checkpoints.model_loading import ModelSource
-    return ModelSource(
-        run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint, checkpoint_tag=FLAGS.checkpoint_tag,
-        zoo_name=FLAGS.zoo_name, model_variant=FLAGS.model_variant,
-        num_classes=FLAGS.num_classes, output_stride=FLAGS.output_stride,
-        atrous_rates=int_list_flag("atrous_rates", allow_none=True),
-        decoder_output_stride=FLAGS.decoder_output_stride)
-
-
-
-def define_dataclass_flags(cls):
-    """One flag per field of dataclass ``cls`` (same name, its default and ``help`` metadata;
+def define_flags(cls):
+    """One flag per leaf field of config class ``cls`` (its flag name, default and help; an
     enum for ``choices``; tuple fields are list flags, 'none' for the empty tuple)."""
-    for field in dataclasses.fields(cls):
-        _define_field_flag(field)
+    for leaf in config_fields.leaves(cls):
+        _define_leaf_flag(leaf)
 
 
-def _define_field_flag(field):
-    """Defines the flag of one dataclass field (see define_dataclass_flags)."""
-    help_text, choices = field.metadata.get("help", ""), field.metadata.get("choices")
-    kind = str(field.type)
-    default = field.default
-    if choices:
-        flags.DEFINE_enum(field.name, default, list(choices), help_text)
-    elif kind == "bool" or isinstance(default, bool):
-        flags.DEFINE_bool(field.name, default, help_text)
-    elif "tuple" in kind:
-        flags.DEFINE_list(field.name, None if default is None else
+def _define_leaf_flag(leaf):
+    default, help_text = leaf.default, leaf.help
+    kind = str(leaf.field.type)
+    if leaf.choices:
+        flags.DEFINE_enum(leaf.flag, default, list(leaf.choices), help_text)
+    elif kind == "bool" or kind == "<class 'bool'>" or isinstance(default, bool):
+        flags.DEFINE_bool(leaf.flag, default, help_text)
+    elif leaf.is_list:
+        flags.DEFINE_list(leaf.flag, None if default is None else
                           [str(v) for v in default] or ["none"], help_text)
     elif "int" in kind:
-        flags.DEFINE_integer(field.name, default, help_text)
+        flags.DEFINE_integer(leaf.flag, default, help_text,
+                             lower_bound=leaf.field.metadata.get("lower_bound"))
     elif "float" in kind:
-        flags.DEFINE_float(field.name, default, help_text)
+        flags.DEFINE_float(leaf.flag, default, help_text)
     else:
-        flags.DEFINE_string(field.name, default, help_text)
+        flags.DEFINE_string(leaf.flag, default, help_text)
 
 
-def dataclass_from_flags(cls):
-    """(instance of ``cls`` from the flags of ``define_dataclass_flags``, names given
-    explicitly). Tuple fields named ``*_size`` are sizes (one value: square)."""
-    values = {}
-    for field in dataclasses.fields(cls):
-        if "tuple" in str(field.type):
-            values[field.name] = (size_flag(field.name) if field.name.endswith("_size")
-                                  else int_list_flag(field.name, allow_none=True))
-        else:
-            values[field.name] = FLAGS[field.name].value
-    given = {field.name for field in dataclasses.fields(cls) if FLAGS[field.name].present}
-    return cls(**values), given
+def config_from_flags(cls):
+    """(instance of config class ``cls`` from the flags of `define_flags`, the flag names given
+    explicitly). List flags go through their field's parser (FlagError for bad values)."""
+    values, given = {}, set()
+    for leaf in config_fields.leaves(cls):
+        flag = FLAGS[leaf.flag]
+        values[leaf.flag] = leaf.parse_list(flag.value) if leaf.is_list else flag.value
+        if flag.present:
+            given.add(leaf.flag)
+    return config_fields.from_flags(cls, **values), given

@@ -5,17 +5,15 @@ logits are upsampled to the padded size with align_corners bilinear resizing, an
 compared with the padded label, so the padding (label 255) is never counted. This gives the
 numbers of ``inference.predict_labels`` followed by a crop.
 """
-import dataclasses
 import os
 import time
-from typing import Optional
 
 from absl import logging
 
 from deeplab_load import cityscapes_metrics, metrics, multi_scale
 from deeplab_load.atomic_files import write_json_atomic, write_text_atomic
-from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
-                                                 eval_crop_size, load_model, open_dataset)
+from deeplab_load.checkpoints.model_loading import (eval_crop_size, find_spec, load_model,
+                                                 open_dataset)
 from deeplab_load.data import pipeline
 from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import SplitError
@@ -192,35 +190,9 @@ def write_results(results, output_dir):
     return json_path, markdown_path
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    """What ``python -m deeplab_load.evaluate`` does.
-
-    dataset / dataset_dir / tfrecord_dir / split: None -> the model spec's (the training run's
-    data set and eval split), else demo / val. eval_crop_size: (H, W), () for no padding, None
-    for the spec's or the data set's.
-    """
-    model: ModelSource
-    dataset: Optional[str] = None
-    dataset_dir: Optional[str] = None
-    tfrecord_dir: Optional[str] = None
-    split: Optional[str] = None
-    eval_crop_size: Optional[tuple] = None
-    batch_size: int = 1
-    max_images: Optional[int] = None
-    skip_bad_examples: bool = False
-    output_dir: Optional[str] = None
-    eval_scales: tuple = (1.0,)
-    add_flipped_images: bool = False
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        check_eval_crop_size(self.eval_crop_size)
-
-
 def run_evaluation(config, log=logging.info):
     """Loads the model and data of ``config``, evaluates, writes results; returns the results."""
-    spec, _ = config.model.find_spec()
+    spec, _ = find_spec(config.model)
     dataset = open_dataset(spec, config.dataset, config.dataset_dir, config.tfrecord_dir)
     loaded = load_model(config.model, dataset.info.num_classes, log=log)
     if loaded.config.num_classes != dataset.info.num_classes:

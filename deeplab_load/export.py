@@ -14,30 +14,17 @@ from deeplab_load import cli  # first: quiets TensorFlow's start-up
 
 from absl import flags
 
+from deeplab_load.inference_configs import ExportConfig
+
 FLAGS = flags.FLAGS
 
-cli.define_model_flags("is exported")
-flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (required).")
-flags.DEFINE_string("dataset", None, "voc, cityscapes, stanford or demo: the class names and "
-                    "eval crop size when there is no model.json (no data is read).")
-flags.DEFINE_list("eval_crop_size", None, "Pad every image to H,W before the model (the "
-                  "original export's crop_size); 'none': no padding (default: model.json's, "
-                  "else the --dataset's, else none).")
-flags.DEFINE_bool("with_probabilities", False, "Also return softmax probabilities.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --export_dir (atomically).")
-cli.define_multi_scale_flags()
+cli.define_flags(ExportConfig)
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
 def config_from_flags():
-    from deeplab_load.serving import ExportConfig
-    eval_scales, add_flipped_images = cli.multi_scale_from_flags()
-    return ExportConfig(model=cli.model_source_from_flags(), export_dir=FLAGS.export_dir,
-                        dataset=FLAGS.dataset, eval_crop_size=cli.size_flag("eval_crop_size"),
-                        with_probabilities=FLAGS.with_probabilities, overwrite=FLAGS.overwrite,
-                        eval_scales=eval_scales, add_flipped_images=add_flipped_images,
-                        dtype=FLAGS.dtype)
+    return cli.config_from_flags(ExportConfig)[0]
 
 
 def main(argv):

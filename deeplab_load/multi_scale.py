@@ -19,6 +19,7 @@ are bit-identical to single-scale prediction (argmax of the upsampled logits).
 import tensorflow as tf
 
 from deeplab_load import inference
+from deeplab_load.inference_configs import parse_scales  # noqa: F401  (its home is the configs)
 from deeplab_load.models.ops import padded_pixels, resize_bilinear_align_corners
 from deeplab_load.traced import PerModel, compiled
 
@@ -141,15 +142,3 @@ def predict_labels(model, images_uint8, eval_crop_size=None, eval_scales=SINGLE_
     probabilities = predict_probabilities(model, images_uint8, eval_crop_size, eval_scales,
                                           add_flipped_images)
     return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-
-
-def parse_scales(text):
-    """``"0.5,0.75,1.0"`` (or a list of strings) -> tuple of floats; ValueError names the value."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        scales = tuple(float(item) for item in items if str(item).strip())
-    except ValueError as err:
-        raise ValueError(f"--eval_scales must be comma-separated numbers, got {text!r}") from err
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"--eval_scales must be positive numbers, got {text!r}")
-    return scales

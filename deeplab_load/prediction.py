@@ -12,29 +12,27 @@ Formats (``<id>`` is the example id, or an input image's file name without exten
 Images are predicted one at a time with ``inference.predict_labels`` (the original's padding to
 the eval crop size when one is set).
 """
-import dataclasses
 import glob
 import os
 import re
-from typing import Optional
 
 import numpy as np
 from absl import logging
 
 from deeplab_load import multi_scale, visualize
 from deeplab_load.checkpoints import zoo
-from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
-                                                 eval_crop_size, load_model, open_dataset)
+from deeplab_load.checkpoints.model_loading import (eval_crop_size, find_spec, load_model,
+                                                 open_dataset)
 from deeplab_load.data import DatasetInfo, dataset_info
 from deeplab_load.data.cityscapes import TRAIN_ID_TO_LABEL_ID
 from deeplab_load.data.common import BadExampleError, decode_image, read_bytes
 from deeplab_load.data.pipeline import BadExampleLog
 from deeplab_load.errors import FlagError, UserError
+from deeplab_load.inference_configs import FORMATS
 from deeplab_load.models.precision import inference_model
 from deeplab_load.output_folder import IncompleteMarker, inside
 from deeplab_load.progress import Progress
 
-FORMATS = ("raw", "color", "overlay", "voc_submission", "cityscapes_submission")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VOC_SUBMISSION_DIR = os.path.join("results", "VOC2012", "Segmentation", "comp6_test_cls")
 _CITYSCAPES_ID = re.compile(r"^([a-z_]+)_(\d{6})_(\d{6})")
@@ -189,31 +187,6 @@ def folder_info(dataset_name=None, num_classes=None):
                        palette=visualize.voc_palette()[:num_classes])
 
 
-@dataclasses.dataclass(frozen=True)
-class PredictConfig:
-    """What ``python -m deeplab_load.predict`` does.
-
-    input_dir: predict the images of a folder instead of a split; the data set (flag or the
-    model spec's) then names the classes, palette and eval crop size. eval_crop_size: (H, W), ()
-    for none, None for the spec's / the data set's (none for a folder without a data set).
-    """
-    model: ModelSource
-    output_dir: Optional[str] = None
-    fmt: str = "color"
-    dataset: Optional[str] = None
-    dataset_dir: Optional[str] = None
-    split: Optional[str] = None
-    input_dir: Optional[str] = None
-    eval_crop_size: Optional[tuple] = None
-    eval_scales: tuple = (1.0,)
-    add_flipped_images: bool = False
-    dtype: str = "float32"
-    skip_bad_examples: bool = False
-
-    def __post_init__(self):
-        check_eval_crop_size(self.eval_crop_size)
-
-
 def _folder_classes(source, spec):
     if source.num_classes:
         return source.num_classes
@@ -229,7 +202,7 @@ def run_prediction(config, log=logging.info):
     (paths written, model description)."""
     if not config.output_dir:
         raise FlagError("--output_dir is required")
-    spec, _ = config.model.find_spec()
+    spec, _ = find_spec(config.model)
     if config.input_dir:
         name = config.dataset or (spec.dataset if spec is not None else None)
         info = folder_info(name, _folder_classes(config.model, spec))

@@ -18,14 +18,12 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional
 
 import tensorflow as tf
 from absl import logging
 
 from deeplab_load import multi_scale
-from deeplab_load.checkpoints.model_loading import (ModelSource, check_eval_crop_size,
-                                                 eval_crop_size, load_model)
+from deeplab_load.checkpoints.model_loading import eval_crop_size, find_spec, load_model
 from deeplab_load.checkpoints.model_spec import ModelSpec, write_model_spec
 from deeplab_load.data import dataset_info
 from deeplab_load.errors import FlagError, UserError
@@ -150,25 +148,6 @@ def export_saved_model(model, export_dir, eval_crop_size=None, with_probabilitie
     return export_dir
 
 
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    """What ``python -m deeplab_load.export`` does. dataset: names the classes and the eval crop
-    size when the model has no spec. eval_crop_size: (H, W), () for none, None for the spec's /
-    the data set's."""
-    model: ModelSource
-    export_dir: Optional[str] = None
-    dataset: Optional[str] = None
-    eval_crop_size: Optional[tuple] = None
-    with_probabilities: bool = False
-    overwrite: bool = False
-    eval_scales: tuple = (1.0,)
-    add_flipped_images: bool = False
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        check_eval_crop_size(self.eval_crop_size)
-
-
 def run_export(config, log=logging.info):
     """Loads the model of ``config`` and exports it; returns (path, eval crop size, description)."""
     if not config.export_dir:
@@ -176,7 +155,7 @@ def run_export(config, log=logging.info):
     if os.path.exists(config.export_dir) and not config.overwrite:
         raise ExportExistsError(f"--export_dir {config.export_dir} exists; pass --overwrite to "
                                 f"replace it")
-    spec, _ = config.model.find_spec()
+    spec, _ = find_spec(config.model)
     info = dataset_info(config.dataset or (spec.dataset if spec is not None else None))
     loaded = load_model(config.model, info.num_classes if info else None, log=log)
     crop = eval_crop_size(config.eval_crop_size, spec, info)

@@ -4,8 +4,9 @@
     python -m deeplab_load.train --flagfile=flags/voc_xception65.cfg \
         --dataset_dir=/data/pascal_voc_seg
 
-Every flag is a field of ``deeplab_load.training.config.TrainConfig`` (its defaults are the
-paper's) and is checked before any work. With ``--dataset=demo`` (the default) and no flagfile,
+Every flag is a field of ``deeplab_load.training.config.TrainConfig`` (grouped: model, data,
+run, stage1, load, generator, discriminator; its defaults are the paper's) and is checked before
+any work. With ``--dataset=demo`` (the default) and no flagfile,
 ``DEMO_PROFILE`` replaces the defaults of flags not given on the command line, so the whole job
 (stage 1, LoAd cycles, evaluation, export) runs on a CPU in minutes; ``flags/demo.cfg`` spells
 them out. A run directory that already holds a run is resumed (``--resume``, default on); its
@@ -20,14 +21,14 @@ from deeplab_load.training.config import TrainConfig
 
 FLAGS = flags.FLAGS
 
-cli.define_dataclass_flags(TrainConfig)
+cli.define_flags(TrainConfig)
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
 
 def config_from_flags():
     """(TrainConfig with the demo profile applied where it applies, {name: value applied})."""
-    config, given = cli.dataclass_from_flags(TrainConfig)
+    config, given = cli.config_from_flags(TrainConfig)
     config, applied = config.with_demo_profile(given)
     return config.validate(), applied
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from test_train_e2e import REPO, TINY_FLAGS, environment
 
@@ -20,6 +21,7 @@ from deeplab_load.experiments.ablation import arm_names, report
 from deeplab_load.experiments.ablation.config import AblationConfig
 from deeplab_load.experiments.ablation.runner import Ablation
 from deeplab_load.checkpoints.store import read_tags
+from deeplab_load.training import pictures
 
 SEED = 3
 ADV_LR = 0.005
@@ -80,8 +82,13 @@ def confusions(ablation_dir, figures):
 def test_every_arm_runs_with_loads_step_budget_and_its_mechanism(finished):
     ablation_dir, _ = finished
     for name in ("ablation.md", "ablation.json", "ablation.png", "stage1.json",
-                 "stage1/holdout_ids.txt", "stage1/baseline.per_image.npz"):
+                 "stage1/holdout_ids.txt", "stage1/baseline.per_image.npz", "changes_load.png"):
         assert os.path.exists(os.path.join(ablation_dir, name)), name
+    # The changes picture has a title row, then a caption and a strip per report-split image
+    # (val minus the hold-out: at most pictures.CHANGED_PICTURES), then the legend.
+    with Image.open(os.path.join(ablation_dir, "changes_load.png")) as picture:
+        assert picture.width >= pictures.MIN_CHANGES_WIDTH
+        assert picture.height > 3 * pictures.TEXT_ROW
     saved = read_json(ablation_dir, "ablation.json")
     arms = saved["results"][str(SEED)]
     assert list(arms) == ALL_ARMS or sorted(arms) == sorted(ALL_ARMS)
@@ -358,7 +365,8 @@ def test_cross_entropy_under_the_controller_logs_decisions_and_selects_the_best(
 
     # Hold-out mIoU after steps 0..6: a peak at step 2, then a decline (the cycle diverges).
     generator = ScriptedGenerator([0.50, 0.52, 0.60, 0.55, 0.40, 0.30, 0.20])
-    job = type("Job", (), {"local_dir": str(tmp_path), "f": type("F", (), {"seed": 0})})
+    config = type("Config", (), {"run": type("Run", (), {"seed": 0})})
+    job = type("Job", (), {"local_dir": str(tmp_path), "config": config})
     config = LoAdConfig(beta_l=0.05, beta_u=0.001, gamma_max=3, psi_max=1, omega_max=5,
                         b_max=3, max_propagations=6)
     result, history = arms.run_controller(job, arms.WithoutDiscriminator(generator), config)

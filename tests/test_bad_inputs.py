@@ -35,7 +35,8 @@ from deeplab_load.data.batches import Batches
 from deeplab_load.data.common import BadIdListError, decode_image
 from deeplab_load.errors import DamagedFileError, UserError
 from deeplab_load.lookahead import buffer, controller
-from deeplab_load.checkpoints.model_loading import ModelSource, load_model
+from deeplab_load.checkpoints.model_loading import load_model
+from deeplab_load.checkpoints.model_source import ModelSource
 from deeplab_load.models.deeplab import checkpoint_variables
 from deeplab_load.output_folder import INCOMPLETE_FILE, OutsideOutputFolderError
 from deeplab_load.training import map_sets, run as train_run
@@ -349,7 +350,8 @@ def load_with_model_flags(ctx):
 
 def load_initial_checkpoint(ctx):
     train_run.load_initial_weights(zoo.build_from_zoo(ZOO_NAME),
-                                   TrainConfig(zoo_name=ZOO_NAME, initial_checkpoint=ctx["prefix"]))
+                                   TrainConfig.from_flags(zoo_name=ZOO_NAME,
+                                                          initial_checkpoint=ctx["prefix"]))
 
 
 def fetch_tarball(ctx):

@@ -10,12 +10,13 @@ import pytest
 
 from deeplab_load import cli
 from deeplab_load.errors import FlagError, UserError
-from deeplab_load.evaluation import EvaluateConfig, run_evaluation
-from deeplab_load.checkpoints.model_loading import ModelSource
+from deeplab_load.evaluation import run_evaluation
+from deeplab_load.inference_configs import EvaluateConfig, ExportConfig, PredictConfig
+from deeplab_load.checkpoints.model_source import ModelSource
 from deeplab_load.checkpoints.model_spec import ModelSpec, write_model_spec
 from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
-from deeplab_load.prediction import PredictConfig, run_prediction
-from deeplab_load.serving import ExportConfig, run_export
+from deeplab_load.prediction import run_prediction
+from deeplab_load.serving import run_export
 from deeplab_load.checkpoints.store import CheckpointStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,6 +6,7 @@ import tensorflow as tf
 from deeplab_load.data import pipeline
 from deeplab_load.models import discriminator as disc
 from deeplab_load.training import load_hooks, map_sets, steps
+from deeplab_load.training.config import TrainConfig
 from test_map_sets_holdout import demo, model  # noqa: F401  (shared module fixtures)
 
 K = 3
@@ -151,11 +152,11 @@ class RecordingTrainer:
 
 def test_generator_batches_come_from_the_configured_train_split(demo, tmp_path):
     split = "val"         # any configured split other than "train"
-    options = dict(train_split=split, batch_size=2, crop_size=(33, 33), seed=4,
-                   random_scale=(1.0, 1.0), skip_bad_examples=False)
+    config = TrainConfig.from_flags(adv_batch_size=2, seed=4)
+    data = load_hooks.HookData(train_split=split, crop_size=(33, 33), eval_crop_size=(33, 33))
     trainer = RecordingTrainer()
     hooks = load_hooks.LoAdTrainingHooks(trainer, None, None, None, None, demo,
-                                         demo.examples(split), options, str(tmp_path))
+                                         demo.examples(split), config, data, str(tmp_path))
     hooks.adversarial_step(1)
     hooks.adversarial_step(2)
     expected = list(pipeline.train_dataset(demo, split, 2, (33, 33), 4).take(2))

@@ -49,18 +49,19 @@ def test_demo_flagfile_equals_the_demo_profile():
 
 def test_run_flagfile_round_trips():
     """A run's flags.txt (TrainConfig.to_flagfile) parses back into the same TrainConfig."""
-    import dataclasses
-    config = TrainConfig(seed=3, crop_size=(65, 97), atrous_rates=(), fine_tune_batch_norm=True,
-                         initial_checkpoint="ckpt/x").with_demo_profile()[0]
+    from deeplab_load.config_fields import leaves
+    config = TrainConfig.from_flags(seed=3, crop_size=(65, 97), atrous_rates=(),
+                                    fine_tune_batch_norm=True,
+                                    initial_checkpoint="ckpt/x").with_demo_profile()[0]
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"run_flags_{os.getpid()}.txt")
     with open(path, "w", encoding="utf-8") as f:
         f.write(config.to_flagfile())
     values = parse_flagfile(path)
     os.remove(path)
     parsed = {}
-    for field in dataclasses.fields(TrainConfig):
-        value = values.get(field.name, field.default)
+    for leaf in leaves(TrainConfig):
+        value = values.get(leaf.flag, leaf.default)
         if isinstance(value, list):
             value = tuple(int(v) for v in value if v.lower() != "none")
-        parsed[field.name] = value
-    assert TrainConfig(**parsed) == config
+        parsed[leaf.flag] = value
+    assert TrainConfig.from_flags(**parsed) == config

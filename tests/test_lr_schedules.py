@@ -78,10 +78,11 @@ def test_schedule_round_trips_through_keras_serialisation_and_rejects_bad_budget
 
 def test_constant_default_keeps_the_plain_float_rate():
     """The paper's constant policy stays a float (an optimizer variable, as before)."""
-    assert lr_schedules.stage1_learning_rate(TrainConfig(stage1_learning_rate=0.03), None) == 0.03
+    constant = TrainConfig.from_flags(stage1_learning_rate=0.03)
+    assert lr_schedules.stage1_learning_rate(constant, None) == 0.03
     poly = lr_schedules.stage1_learning_rate(
-        TrainConfig(stage1_learning_rate=0.03, stage1_learning_policy="poly",
-                    stage1_learning_power=0.8), 120)
+        TrainConfig.from_flags(stage1_learning_rate=0.03, stage1_learning_policy="poly",
+                               stage1_learning_power=0.8), 120)
     assert isinstance(poly, DeepLabLearningRate)
     assert (poly.total_steps, poly.power, poly.base_learning_rate) == (120, 0.8, 0.03)
 

@@ -60,8 +60,8 @@ def test_training_api_snippet_builds_the_commands_config():
          {"run_training": run_training})
     from deeplab_load.training.config import DEMO_PROFILE
     (config,) = seen
-    assert config.run_dir == "runs/demo_api" and config.seed == 1
-    assert all(getattr(config, name) == value for name, value in DEMO_PROFILE.items())
+    assert config.run.run_dir == "runs/demo_api" and config.run.seed == 1
+    assert all(config.flag_values()[name] == value for name, value in DEMO_PROFILE.items())
 
 
 def readme_dataset_dir_commands():

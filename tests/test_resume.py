@@ -236,7 +236,8 @@ def test_damaged_load_snapshot_says_how_to_restart_load(tmp_path):
     store = CheckpointStore(str(tmp_path / "generator"), model=model)
     store.save(working_tag(3))
     truncate_data_file(store, working_tag(3))
-    hooks = LoAdTrainingHooks(None, None, store, None, None, None, [], {}, str(tmp_path))
+    hooks = LoAdTrainingHooks(None, None, store, None, None, None, [], None, None,
+                              str(tmp_path))
     with pytest.raises(DamagedFileError, match="checkpoint is damaged.*restart only LoAd instead, "
                                                "delete state.json, events.jsonl and buffer/"):
         hooks.restore_working(3)

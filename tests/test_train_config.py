@@ -1,5 +1,4 @@
 """TrainConfig: every bad value refused together, before any work, with its valid range."""
-import dataclasses
 import os
 import subprocess
 import sys
@@ -32,22 +31,23 @@ BAD_VALUES = {
 def test_defaults_and_demo_profile_are_valid():
     assert TrainConfig().validate() == TrainConfig()
     config, applied = TrainConfig().with_demo_profile(given={"seed"})
-    assert applied == DEMO_PROFILE and config.validate().gamma_max == DEMO_PROFILE["gamma_max"]
-    kept, applied = TrainConfig(gamma_max=5).with_demo_profile(given={"gamma_max"})
-    assert kept.gamma_max == 5 and "gamma_max" not in applied
-    assert TrainConfig(dataset="voc").with_demo_profile() == (TrainConfig(dataset="voc"), {})
+    assert applied == DEMO_PROFILE and config.validate().load.gamma_max == DEMO_PROFILE["gamma_max"]
+    kept, applied = TrainConfig.from_flags(gamma_max=5).with_demo_profile(given={"gamma_max"})
+    assert kept.load.gamma_max == 5 and "gamma_max" not in applied
+    voc = TrainConfig.from_flags(dataset="voc")
+    assert voc.with_demo_profile() == (voc, {})
 
 
 def test_every_rule_has_a_bad_value_and_each_is_refused_alone():
     assert set(BAD_VALUES) == {name for name, _, _ in FIELD_RULES}
     for name, value in BAD_VALUES.items():
         with pytest.raises(FlagError, match=f"--{name}="):
-            TrainConfig(**{name: value}).validate()
+            TrainConfig.from_flags(**{name: value}).validate()
 
 
 def test_all_bad_values_are_listed_in_one_error():
     with pytest.raises(FlagError) as error:
-        TrainConfig(**BAD_VALUES).validate()
+        TrainConfig.from_flags(**BAD_VALUES).validate()
     message = str(error.value)
     assert message.startswith(f"{len(BAD_VALUES)} invalid flag(s)")
     assert all(f"--{name}=" in message for name in BAD_VALUES)
@@ -56,28 +56,28 @@ def test_all_bad_values_are_listed_in_one_error():
 
 def test_adversarial_learning_rate_zero_is_valid_and_negative_names_the_range():
     """lr 0 is the selection-only null arm: allowed; a negative one says >= 0."""
-    assert TrainConfig(adv_learning_rate=0.0).validate().adv_learning_rate == 0.0
+    assert TrainConfig.from_flags(adv_learning_rate=0.0).validate().generator.learning_rate == 0.0
     with pytest.raises(FlagError, match=r"--adv_learning_rate=-0.001 must be >= 0 \(0: the "):
-        TrainConfig(adv_learning_rate=-1e-3).validate()
+        TrainConfig.from_flags(adv_learning_rate=-1e-3).validate()
 
 
 def test_learning_policy_and_generator_mode_are_choices():
     with pytest.raises(FlagError, match="--stage1_learning_policy=cosine must be one of "
                                         "constant, poly, step"):
-        TrainConfig(stage1_learning_policy="cosine").validate()
+        TrainConfig.from_flags(stage1_learning_policy="cosine").validate()
     with pytest.raises(FlagError, match="--adv_generator_mode=eval must be one of frozen, train"):
-        TrainConfig(adv_generator_mode="eval").validate()
-    assert TrainConfig().stage1_learning_policy == "constant"
-    assert TrainConfig().adv_generator_mode == "frozen"
+        TrainConfig.from_flags(adv_generator_mode="eval").validate()
+    assert TrainConfig().stage1.learning_policy == "constant"
+    assert TrainConfig().generator.mode == "frozen"
     # the demo keeps the constant rate: poly over its 12 epochs ended 14 points lower
-    assert TrainConfig().with_demo_profile()[0].stage1_learning_policy == "constant"
+    assert TrainConfig().with_demo_profile()[0].stage1.learning_policy == "constant"
 
 
 def test_cross_field_and_choice_rules():
     with pytest.raises(FlagError, match="--min_scale_factor=2.0 must be <= --max_scale_factor"):
-        TrainConfig(min_scale_factor=2.0, max_scale_factor=1.5).validate()
+        TrainConfig.from_flags(min_scale_factor=2.0, max_scale_factor=1.5).validate()
     with pytest.raises(FlagError, match="--disc_optimizer=sgd must be one of adagrad, adam"):
-        dataclasses.replace(TrainConfig(), disc_optimizer="sgd").validate()
+        TrainConfig().with_flags(disc_optimizer="sgd").validate()
 
 
 @pytest.mark.slow
@@ -103,17 +103,17 @@ def test_train_command_refuses_bad_flags_before_writing_anything(tmp_path):
 
 def test_resume_with_changed_flags_logs_old_and_new_values(tmp_path, caplog):
     from deeplab_load.training.run import changed_flags, prepare_run_dir
-    old = TrainConfig(adv_learning_rate=1e-3).to_flagfile()
-    new = TrainConfig(adv_learning_rate=5e-4, fine_tune_batch_norm=True).to_flagfile()
+    old = TrainConfig.from_flags(adv_learning_rate=1e-3).to_flagfile()
+    new = TrainConfig.from_flags(adv_learning_rate=5e-4, fine_tune_batch_norm=True).to_flagfile()
     assert changed_flags(old, new) == {"adv_learning_rate": ("0.001", "0.0005"),
                                        "fine_tune_batch_norm": ("false", "true")}
     assert changed_flags(old, old) == {}
     run_dir = str(tmp_path / "run")
-    assert not prepare_run_dir(TrainConfig(adv_learning_rate=1e-3), run_dir)
+    assert not prepare_run_dir(TrainConfig.from_flags(adv_learning_rate=1e-3), run_dir)
     with caplog.at_level("WARNING"):
-        assert prepare_run_dir(TrainConfig(adv_learning_rate=1e-3), run_dir)
+        assert prepare_run_dir(TrainConfig.from_flags(adv_learning_rate=1e-3), run_dir)
         assert not [r for r in caplog.records if "changed flags" in r.getMessage()]
-        assert prepare_run_dir(TrainConfig(adv_learning_rate=5e-4), run_dir)
+        assert prepare_run_dir(TrainConfig.from_flags(adv_learning_rate=5e-4), run_dir)
     messages = [r.getMessage() for r in caplog.records if "changed flags" in r.getMessage()]
     assert len(messages) == 1 and "--adv_learning_rate 0.001 -> 0.0005" in messages[0]
     assert sorted(os.listdir(run_dir)) == ["flags.txt", "flags_resume_1.txt",

@@ -194,8 +194,9 @@ def test_commands_need_only_the_run_dir(finished_run, tmp_path):
     final = json.load(open(os.path.join(run_dir, "results", "final", "results.json")))
     assert ours["num_images"] == final["num_images"] == 8
     assert abs(ours["miou"] - final["miou"]) < 1e-9, (ours["miou"], final["miou"])
-    from deeplab_load.evaluation import EvaluateConfig, run_evaluation
-    from deeplab_load.checkpoints.model_loading import ModelSource
+    from deeplab_load.evaluation import run_evaluation
+    from deeplab_load.inference_configs import EvaluateConfig
+    from deeplab_load.checkpoints.model_source import ModelSource
     bf16 = run_evaluation(EvaluateConfig(model=ModelSource(run_dir=run_dir), dtype="bfloat16"),
                           log=lambda *a: None)
     assert bf16["dtype"] == "bfloat16" and "dtype" not in ours

@@ -31,7 +31,7 @@ from deeplab_load.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 _DEFAULTS = AblationConfig()
-cli.define_dataclass_flags(TrainConfig)
+cli.define_flags(TrainConfig)
 flags.DEFINE_string("ablation_dir", None, "Where the arms' runs and the report go "
                     "(default: runs/ablation_<dataset>).")
 flags.DEFINE_string("arms", "all", "Arm groups to run, a comma list of "
@@ -68,9 +68,9 @@ def main(argv):
     if FLAGS.run_dir:
         raise FlagError("--run_dir is not used by the ablation; pass --ablation_dir")
     ablation = ablation_config_from_flags()
-    config, given = cli.dataclass_from_flags(TrainConfig)
+    config, given = cli.config_from_flags(TrainConfig)
     config, applied = config.with_demo_profile(given)
-    ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{config.dataset}")
+    ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{config.data.dataset}")
     try:
         run_ablation(config.validate(), ablation, ablation_dir, demo_profile=applied)
     except interrupts.TrainingInterrupted as stop:

@@ -239,15 +239,16 @@ def propagation_case(dtype, key="mnv2_os16"):
     timed separately; the hold-out set is 8 images of image_size^2 kept in memory."""
     from deeplab_load.data import pipeline
     from deeplab_load.training.holdout import HoldoutEvaluator
-    from deeplab_load.training.load_hooks import LoAdTrainingHooks
+    from deeplab_load.training.config import TrainConfig
+    from deeplab_load.training.load_hooks import HookData, LoAdTrainingHooks
     size = FLAGS.image_size
     ds = _demo(10, 27, size)
     model, _, generator, disc = _trainers(key, ds.info.num_classes, dtype)
     holdout = HoldoutEvaluator(model, ds, ds.examples("val")[:8], 4, (size, size))
-    options = dict(train_split="train", batch_size=5, crop_size=(size, size), seed=0,
-                   random_scale=(1.0, 1.0), skip_bad_examples=False)
+    config = TrainConfig.from_flags(adv_batch_size=5, seed=0)   # the paper's batch, unscaled
+    data = HookData(train_split="train", crop_size=(size, size), eval_crop_size=(size, size))
     hooks = LoAdTrainingHooks(generator, disc, None, None, holdout, ds, ds.examples("train"),
-                              options, tempfile.mkdtemp(prefix="bench_run_"))
+                              config, data, tempfile.mkdtemp(prefix="bench_run_"))
     counter = iter(range(1, 10 ** 6))
 
     def propagation():

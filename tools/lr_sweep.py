@@ -20,7 +20,7 @@ from deeplab_load.errors import FlagError  # noqa: E402
 from deeplab_load.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
-cli.define_dataclass_flags(TrainConfig)
+cli.define_flags(TrainConfig)
 flags.DEFINE_string("sweep_dir", None, "Where the runs and the report go (default: "
                     "runs/lr_sweep_<dataset>).")
 flags.DEFINE_list("learning_rates", ["1e-6", "1e-5", "1e-4", "1e-3"],
@@ -48,11 +48,11 @@ def main(argv):
         raise FlagError("--run_dir is not used by the sweep; pass --sweep_dir")
     rates = parse_learning_rates(FLAGS.learning_rates)
     from deeplab_load.experiments.lr_sweep import run_lr_sweep
-    config, given = cli.dataclass_from_flags(TrainConfig)
+    config, given = cli.config_from_flags(TrainConfig)
     config, applied = config.with_demo_profile(given)
-    if not config.max_propagations:
+    if not config.load.max_propagations:
         raise FlagError("--max_propagations=0: the sweep needs a propagation cap (> 0)")
-    sweep_dir = FLAGS.sweep_dir or os.path.join("runs", f"lr_sweep_{config.dataset}")
+    sweep_dir = FLAGS.sweep_dir or os.path.join("runs", f"lr_sweep_{config.data.dataset}")
     run_lr_sweep(config.validate(), sweep_dir, rates, demo_profile=applied)
     print(f"lr sweep report: {os.path.join(os.path.abspath(sweep_dir), 'sweep.md')}")
 

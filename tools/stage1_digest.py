@@ -43,7 +43,7 @@ def run_once(work_dir):
     from deeplab_load.training.config import TrainConfig
     from deeplab_load.training.run import open_job, run_stage1_if_needed
 
-    config, _ = TrainConfig(
+    config, _ = TrainConfig.from_flags(
         dataset="demo", dataset_dir=os.path.join(work_dir, "demo"),
         run_dir=os.path.join(work_dir, "run"), demo_num_train=16, demo_num_val=4,
         demo_image_size=(65, 81), seed=3).with_demo_profile(

@@ -6,8 +6,9 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from deeplab_load.checkpoints.model_spec import (config_differences, find_model_spec,
-                                                 model_config, run_checkpoint_folder)
+from deeplab_load.checkpoints.model_source import check_eval_crop_size
+from deeplab_load.checkpoints.model_spec import (architecture_config, config_differences,
+                                                 find_model_spec, run_checkpoint_folder)
 from deeplab_load.checkpoints.restore import (CheckpointNotFoundError, restore_checkpoint,
                                               zoo_mismatch_fix)
 from deeplab_load.data import get_dataset
@@ -15,45 +16,25 @@ from deeplab_load.errors import DamagedFileError, FlagError, UserError, first_li
 from deeplab_load.finite import check_model_is_finite
 from deeplab_load.models.deeplab import build_deeplab
 
-# ModelSource fields that describe the architecture (the model flags), in flag order.
-ARCHITECTURE_FIELDS = ("zoo_name", "model_variant", "num_classes", "output_stride",
-                       "atrous_rates", "decoder_output_stride")
+
+def checkpoint_path(source):
+    """--checkpoint, else the run dir's checkpoint folder; FlagError without either."""
+    if source.checkpoint:
+        return source.checkpoint
+    if source.run_dir:
+        return run_checkpoint_folder(source.run_dir)
+    raise FlagError("--run_dir or --checkpoint is required (a training run directory, or "
+                    "a checkpoint: ours, a .weights.h5 file or an official zoo checkpoint)")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSource:
-    """Where the weights come from and explicit architecture settings (None: from the spec).
-
-    atrous_rates: ints, () for no atrous branches, None to keep the spec's / zoo's.
-    decoder_output_stride: 4, 0 for no decoder, None to keep the spec's / zoo's.
-    """
-    run_dir: Optional[str] = None
-    checkpoint: Optional[str] = None
-    checkpoint_tag: Optional[str] = None
-    zoo_name: Optional[str] = None
-    model_variant: Optional[str] = None
-    num_classes: Optional[int] = None
-    output_stride: Optional[int] = None
-    atrous_rates: Optional[tuple] = None
-    decoder_output_stride: Optional[int] = None
-
-    def checkpoint_path(self):
-        """--checkpoint, else the run dir's checkpoint folder; FlagError without either."""
-        if self.checkpoint:
-            return self.checkpoint
-        if self.run_dir:
-            return run_checkpoint_folder(self.run_dir)
-        raise FlagError("--run_dir or --checkpoint is required (a training run directory, or "
-                        "a checkpoint: ours, a .weights.h5 file or an official zoo checkpoint)")
-
-    def find_spec(self):
-        """(ModelSpec, path) beside the run dir or checkpoint, or (None, None)."""
-        for path in (self.run_dir, self.checkpoint):
-            if path:
-                spec, spec_path = find_model_spec(path)
-                if spec is not None:
-                    return spec, spec_path
-        return None, None
+def find_spec(source):
+    """(ModelSpec, path) beside the run dir or checkpoint of ``source``, or (None, None)."""
+    for path in (source.run_dir, source.checkpoint):
+        if path:
+            spec, spec_path = find_model_spec(path)
+            if spec is not None:
+                return spec, spec_path
+    return None, None
 
 
 @dataclasses.dataclass
@@ -68,12 +49,9 @@ class LoadedModel:
 def resolve_config(source, spec=None, num_classes=None):
     """The DeepLabConfig: explicit settings > the spec's > ``num_classes`` (a data set's) and
     --zoo_name's > DeepLab's defaults."""
-    explicit_classes = source.num_classes or (None if spec is not None else num_classes)
-    return model_config(
-        base=spec.config if spec is not None else None, zoo_name=source.zoo_name,
-        num_classes=explicit_classes, model_variant=source.model_variant,
-        output_stride=source.output_stride, atrous_rates=source.atrous_rates,
-        decoder_output_stride=source.decoder_output_stride)
+    if spec is not None:
+        return architecture_config(source, base=spec.config)
+    return architecture_config(source, num_classes=num_classes)
 
 
 def load_model(source, num_classes=None, log=logging.info):
@@ -84,8 +62,8 @@ def load_model(source, num_classes=None, log=logging.info):
     (when there is one) or suggesting --run_dir; NaN / Inf weights or logits (on seeded pixels)
     are a NonFiniteError naming the checkpoint.
     """
-    checkpoint = source.checkpoint_path()
-    spec, spec_path = source.find_spec()
+    checkpoint = checkpoint_path(source)
+    spec, spec_path = find_spec(source)
     config = resolve_config(source, spec, num_classes)
     model = build_deeplab(config)
     try:
@@ -127,13 +105,6 @@ def open_dataset(spec=None, dataset=None, dataset_dir=None, tfrecord_dir=None):
                            tfrecord_dir=tfrecord_dir or data.get("tfrecord_dir"),
                            **(data.get("options") or {}))
     return get_dataset(name, dataset_dir, tfrecord_dir=tfrecord_dir)
-
-
-def check_eval_crop_size(flag_value):
-    """FlagError unless ``flag_value`` is None, () (no padding) or (H, W) >= 1."""
-    if flag_value and (len(flag_value) != 2 or min(flag_value) < 1):
-        raise FlagError(f"--eval_crop_size={','.join(map(str, flag_value))} must be H,W "
-                        f"(positive integers) or none")
 
 
 def eval_crop_size(flag_value, spec=None, info=None):

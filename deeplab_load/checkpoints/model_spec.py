@@ -106,6 +106,17 @@ def run_checkpoint_folder(run_dir):
                     f"run directory?")
 
 
+def architecture_config(architecture, base=None, num_classes=None):
+    """`model_config` of a `ModelArchitecture` (the model flags) over ``base`` (a spec's
+    config); ``num_classes`` (a data set's) applies when the architecture gives none."""
+    return model_config(base=base, zoo_name=architecture.zoo_name,
+                        num_classes=architecture.num_classes or num_classes,
+                        model_variant=architecture.model_variant,
+                        output_stride=architecture.output_stride,
+                        atrous_rates=architecture.atrous_rates,
+                        decoder_output_stride=architecture.decoder_output_stride)
+
+
 def model_config(base=None, num_classes=None, model_variant=None, output_stride=None,
                  atrous_rates=None, decoder_output_stride=None, zoo_name=None):
     """A DeepLabConfig: explicit arguments > ``base`` (a spec's config) > ``zoo_name``'s >

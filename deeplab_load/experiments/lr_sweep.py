@@ -36,10 +36,10 @@ def discriminator_rounds(events):
     return rounds
 
 
-def run_one(f, start, sweep_dir, learning_rate):
+def run_one(config, start, sweep_dir, learning_rate):
     """LoAd at `learning_rate` from the shared start; returns its figures."""
     run_dir = os.path.join(sweep_dir, run_name(learning_rate))
-    summary = run.run_training(shared_start.start_flags(f, start, run_dir,
+    summary = run.run_training(shared_start.start_flags(config, start, run_dir,
                                                         adv_learning_rate=learning_rate))
     if "interrupted" in summary:
         raise InterruptedError(summary["interrupted"])
@@ -60,8 +60,8 @@ def run_one(f, start, sweep_dir, learning_rate):
     }
 
 
-def run_lr_sweep(f, sweep_dir, learning_rates, demo_profile=None):
-    """Runs (or resumes) LoAd of TrainConfig `f` at each of `learning_rates`; returns the rows
+def run_lr_sweep(config, sweep_dir, learning_rates, demo_profile=None):
+    """Runs (or resumes) LoAd of TrainConfig `config` at each of `learning_rates`; returns the rows
     (one per rate, in the given order) and writes sweep.md / sweep.json into `sweep_dir`."""
     if not learning_rates:
         raise ValueError("the sweep needs at least one learning rate")
@@ -70,11 +70,11 @@ def run_lr_sweep(f, sweep_dir, learning_rates, demo_profile=None):
         raise ValueError(f"learning rates must be finite and >= 0, got {bad}")
     if len({run_name(lr) for lr in learning_rates}) != len(learning_rates):
         raise ValueError(f"learning rates repeat: {learning_rates}")
-    if not f.max_propagations:
+    if not config.load.max_propagations:
         raise ValueError("the sweep needs a propagation cap: pass --max_propagations > 0")
     sweep_dir = os.path.abspath(sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
-    start = shared_start.prepare_start(f, sweep_dir, demo_profile)
+    start = shared_start.prepare_start(config, sweep_dir, demo_profile)
     rows = []
     for index, learning_rate in enumerate(learning_rates):
         marker = os.path.join(sweep_dir, f"{run_name(learning_rate)}.json")
@@ -83,9 +83,9 @@ def run_lr_sweep(f, sweep_dir, learning_rates, demo_profile=None):
         else:
             logging.info("lr sweep %d/%d: adversarial learning rate %g", index + 1,
                          len(learning_rates), learning_rate)
-            write_json_atomic(marker, run_one(f, start, sweep_dir, learning_rate))
+            write_json_atomic(marker, run_one(config, start, sweep_dir, learning_rate))
         rows.append(shared_start.read_json(marker))
-        write_report(rows, start, f, sweep_dir)
+        write_report(rows, start, config, sweep_dir)
     return rows
 
 
@@ -93,21 +93,22 @@ def _pct(value):
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def write_report(rows, start, f, sweep_dir):
+def write_report(rows, start, config, sweep_dir):
     """sweep.json (config, baseline, rows) and sweep.md (one table row per rate)."""
     best = max(rows, key=lambda r: (r["holdout_final"], -r["learning_rate"]))
     write_json_atomic(os.path.join(sweep_dir, "sweep.json"), {
-        "baseline": start["baseline"], "max_propagations": f.max_propagations, "seed": f.seed,
+        "baseline": start["baseline"], "max_propagations": config.load.max_propagations,
+        "seed": config.run.seed,
         "best_by_holdout": best["learning_rate"], "rows": rows})
     lines = [
         "# Adversarial learning-rate sweep",
         "",
-        f"LoAd from one stage-1 model per rate; at most {f.max_propagations} propagations, "
-        f"seed {f.seed}. mIoU in %. Hold-out: LoAd's selection set (start, final = the "
-        f"returned model, min/max over the propagations). Unselected val: val minus the "
-        f"hold-out, reported only (baseline {_pct(start['baseline'].get(UNSELECTED))}). D: "
-        f"hold-out accuracy of each round (fake accuracy pooled over g_s's and the newest "
-        f"set's maps).",
+        f"LoAd from one stage-1 model per rate; at most {config.load.max_propagations} "
+        f"propagations, seed {config.run.seed}. mIoU in %. Hold-out: LoAd's selection set "
+        f"(start, final = the returned model, min/max over the propagations). Unselected val: "
+        f"val minus the hold-out, reported only (baseline "
+        f"{_pct(start['baseline'].get(UNSELECTED))}). D: hold-out accuracy of each round (fake "
+        f"accuracy pooled over g_s's and the newest set's maps).",
         "",
         "| adv lr | hold-out start | hold-out final | hold-out min / max | unselected val final "
         "| peaks | propagations | cycles | D accuracy per round | wall time |",

@@ -9,6 +9,7 @@ a resumed run sees exactly the batches an uninterrupted one did.
 A stop signal (`interrupts`) is honoured when a hook starts new work or between discriminator
 epochs: all finished work is saved by then (an interrupted D round restarts from round - 1).
 """
+import dataclasses
 import itertools
 import json
 import os
@@ -66,6 +67,16 @@ def newest_set_holdout_fakes(set_dirs, triples, g_s_snapshot, crop_size, seed):
     return {"newest_set": map_sets.in_memory_examples(newest, crop_size, real=False, seed=seed)}
 
 
+@dataclasses.dataclass(frozen=True)
+class HookData:
+    """What the run resolved for the hooks besides the config: the training split, the training
+    crop and eval padding sizes (H, W), and the log of skipped examples (or None)."""
+    train_split: str
+    crop_size: tuple
+    eval_crop_size: tuple
+    bad_example_log: object = None
+
+
 def working_tag(propagation):
     return f"working_{propagation % 2}"
 
@@ -84,14 +95,13 @@ class LoAdTrainingHooks:
       discriminator_store: CheckpointStore(model=<discriminator>, optimizer=<its optimizer>).
       holdout: `holdout.HoldoutEvaluator` of the working generator.
       ds: data set; train_refs: training ExampleRefs (the buffer's image set).
-      options: dict with train_split, batch_size, crop_size, seed, random_scale,
-        skip_bad_examples, map_batch_size, eval_crop_size, disc_batch_size, disc_max_epochs,
-        disc_patience, disc_min_epochs, disc_target_accuracy, disc_bn_batches.
+      config: the `TrainConfig` (its generator, discriminator and load groups, the seed, the
+        data's random scale and --skip_bad_examples); data: `HookData`.
       run_dir: where events.jsonl goes; summary_writer: TensorBoard writer or None.
     """
 
     def __init__(self, generator_trainer, discriminator_trainer, generator_store,
-                 discriminator_store, holdout, ds, train_refs, options, run_dir,
+                 discriminator_store, holdout, ds, train_refs, config, data, run_dir,
                  summary_writer=None, progress=None):
         self.generator = generator_trainer
         self.discriminator = discriminator_trainer
@@ -100,7 +110,8 @@ class LoAdTrainingHooks:
         self.holdout = holdout
         self.ds = ds
         self.train_refs = train_refs
-        self.options = options
+        self.config = config
+        self.data = data
         self.events_path = os.path.join(run_dir, EVENTS_FILE)
         self.events = EventLog(self.events_path)
         self.summary_writer = summary_writer
@@ -113,11 +124,12 @@ class LoAdTrainingHooks:
     def _batch_for(self, propagation):
         if self._next_propagation != propagation:
             self.close()
-            o = self.options
+            config, data = self.config, self.data
             dataset = pipeline.train_dataset(
-                self.ds, o["train_split"], o["batch_size"], o["crop_size"], o["seed"],
-                random_scale=o["random_scale"], skip_bad_examples=o["skip_bad_examples"],
-                start_step=propagation - 1, bad_example_log=o.get("bad_example_log"))
+                self.ds, data.train_split, config.generator.batch_size, data.crop_size,
+                config.run.seed, random_scale=config.data.random_scale,
+                skip_bad_examples=config.data.skip_bad_examples, start_step=propagation - 1,
+                bad_example_log=data.bad_example_log)
             self._batches = Batches(self.generator.distribute(dataset))
         self._next_propagation = propagation + 1
         return next(self._batches)
@@ -175,7 +187,7 @@ class LoAdTrainingHooks:
         self._restore(self.generator_store, tag)
         count = map_sets.write_label_map_set(
             self.generator.model, self.ds, self.train_refs, set_dir,
-            self.options["map_batch_size"], self.options["eval_crop_size"])
+            self.config.load.map_batch_size, self.data.eval_crop_size)
         holdout_maps = [label_map for _, _, label_map in self.holdout.examples_with_maps()]
         map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self._snapshot(tag))
         logging.info("wrote %d label maps (and %d hold-out maps) of %s into %s", count,
@@ -185,18 +197,20 @@ class LoAdTrainingHooks:
 
     def train_discriminator(self, set_dirs, round):
         interrupts.raise_if_requested(f"before discriminator round {round}")
-        o = self.options
+        config, disc = self.config, self.config.discriminator
         if round > 0:
             self.restore_discriminator(round - 1)
-        crop, scale, seed = o["crop_size"], o["random_scale"], o["seed"] + 1000 * (round + 1)
+        crop, scale = self.data.crop_size, config.data.random_scale
+        seed = config.run.seed + 1000 * (round + 1)
         # Hold-out fakes come from the generator the next cycle starts from; the hold-out crops
         # are the same in every round, so the rounds' accuracies compare.
         self._restore(self.generator_store, "g_s")
         triples = list(self.holdout.examples_with_maps())
-        holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=o["seed"])
-        holdout_fake = map_sets.in_memory_examples(triples, crop, real=False, seed=o["seed"])
+        holdout_real = map_sets.in_memory_examples(triples, crop, real=True, seed=config.run.seed)
+        holdout_fake = map_sets.in_memory_examples(triples, crop, real=False,
+                                                   seed=config.run.seed)
         extra_fakes = newest_set_holdout_fakes(set_dirs, triples,
-                                               self._snapshot("g_s"), crop, o["seed"])
+                                               self._snapshot("g_s"), crop, config.run.seed)
         counter = iter(range(10 ** 9))
         real = lambda: map_sets.real_examples(self.ds, self.train_refs, crop,
                                               seed + next(counter), scale)
@@ -212,7 +226,7 @@ class LoAdTrainingHooks:
                          values["accuracy"], values["real_accuracy"], values["fake_accuracy"],
                          parts, values["loss"], values["train_accuracy"])
             if self.summary_writer is not None:
-                with self.summary_writer.as_default(step=round * o["disc_max_epochs"] + epoch):
+                with self.summary_writer.as_default(step=round * disc.max_epochs + epoch):
                     for name in _accuracy_names(values):
                         tf.summary.scalar(f"discriminator_epoch/holdout_{name}", values[name])
                     tf.summary.scalar("discriminator_epoch/train_loss", values["loss"])
@@ -224,10 +238,10 @@ class LoAdTrainingHooks:
 
         result = fit_discriminator(
             self.discriminator, real, fakes, holdout_real, holdout_fake,
-            batch_size=o["disc_batch_size"], max_epochs=o["disc_max_epochs"],
-            patience=o["disc_patience"], target_accuracy=o["disc_target_accuracy"],
-            seed=seed, log=log, batch_norm_batches=o["disc_bn_batches"],
-            min_epochs=o["disc_min_epochs"], extra_holdout_fakes=extra_fakes)
+            batch_size=disc.batch_size, max_epochs=disc.max_epochs, patience=disc.patience,
+            target_accuracy=disc.target, seed=seed, log=log,
+            batch_norm_batches=disc.bn_batches, min_epochs=disc.min_epochs,
+            extra_holdout_fakes=extra_fakes)
         if result["accuracy"] <= CHANCE_ACCURACY:
             logging.warning(
                 "discriminator round %d ends at hold-out accuracy %.3f (real %.3f, fake %.3f), "

@@ -75,15 +75,15 @@ def stage1_learning_rate(config, total_steps):
     """Stage 1's learning rate of TrainConfig `config`: the float --stage1_learning_rate for the
     constant policy without slow start (the paper's; the optimizer then keeps it in a variable, as
     before), else a `DeepLabLearningRate` over `total_steps` (stage 1's step budget)."""
-    if config.stage1_learning_policy == "constant" and config.stage1_slow_start_step == 0:
-        return config.stage1_learning_rate
+    if config.stage1.learning_policy == "constant" and config.stage1.slow_start_step == 0:
+        return config.stage1.learning_rate
     return DeepLabLearningRate(
-        config.stage1_learning_policy, config.stage1_learning_rate, total_steps,
-        power=config.stage1_learning_power, end_learning_rate=config.stage1_end_learning_rate,
-        decay_step=config.stage1_learning_rate_decay_step,
-        decay_factor=config.stage1_learning_rate_decay_factor,
-        slow_start_step=config.stage1_slow_start_step,
-        slow_start_learning_rate=config.stage1_slow_start_learning_rate)
+        config.stage1.learning_policy, config.stage1.learning_rate, total_steps,
+        power=config.stage1.learning_power, end_learning_rate=config.stage1.end_learning_rate,
+        decay_step=config.stage1.learning_rate_decay_step,
+        decay_factor=config.stage1.learning_rate_decay_factor,
+        slow_start_step=config.stage1.slow_start_step,
+        slow_start_learning_rate=config.stage1.slow_start_learning_rate)
 
 
 def current_learning_rate(optimizer):

@@ -33,10 +33,10 @@ from deeplab_load.data import get_dataset, pipeline
 from deeplab_load.data.common import as_size
 from deeplab_load.errors import FlagError
 from deeplab_load.lookahead.buffer import MapBuffer
-from deeplab_load.lookahead.controller import STATE_FILE, LoAdConfig, LoAdController
+from deeplab_load.lookahead.controller import STATE_FILE, LoAdController
 from deeplab_load.lookahead.convergence_plot import plot_convergence
-from deeplab_load.checkpoints.model_spec import RUN_CHECKPOINT_FOLDERS, ModelSpec, model_config, \
-    write_model_spec
+from deeplab_load.checkpoints.model_spec import (RUN_CHECKPOINT_FOLDERS, ModelSpec,
+                                                 architecture_config, write_model_spec)
 from deeplab_load.models.deeplab import build_deeplab
 from deeplab_load.models.discriminator import build_discriminator
 from deeplab_load.models.layers import set_batch_norm_decay
@@ -44,7 +44,7 @@ from deeplab_load.serving import export_saved_model
 from deeplab_load.training import lr_schedules, pictures, reporting, steps
 from deeplab_load.checkpoints.store import CheckpointStore, read_model_weights, read_tags
 from deeplab_load.training.holdout import HoldoutEvaluator
-from deeplab_load.training.load_hooks import LoAdTrainingHooks
+from deeplab_load.training.load_hooks import HookData, LoAdTrainingHooks
 from deeplab_load.training.safety import interrupts, run_lock
 from deeplab_load.progress import format_duration, Progress
 from deeplab_load.training.stage1 import DONE_TAG, run_stage1, schedule, training_class_stats
@@ -54,30 +54,31 @@ from deeplab_load.training.worker_sync import sync_saved_progress
 from deeplab_load.checkpoints.tf1 import MISMATCH_FIX, CheckpointMismatchError
 
 
-def dataset_options(f):
-    """Extra ``get_dataset`` arguments of the config (the demo generator's settings)."""
-    if f.dataset != "demo":
+def dataset_options(data):
+    """Extra ``get_dataset`` arguments of the data group (the demo generator's settings)."""
+    if data.dataset != "demo":
         return {}
-    return dict(num_train=f.demo_num_train, num_val=f.demo_num_val, seed=f.demo_data_seed,
-                image_size=as_size(f.demo_image_size))
+    return dict(num_train=data.demo_num_train, num_val=data.demo_num_val,
+                seed=data.demo_data_seed, image_size=as_size(data.demo_image_size))
 
 
 def open_dataset(f):
-    return get_dataset(f.dataset, f.dataset_dir, tfrecord_dir=f.tfrecord_dir,
-                       **dataset_options(f))
+    data = f.data
+    return get_dataset(data.dataset, data.dataset_dir, tfrecord_dir=data.tfrecord_dir,
+                       **dataset_options(data))
 
 
 def train_split(f, ds):
     """--train_split, else VOC's train_aug when SBD is present, else train."""
-    if f.train_split:
-        return f.train_split
+    if f.data.train_split:
+        return f.data.train_split
     return "train_aug" if "train_aug" in ds.splits and ds.available("train_aug") else "train"
 
 
 def prepare_run_dir(f, run_dir):
     """Creates the run dir, refusing to touch an existing run unless --resume; writes flags."""
     existing = os.path.exists(os.path.join(run_dir, "flags.txt"))
-    if existing and not f.resume:
+    if existing and not f.run.resume:
         raise FileExistsError(f"--run_dir {run_dir} already holds a run; pass --resume to "
                               f"continue it or choose another --run_dir (nothing was changed)")
     os.makedirs(run_dir, exist_ok=True)
@@ -123,9 +124,9 @@ def write_model_specs(job):
     """model.json (architecture, data set, eval crop) into the run's checkpoint folders, so
     evaluate / export / predict need only --run_dir."""
     f, info = job.f, job.ds.info
-    data = {"dataset_dir": getattr(job.ds, "data_dir", None) or f.dataset_dir,
-            "tfrecord_dir": f.tfrecord_dir and os.path.abspath(f.tfrecord_dir),
-            "options": dataset_options(f), "eval_split": f.eval_split}
+    data = {"dataset_dir": getattr(job.ds, "data_dir", None) or f.data.dataset_dir,
+            "tfrecord_dir": f.data.tfrecord_dir and os.path.abspath(f.data.tfrecord_dir),
+            "options": dataset_options(f.data), "eval_split": f.data.eval_split}
     if "image_size" in data["options"]:
         data["options"]["image_size"] = list(data["options"]["image_size"])
     spec = ModelSpec(config=job.config, dataset=info.name, class_names=tuple(info.class_names),
@@ -137,13 +138,14 @@ def write_model_specs(job):
 
 def load_initial_weights(model, f):
     """Loads --initial_checkpoint; returns True when the logits were loaded too."""
-    if not f.initial_checkpoint:
+    if not f.model.initial_checkpoint:
         logging.info("no --initial_checkpoint: random initialisation")
         return False
     try:
-        description = restore_checkpoint(model, f.initial_checkpoint)
+        description = restore_checkpoint(model, f.model.initial_checkpoint)
     except CheckpointMismatchError as err:
-        raise err.with_fix(zoo_mismatch_fix(f.zoo_name, "--initial_checkpoint") if f.zoo_name
+        zoo_name = f.model.zoo_name
+        raise err.with_fix(zoo_mismatch_fix(zoo_name, "--initial_checkpoint") if zoo_name
                            else f"--initial_checkpoint: {MISMATCH_FIX}") from err
     logging.info("initial weights: %s", description)
     return "skipped" not in description
@@ -185,24 +187,22 @@ def open_job(f, demo_profile=None):
     """Seeds, data set, strategy, run dir (flags and model specs written) and models of the
     TrainConfig `f` (validated first: a bad value fails before any work)."""
     f.validate()
-    tf.keras.utils.set_random_seed(f.seed)
-    keras.mixed_precision.set_global_policy(f.mixed_precision)
+    tf.keras.utils.set_random_seed(f.run.seed)
+    keras.mixed_precision.set_global_policy(f.run.mixed_precision)
     ds = open_dataset(f)
     info = ds.info
-    config = model_config(num_classes=f.num_classes or info.num_classes, zoo_name=f.zoo_name,
-                          model_variant=f.model_variant, output_stride=f.output_stride,
-                          atrous_rates=f.atrous_rates,
-                          decoder_output_stride=f.decoder_output_stride)
-    config = dataclasses.replace(config, fine_tune_batch_norm=f.fine_tune_batch_norm)
-    strategy = make_strategy(f.strategy, f.worker_timeout_s, f.collective_timeout_s)
+    config = architecture_config(f.model, num_classes=info.num_classes)
+    config = dataclasses.replace(config, fine_tune_batch_norm=f.model.fine_tune_batch_norm)
+    strategy = make_strategy(f.run.strategy, f.run.worker_timeout_s, f.run.collective_timeout_s)
     interrupts.reinstall_handlers()   # after TensorFlow's own SIGTERM handler (multi-worker)
-    if f.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
+    if f.model.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
         raise FlagError(
             f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "
             f"supported: BatchNorm statistics would be per replica, so the workers' hold-out mIoU "
             f"and LoAd decisions could differ. Use --nofine_tune_batch_norm (DeepLab's default "
             f"for fine-tuning) or one replica.")
-    run_dir = os.path.abspath(f.run_dir or os.path.join("runs", f"{info.name}_{config.backbone}"))
+    run_dir = os.path.abspath(f.run.run_dir or
+                              os.path.join("runs", f"{info.name}_{config.backbone}"))
     # Every worker runs the same deterministic controller; non-chief workers keep their state
     # and snapshots in their own scratch folder (run_dir/worker_tmp_<i>), the chief in run_dir.
     local_dir = worker_directory(run_dir, strategy)
@@ -212,23 +212,25 @@ def open_job(f, demo_profile=None):
         logging.info("demo data set: demo profile applied to unset flags: %s", demo_profile)
     logging.info("run dir %s (%s); model %s; strategy %s with %d replica(s); map encoding %s; "
                  "dtype policy %s", run_dir, "resuming" if resumed else "new run", config,
-                 type(strategy).__name__, strategy.num_replicas_in_sync, f.map_encoding,
-                 f.mixed_precision)
+                 type(strategy).__name__, strategy.num_replicas_in_sync, f.generator.map_encoding,
+                 f.run.mixed_precision)
     split = train_split(f, ds)
     stage1_lr = lr_schedules.stage1_learning_rate(f, stage1_total_steps(f, ds, split))
     with strategy.scope():
         model = build_deeplab(config)
-        set_batch_norm_decay(model, f.batch_norm_decay)
+        set_batch_norm_decay(model, f.model.batch_norm_decay)
         logits_loaded = load_initial_weights(model, f)
-        discriminator = build_discriminator(info.num_classes, input_size=f.disc_input_size)
-        stage1_opt = steps.stage1_optimizer(stage1_lr, f.stage1_momentum)
-        generator_opt = steps.generator_optimizer(f.adv_learning_rate, f.adv_momentum)
-        disc_opt = steps.discriminator_optimizer(f.disc_learning_rate, f.disc_optimizer)
+        discriminator = build_discriminator(info.num_classes,
+                                            input_size=f.discriminator.input_size)
+        stage1_opt = steps.stage1_optimizer(stage1_lr, f.stage1.momentum)
+        generator_opt = steps.generator_optimizer(f.generator.learning_rate, f.generator.momentum)
+        disc_opt = steps.discriminator_optimizer(f.discriminator.learning_rate,
+                                                 f.discriminator.optimizer)
     job = Job(
         f=f, ds=ds, config=config, strategy=strategy, run_dir=run_dir, local_dir=local_dir,
-        resumed=resumed, crop_size=as_size(f.crop_size or info.crop_size),
-        eval_crop_size=as_size(f.eval_crop_size or info.eval_crop_size),
-        split=split, random_scale=(f.min_scale_factor, f.max_scale_factor),
+        resumed=resumed, crop_size=as_size(f.data.crop_size or info.crop_size),
+        eval_crop_size=as_size(f.data.eval_crop_size or info.eval_crop_size),
+        split=split, random_scale=f.data.random_scale,
         writer=tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard")),
         model=model, discriminator=discriminator, stage1_optimizer=stage1_opt,
         generator_optimizer=generator_opt, discriminator_optimizer=disc_opt,
@@ -240,37 +242,38 @@ def open_job(f, demo_profile=None):
 def stage1_total_steps(f, ds, split):
     """Stage 1's step budget (`stage1.schedule`); None for the constant policy without slow
     start, which needs none (and then no split listing is read)."""
-    if f.stage1_learning_policy == "constant" and f.stage1_slow_start_step == 0:
+    if f.stage1.learning_policy == "constant" and f.stage1.slow_start_step == 0:
         return None
-    return schedule(len(pipeline.split_ids(ds, split)), f.stage1_batch_size,
-                    f.stage1_weighted_epochs, f.stage1_plain_epochs)[2]
+    return schedule(len(pipeline.split_ids(ds, split)), f.stage1.batch_size,
+                    f.stage1.weighted_epochs, f.stage1.plain_epochs)[2]
 
 
 def run_stage1_if_needed(job):
     """Stage 1 (pixel-wise CE) when --stage1=on, or auto without a fitting checkpoint."""
     f, ds, info = job.f, job.ds, job.ds.info
-    if not (f.stage1 == "on" or (f.stage1 == "auto" and not job.logits_loaded)):
+    if not (f.stage1.mode == "on" or (f.stage1.mode == "auto" and not job.logits_loaded)):
         logging.info("stage 1 skipped (--stage1=%s, initial checkpoint with matching logits: %s)",
-                     f.stage1, job.logits_loaded)
+                     f.stage1.mode, job.logits_loaded)
         return
     stats = None
-    if f.stage1_weighted_epochs > 0:
+    if f.stage1.weighted_epochs > 0:
         stats = training_class_stats(ds, job.split,
                                      os.path.join(job.local_dir, "class_stats.json"),
-                                     f.skip_bad_examples, job.bad_examples)
+                                     f.data.skip_bad_examples, job.bad_examples)
     with job.strategy.scope():
         trainer = steps.Stage1Trainer(job.model, job.stage1_optimizer, job.strategy,
                                       info.num_classes, class_stats=stats,
-                                      min_class_weight=f.min_class_weight,
-                                      max_class_weight=f.max_class_weight,
-                                      weight_decay=f.weight_decay)
+                                      min_class_weight=f.stage1.min_class_weight,
+                                      max_class_weight=f.stage1.max_class_weight,
+                                      weight_decay=f.model.weight_decay)
     store = CheckpointStore(os.path.join(job.local_dir, "stage1"), model=job.model,
                             optimizer=job.stage1_optimizer)
     run_stage1(trainer, store, ds, job.local_dir, split=job.split,
-               batch_size=f.stage1_batch_size, crop_size=job.crop_size,
-               weighted_epochs=f.stage1_weighted_epochs, plain_epochs=f.stage1_plain_epochs,
-               seed=f.seed, random_scale=job.random_scale,
-               skip_bad_examples=f.skip_bad_examples, checkpoint_every=f.checkpoint_every,
+               batch_size=f.stage1.batch_size, crop_size=job.crop_size,
+               weighted_epochs=f.stage1.weighted_epochs, plain_epochs=f.stage1.plain_epochs,
+               seed=f.run.seed, random_scale=job.random_scale,
+               skip_bad_examples=f.data.skip_bad_examples,
+               checkpoint_every=f.stage1.checkpoint_every,
                summary_writer=job.writer, bad_example_log=job.bad_examples)
 
 
@@ -278,20 +281,20 @@ def holdout_refs_of(job):
     """The run's fixed hold-out images (a seeded share of --eval_split, kept in the run dir)."""
     f = job.f
     available = None
-    if f.skip_bad_examples:
-        available = [ref.id for ref in pipeline.usable_refs(job.ds, f.eval_split, True,
+    if f.data.skip_bad_examples:
+        available = [ref.id for ref in pipeline.usable_refs(job.ds, f.data.eval_split, True,
                                                              job.bad_examples)]
-    return pipeline.select_refs(job.ds, f.eval_split, pipeline.holdout_ids(
-        job.ds, job.local_dir, f.holdout_fraction, f.seed, split=f.eval_split,
+    return pipeline.select_refs(job.ds, f.data.eval_split, pipeline.holdout_ids(
+        job.ds, job.local_dir, f.load.holdout_fraction, f.run.seed, split=f.data.eval_split,
         available=available))
 
 
 def evaluate_model(job, holdout_refs, name, label):
     """`reporting.evaluate_or_load` of the current model into results/<name>."""
-    return reporting.evaluate_or_load(job.model, job.ds, job.f.eval_split, holdout_refs,
-                                      job.f.eval_batch_size, job.eval_crop_size,
+    return reporting.evaluate_or_load(job.model, job.ds, job.f.data.eval_split, holdout_refs,
+                                      job.f.run.eval_batch_size, job.eval_crop_size,
                                       job.results_dir, name, label,
-                                      job.f.skip_bad_examples, job.bad_examples)
+                                      job.f.data.skip_bad_examples, job.bad_examples)
 
 
 def build_adversarial_hooks(job, holdout_refs, progress=None):
@@ -300,8 +303,9 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
     with job.strategy.scope():
         generator_trainer = steps.GeneratorTrainer(
             job.model, job.discriminator, job.generator_optimizer, job.strategy,
-            info.num_classes, map_encoding=f.map_encoding, weight_decay=f.weight_decay,
-            model_training=steps.GENERATOR_MODES[f.adv_generator_mode])
+            info.num_classes, map_encoding=f.generator.map_encoding,
+            weight_decay=f.model.weight_decay,
+            model_training=steps.GENERATOR_MODES[f.generator.mode])
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),
@@ -309,22 +313,15 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
     discriminator_store = CheckpointStore(os.path.join(job.local_dir, "discriminator"),
                                           model=job.discriminator,
                                           optimizer=job.discriminator_optimizer)
-    holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, f.eval_batch_size,
+    holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, f.run.eval_batch_size,
                                job.eval_crop_size)
-    options = dict(train_split=job.split, batch_size=f.adv_batch_size, crop_size=job.crop_size,
-                   seed=f.seed, random_scale=job.random_scale,
-                   skip_bad_examples=f.skip_bad_examples, map_batch_size=f.map_batch_size,
-                   eval_crop_size=job.eval_crop_size, disc_batch_size=f.disc_batch_size,
-                   disc_max_epochs=f.disc_max_epochs, disc_patience=f.disc_patience,
-                   disc_min_epochs=f.disc_min_epochs,
-                   disc_bn_batches=f.disc_bn_batches,
-                   disc_target_accuracy=f.disc_target_accuracy or None,
-                   bad_example_log=job.bad_examples)
-    train_refs = pipeline.usable_refs(job.ds, job.split, f.skip_bad_examples, job.bad_examples)
+    data = HookData(train_split=job.split, crop_size=job.crop_size,
+                    eval_crop_size=job.eval_crop_size, bad_example_log=job.bad_examples)
+    train_refs = pipeline.usable_refs(job.ds, job.split, f.data.skip_bad_examples,
+                                      job.bad_examples)
     hooks = LoAdTrainingHooks(generator_trainer, discriminator_trainer, generator_store,
-                              discriminator_store, holdout, job.ds, train_refs,
-                              options, job.local_dir, summary_writer=job.writer,
-                              progress=progress)
+                              discriminator_store, holdout, job.ds, train_refs, f, data,
+                              job.local_dir, summary_writer=job.writer, progress=progress)
     return hooks, generator_store
 
 
@@ -339,7 +336,7 @@ def run_training(f, demo_profile=None):
             return _run_training(f, demo_profile)
         except interrupts.TrainingInterrupted as stop:
             held = run_lock.held_run_dirs()
-            message = (f"{stop}; progress is saved in {held[-1] if held else f.run_dir}: to "
+            message = (f"{stop}; progress is saved in {held[-1] if held else f.run.run_dir}: to "
                        f"resume, run the same train command again (--resume is the default)")
             logging.warning("%s", message)
             print(message, flush=True)
@@ -348,7 +345,7 @@ def run_training(f, demo_profile=None):
             if not is_multi_worker():
                 raise
             held = run_lock.held_run_dirs()
-            raise lost_worker_error(error, held[-1] if held else f.run_dir) from error
+            raise lost_worker_error(error, held[-1] if held else f.run.run_dir) from error
 
 
 def _run_training(f, demo_profile=None):
@@ -371,14 +368,12 @@ def _train_job(job, start_time):
     baseline = evaluate_model(job, holdout_refs, "baseline", "baseline (before LoAd)")
 
     # Stage 2: LoAd.
-    load_config = LoAdConfig(beta_l=f.beta_l, beta_u=f.beta_u, gamma_max=f.gamma_max,
-                             psi_max=f.psi_max, omega_max=f.omega_max, b_max=f.buffer_max,
-                             max_propagations=f.max_propagations or None)
+    load_config = f.load.controller_config()
     hooks, generator_store = build_adversarial_hooks(
         job, holdout_refs, Progress("LoAd propagation", total=load_config.max_propagations))
     buffer = MapBuffer(os.path.join(local_dir, "buffer"), load_config.b_max)
     controller = LoAdController(load_config, hooks, os.path.join(local_dir, STATE_FILE), buffer,
-                                seed=f.seed)
+                                seed=f.run.seed)
     if state_exists:
         logging.info("LoAd: resuming from %s", os.path.join(local_dir, STATE_FILE))
     try:
@@ -396,7 +391,7 @@ def _train_job(job, start_time):
                                        os.path.join(local_dir, "convergence.png"))
     changes_path = write_changes_picture(job, os.path.join(local_dir, "changes.png"))
     export_dir = None
-    if f.export:
+    if f.run.export:
         export_dir = export_final(model, os.path.join(local_dir, "export"), job.eval_crop_size,
                                   spec=job.spec)
     summary = {
@@ -450,8 +445,8 @@ def load_baseline_weights(job, model):
             DONE_TAG in read_tags(os.path.join(stage1_folder, "tags.json")):
         read_model_weights(model, tagged_prefix(stage1_folder, DONE_TAG))
         return True
-    if job.f.initial_checkpoint:
-        restore_checkpoint(model, job.f.initial_checkpoint)
+    if job.f.model.initial_checkpoint:
+        restore_checkpoint(model, job.f.model.initial_checkpoint)
         return True
     return False
 
@@ -464,12 +459,12 @@ def write_changes_picture(job, path):
         logging.info("no changes.png: the baseline was a random initialisation (not stored)")
         return None
     f, info = job.f, job.ds.info
-    examples = pictures.most_changed_examples(baseline, job.model, job.ds, f.eval_split,
-                                              f.eval_batch_size, job.eval_crop_size,
-                                              skip_bad_examples=f.skip_bad_examples)
+    examples = pictures.most_changed_examples(baseline, job.model, job.ds, f.data.eval_split,
+                                              f.run.eval_batch_size, job.eval_crop_size,
+                                              skip_bad_examples=f.data.skip_bad_examples)
     pictures.write_changes_png(path, examples, visualize.palette_for(info, info.num_classes))
     logging.info("wrote %s: the %d %s images the final model changed most", path,
-                 len(examples), f.eval_split)
+                 len(examples), f.data.eval_split)
     return path
 
 

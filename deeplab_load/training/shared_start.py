@@ -20,8 +20,8 @@ MARKER = "stage1.json"
 
 
 def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
 
 
 def miou_figures(parts):
@@ -30,8 +30,8 @@ def miou_figures(parts):
             for part in (WHOLE, UNSELECTED)}
 
 
-def prepare_start(f, out_dir, demo_profile=None, evaluate_baseline=None):
-    """Stage 1 of TrainConfig `f` (unless --initial_checkpoint fits), the hold-out ids and the
+def prepare_start(config, out_dir, demo_profile=None, evaluate_baseline=None):
+    """Stage 1 of TrainConfig `config` (unless --initial_checkpoint fits), the hold-out ids and the
     baseline evaluation, once; returns the marker's content.
 
     evaluate_baseline(job, holdout_refs) -> JSON-able figures of the start model; default: its
@@ -39,11 +39,11 @@ def prepare_start(f, out_dir, demo_profile=None, evaluate_baseline=None):
     marker = os.path.join(out_dir, MARKER)
     if os.path.exists(marker):
         return read_json(marker)
-    job = run.open_job(f.replace(run_dir=os.path.join(out_dir, "stage1"), export=False),
+    job = run.open_job(config.with_flags(run_dir=os.path.join(out_dir, "stage1"), export=False),
                        demo_profile)
     run.run_stage1_if_needed(job)
     stage1_store = os.path.join(job.local_dir, "stage1")
-    checkpoint = stage1_store if os.path.isdir(stage1_store) else f.initial_checkpoint
+    checkpoint = stage1_store if os.path.isdir(stage1_store) else config.model.initial_checkpoint
     if not checkpoint:
         raise ValueError("runs from a shared start need trained weights: stage 1 was skipped "
                          "(--stage1=off) and there is no --initial_checkpoint")
@@ -60,21 +60,21 @@ def prepare_start(f, out_dir, demo_profile=None, evaluate_baseline=None):
     return start
 
 
-def start_flags(f, start, run_dir, **changes):
+def start_flags(config, start, run_dir, **changes):
     """TrainConfig of a run in `run_dir` from the shared start (its hold-out ids copied in)."""
     os.makedirs(run_dir, exist_ok=True)
     holdout = os.path.join(run_dir, "holdout_ids.txt")
     if not os.path.exists(holdout):
         shutil.copyfile(start["holdout_ids"], holdout)
-    return f.replace(run_dir=run_dir, initial_checkpoint=start["checkpoint"], stage1="off",
+    return config.with_flags(run_dir=run_dir, initial_checkpoint=start["checkpoint"], stage1="off",
                      export=False, resume=True, **changes)
 
 
 def read_events(run_dir):
     """A run's events.jsonl, one event per seq (a resumed run may repeat lines)."""
     seen = {}
-    with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as f:
-        for line in f:
+    with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as stream:
+        for line in stream:
             if line.strip():
                 event = json.loads(line)
                 seen.setdefault(event["seq"], event)

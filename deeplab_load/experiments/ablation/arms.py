@@ -33,29 +33,30 @@ BEST_TAG, LAST_TAG = "adversarial_best", "adversarial_last"
 NO_MAPS_FILE = "NO_MAPS.txt"   # the only file of a label-map set of arm (b')
 
 
-def _generator_training(f):
+def _generator_training(config):
     """The generator's `training` argument in the adversarial steps (--adv_generator_mode)."""
-    return f.adv_generator_mode == "train"
+    return config.generator.mode == "train"
 
 
 def cross_entropy_trainer(job):
     """A plain (unweighted) CE trainer over the job's model with the generator's optimizer, the
     generator in the adversarial steps' mode."""
-    f = job.f
+    config = job.config
     with job.strategy.scope():
         return steps.Stage1Trainer(job.model, job.generator_optimizer, job.strategy,
-                                   job.ds.info.num_classes, weight_decay=f.weight_decay,
-                                   model_training=_generator_training(f))
+                                   job.ds.info.num_classes, weight_decay=config.model.weight_decay,
+                                   model_training=_generator_training(config))
 
 
 def hybrid_trainer(job, adversarial_weight):
     """The hybrid step CE + `adversarial_weight` * -log D(G(x)) with the generator's optimizer."""
-    f = job.f
+    config = job.config
     with job.strategy.scope():
         return steps.GeneratorTrainer(job.model, job.discriminator, job.generator_optimizer,
                                       job.strategy, job.ds.info.num_classes,
-                                      map_encoding=f.map_encoding, weight_decay=f.weight_decay,
-                                      model_training=_generator_training(f),
+                                      map_encoding=config.generator.map_encoding,
+                                      weight_decay=config.model.weight_decay,
+                                      model_training=_generator_training(config),
                                       hybrid_weights=(1.0, adversarial_weight))
 
 
@@ -70,10 +71,11 @@ def continue_cross_entropy(job, num_steps, trainer):
 
     Returns {"steps", "first_loss", "loss" (of the first and last step), "optimizer"
     (`optimizer_settings` of the optimizer the steps used)}."""
-    f = job.f
-    dataset = pipeline.train_dataset(job.ds, job.split, f.adv_batch_size, job.crop_size, f.seed,
+    config = job.config
+    dataset = pipeline.train_dataset(job.ds, job.split, config.generator.batch_size, job.crop_size,
+                                     config.run.seed,
                                      random_scale=job.random_scale,
-                                     skip_bad_examples=f.skip_bad_examples,
+                                     skip_bad_examples=config.data.skip_bad_examples,
                                      bad_example_log=job.bad_examples)
     progress = Progress("cross-entropy arm", total=num_steps)
     loss = first_loss = float("nan")
@@ -124,8 +126,8 @@ class WithoutDiscriminator:
 
     def write_map_set(self, tag, set_dir):
         # The buffer keeps whole sets only and refuses an empty folder: the set holds a note.
-        with open(os.path.join(set_dir, NO_MAPS_FILE), "w", encoding="utf-8") as f:
-            f.write(f"no label maps of {tag}: this arm has no discriminator\n")
+        with open(os.path.join(set_dir, NO_MAPS_FILE), "w", encoding="utf-8") as note:
+            note.write(f"no label maps of {tag}: this arm has no discriminator\n")
         logging.info("CE under the controller: no label maps of %s written (no D in this arm)",
                      tag)
 
@@ -146,7 +148,7 @@ def run_controller(job, hooks, load_config):
     (LoAdResult, the state's event history)."""
     buffer = MapBuffer(os.path.join(job.local_dir, "buffer"), load_config.b_max)
     controller = LoAdController(load_config, hooks, os.path.join(job.local_dir, STATE_FILE),
-                                buffer, seed=job.f.seed)
+                                buffer, seed=job.config.run.seed)
     result = controller.run()
     return result, controller.state["history"]
 

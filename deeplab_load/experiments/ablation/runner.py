@@ -15,6 +15,8 @@ same step budget on the same batch sequence.
                                 records on the report split (`PerImageResults`)
       seed_<s>/<arm>.json       an arm's figures, written when it is done (its resume marker)
       ablation.md, ablation.json, ablation.png   (`report`)
+      changes_load.png          the report-split images the first seed's LoAd arm changed most
+                                against the baseline (`changes`)
 
 The step budget is `AblationConfig.arm_steps`, else the propagations the LoAd arm of the seed
 took (LoAd then runs first). Every arm starts from the same model and uses the same hold-out
@@ -36,9 +38,10 @@ from deeplab_load.data.common import as_size, read_id_list
 from deeplab_load.errors import FlagError
 from deeplab_load.evaluation_stats.per_image import evaluate_per_image
 from deeplab_load.experiments.ablation import arm_names, arms, report
+from deeplab_load.experiments.ablation.changes import write_arm_changes
 from deeplab_load.atomic_files import write_json_atomic
-from deeplab_load.lookahead.controller import LoAdConfig
-from deeplab_load.checkpoints.model_loading import ModelSource, load_model
+from deeplab_load.checkpoints.model_loading import load_model
+from deeplab_load.checkpoints.model_source import ModelSource
 from deeplab_load.training import run, shared_start
 from deeplab_load.training.safety import interrupts
 
@@ -47,25 +50,26 @@ TEST_SPLIT = "test"
 PER_IMAGE_SUFFIX = ".per_image.npz"
 
 
-def report_target(ds, f, holdout_refs):
+def report_target(ds, config, holdout_refs):
     """(split name, refs or None for the whole split, label) the arms are judged on."""
     if TEST_SPLIT in ds.splits and ds.available(TEST_SPLIT):
         return TEST_SPLIT, None, TEST_SPLIT
     holdout_ids = {ref.id for ref in holdout_refs}
-    refs = [ref for ref in ds.examples(f.eval_split) if ref.id not in holdout_ids]
+    refs = [ref for ref in ds.examples(config.data.eval_split) if ref.id not in holdout_ids]
     if not refs:
         raise ValueError(f"the ablation's report split is empty: {ds.info.name} has no "
-                         f"{TEST_SPLIT!r} split and the hold-out is all of {f.eval_split!r} "
-                         f"(lower --holdout_fraction)")
-    return f.eval_split, refs, f"{f.eval_split} minus hold-out"
+                         f"{TEST_SPLIT!r} split and the hold-out is all of "
+                         f"{config.data.eval_split!r} (lower --holdout_fraction)")
+    return config.data.eval_split, refs, f"{config.data.eval_split} minus hold-out"
 
 
-def evaluate_on_report_split(model, ds, f, eval_crop_size, holdout_refs, ablation_dir, path):
+def evaluate_on_report_split(model, ds, config, eval_crop_size, holdout_refs, ablation_dir, path):
     """Per-image confusion matrices of `model` on the report split, saved to `path` (.npz);
     returns the arm's "report" figures (mIoU of the summed matrices, per-class IoU, the
     structural metric's totals)."""
-    split, refs, label = report_target(ds, f, holdout_refs)
-    results = evaluate_per_image(model, ds, split, f.eval_batch_size, eval_crop_size, refs=refs)
+    split, refs, label = report_target(ds, config, holdout_refs)
+    results = evaluate_per_image(model, ds, split, config.run.eval_batch_size, eval_crop_size,
+                                 refs=refs)
     results.save(path)
     summary = metrics.results_dict(results.confusions.sum(axis=0), ds.info.class_names)
     return {"split": label, "miou": summary["miou"], "per_class_iou": summary["per_class_iou"],
@@ -74,7 +78,7 @@ def evaluate_on_report_split(model, ds, f, eval_crop_size, holdout_refs, ablatio
             "per_image": os.path.relpath(path, ablation_dir)}
 
 
-def prepare_start(f, ablation_dir, demo_profile=None):
+def prepare_start(config, ablation_dir, demo_profile=None):
     """Stage 1 (unless --initial_checkpoint fits), hold-out ids and the baseline on the report
     split, once (`shared_start.prepare_start`).
 
@@ -84,16 +88,16 @@ def prepare_start(f, ablation_dir, demo_profile=None):
 
     def evaluate_baseline(job, holdout_refs):
         path = os.path.join(job.local_dir, f"baseline{PER_IMAGE_SUFFIX}")
-        report = evaluate_on_report_split(job.model, job.ds, f, job.eval_crop_size,
+        report = evaluate_on_report_split(job.model, job.ds, config, job.eval_crop_size,
                                           holdout_refs, ablation_dir, path)
         return {"steps": 0, "report": report,
                 "wall_time_s": round(time.monotonic() - begin, 1)}
 
-    return shared_start.prepare_start(f, ablation_dir, demo_profile, evaluate_baseline)
+    return shared_start.prepare_start(config, ablation_dir, demo_profile, evaluate_baseline)
 
 
-def _arm_flags(f, start, seed, run_dir, **changes):
-    return shared_start.start_flags(f, start, run_dir, seed=seed, **changes)
+def _arm_flags(config, start, seed, run_dir, **changes):
+    return shared_start.start_flags(config, start, run_dir, seed=seed, **changes)
 
 
 def _discriminator_rounds(history):
@@ -113,10 +117,10 @@ def _decisions(history):
 
 
 class Ablation:
-    """The ablation of TrainConfig `f` and AblationConfig `config` in `ablation_dir`."""
+    """The ablation of TrainConfig `config` and AblationConfig `ablation` in `ablation_dir`."""
 
-    def __init__(self, f, config, ablation_dir, demo_profile=None):
-        self.f, self.config = f, config
+    def __init__(self, config, ablation, ablation_dir, demo_profile=None):
+        self.config, self.ablation = config, ablation
         self.dir = os.path.abspath(ablation_dir)
         self.demo_profile = demo_profile
         self.start = None
@@ -125,13 +129,13 @@ class Ablation:
         return {"max_propagations": budget} if budget else {}
 
     def _evaluate(self, job, holdout_refs, seed_dir, arm):
-        return evaluate_on_report_split(job.model, job.ds, self.f, job.eval_crop_size,
+        return evaluate_on_report_split(job.model, job.ds, self.config, job.eval_crop_size,
                                         holdout_refs, self.dir,
                                         os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
 
     def _fresh_job(self, seed, run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)     # a control arm always runs from its start
-        job = run.open_job(_arm_flags(self.f, self.start, seed, run_dir))
+        job = run.open_job(_arm_flags(self.config, self.start, seed, run_dir))
         return job, run.holdout_refs_of(job)
 
     # Arms run through `run.run_training`: (e) and (g).
@@ -139,24 +143,24 @@ class Ablation:
     def _training_run_arm(self, seed, seed_dir, arm, budget, **changes):
         begin = time.monotonic()
         run_dir = os.path.join(seed_dir, arm)
-        f = _arm_flags(self.f, self.start, seed, run_dir, **changes,
-                       **self._budget_flags(self.config.arm_steps or budget))
-        summary = run.run_training(f)
+        config = _arm_flags(self.config, self.start, seed, run_dir, **changes,
+                            **self._budget_flags(self.ablation.arm_steps or budget))
+        summary = run.run_training(config)
         if "interrupted" in summary:       # its progress is saved: the next call resumes it
             raise interrupts.TrainingInterrupted("a signal", f"in the {arm} arm (seed {seed})")
         model = load_model(ModelSource(run_dir=run_dir, checkpoint_tag="final")).model
-        ds = run.open_dataset(f)
-        holdout_refs = pipeline.select_refs(ds, f.eval_split, read_id_list(
+        ds = run.open_dataset(config)
+        holdout_refs = pipeline.select_refs(ds, config.data.eval_split, read_id_list(
             os.path.join(run_dir, pipeline.HOLDOUT_FILE)))
         report_figures = evaluate_on_report_split(
-            model, ds, f, as_size(f.eval_crop_size or ds.info.eval_crop_size), holdout_refs,
-            self.dir, os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
+            model, ds, config, as_size(config.data.eval_crop_size or ds.info.eval_crop_size),
+            holdout_refs, self.dir, os.path.join(seed_dir, f"{arm}{PER_IMAGE_SUFFIX}"))
         history = shared_start.read_events(run_dir)
         return {"steps": summary["propagations"], "report": report_figures,
                 "cycles": summary["cycles"], "peaks": summary["peaks"],
                 "final_tag": summary["final_tag"], "decisions": _decisions(history),
                 "discriminator_rounds": _discriminator_rounds(history),
-                "learning_rate": f.adv_learning_rate,
+                "learning_rate": config.generator.learning_rate,
                 "wall_time_s": round(time.monotonic() - begin, 1)}
 
     def load(self, seed, seed_dir, budget):
@@ -182,10 +186,8 @@ class Ablation:
         job, holdout_refs = self._fresh_job(seed, os.path.join(seed_dir, arm))
         hooks, store = run.build_adversarial_hooks(job, holdout_refs)
         hooks.generator = arms.cross_entropy_trainer(job)
-        f = self.f
-        load_config = LoAdConfig(beta_l=f.beta_l, beta_u=f.beta_u, gamma_max=f.gamma_max,
-                                 psi_max=f.psi_max, omega_max=f.omega_max, b_max=f.buffer_max,
-                                 max_propagations=budget)
+        config = self.config
+        load_config = config.load.controller_config(max_propagations=budget)
         try:
             result, history = arms.run_controller(job, arms.WithoutDiscriminator(hooks),
                                                   load_config)
@@ -207,7 +209,8 @@ class Ablation:
         if hybrid_weight is not None:
             hooks.generator = arms.hybrid_trainer(job, hybrid_weight)
         try:
-            result = arms.plain_adversarial(job, hooks, budget, retrain_every=self.f.gamma_max,
+            result = arms.plain_adversarial(job, hooks, budget,
+                                            retrain_every=self.config.load.gamma_max,
                                             name=f"{name} arm")
         finally:
             hooks.close()
@@ -228,7 +231,7 @@ class Ablation:
 
     def hybrid(self, seed, seed_dir, budget):
         out = {}
-        for weight in self.config.hybrid_weights:
+        for weight in self.ablation.hybrid_weights:
             name = f"hybrid_{weight:g}"
             out.update(self._cached(seed_dir, [arm_names.hybrid_arm(weight, w)
                                                for w in ("last", "best")],
@@ -248,8 +251,8 @@ class Ablation:
         return {name: shared_start.read_json(path) for name, path in paths.items()}
 
     def _budget(self, seed, seed_dir, results):
-        if self.config.arm_steps:
-            return self.config.arm_steps
+        if self.ablation.arm_steps:
+            return self.ablation.arm_steps
         if "load" in results:
             return results["load"]["steps"]
         finished_load = os.path.join(seed_dir, "load.json")
@@ -263,7 +266,7 @@ class Ablation:
         seed_dir = os.path.join(self.dir, f"seed_{seed}")
         os.makedirs(seed_dir, exist_ok=True)
         results = {"baseline": self.start["baseline"]}
-        groups = self.config.groups
+        groups = self.ablation.groups
         if "load" in groups:
             results.update(self._cached(seed_dir, ["load"],
                                         lambda: self.load(seed, seed_dir, None)))
@@ -275,25 +278,29 @@ class Ablation:
             if group == "hybrid":
                 results.update(self.hybrid(seed, seed_dir, budget))
                 continue
-            names = arm_names.group_arms(group, self.config.hybrid_weights)
+            names = arm_names.group_arms(group, self.ablation.hybrid_weights)
             results.update(self._cached(seed_dir, names,
                                         lambda g=group: getattr(self, g)(seed, seed_dir, budget)))
         return results
 
     def run(self):
-        """Runs (or resumes) every selected arm for seeds f.seed .. f.seed + num_seeds - 1;
-        writes the report after each seed; returns {seed: {arm: figures}}."""
+        """Runs (or resumes) every selected arm for seeds seed .. seed + num_seeds - 1 (seed:
+        the TrainConfig's run.seed); writes the report after each seed; returns
+        {seed: {arm: figures}}."""
         os.makedirs(self.dir, exist_ok=True)
-        self.start = prepare_start(self.f, self.dir, self.demo_profile)
+        self.start = prepare_start(self.config, self.dir, self.demo_profile)
         results = {}
-        for index in range(self.config.num_seeds):
-            seed = self.f.seed + index
-            logging.info("ablation seed %d (%d/%d)", seed, index + 1, self.config.num_seeds)
+        for index in range(self.ablation.num_seeds):
+            seed = self.config.run.seed + index
+            logging.info("ablation seed %d (%d/%d)", seed, index + 1, self.ablation.num_seeds)
             results[seed] = self.run_seed(seed)
-            report.write_report(results, self.dir, self.config)
+            report.write_report(results, self.dir, self.ablation)
+            if arm_names.LOAD in results[seed]:
+                write_arm_changes(self.config, self.dir, self.start, seed, arm_names.LOAD,
+                                  report_target)
         return results
 
 
-def run_ablation(f, config, ablation_dir, demo_profile=None):
-    """`Ablation(f, config, ablation_dir, demo_profile).run()`."""
-    return Ablation(f, config, ablation_dir, demo_profile).run()
+def run_ablation(config, ablation, ablation_dir, demo_profile=None):
+    """`Ablation(config, ablation, ablation_dir, demo_profile).run()`."""
+    return Ablation(config, ablation, ablation_dir, demo_profile).run()

@@ -62,23 +62,23 @@ def dataset_options(data):
                 seed=data.demo_data_seed, image_size=as_size(data.demo_image_size))
 
 
-def open_dataset(f):
-    data = f.data
+def open_dataset(config):
+    data = config.data
     return get_dataset(data.dataset, data.dataset_dir, tfrecord_dir=data.tfrecord_dir,
                        **dataset_options(data))
 
 
-def train_split(f, ds):
+def train_split(config, ds):
     """--train_split, else VOC's train_aug when SBD is present, else train."""
-    if f.data.train_split:
-        return f.data.train_split
+    if config.data.train_split:
+        return config.data.train_split
     return "train_aug" if "train_aug" in ds.splits and ds.available("train_aug") else "train"
 
 
-def prepare_run_dir(f, run_dir):
+def prepare_run_dir(config, run_dir):
     """Creates the run dir, refusing to touch an existing run unless --resume; writes flags."""
     existing = os.path.exists(os.path.join(run_dir, "flags.txt"))
-    if existing and not f.run.resume:
+    if existing and not config.run.resume:
         raise FileExistsError(f"--run_dir {run_dir} already holds a run; pass --resume to "
                               f"continue it or choose another --run_dir (nothing was changed)")
     os.makedirs(run_dir, exist_ok=True)
@@ -87,7 +87,7 @@ def prepare_run_dir(f, run_dir):
         resumes = len(glob.glob(os.path.join(run_dir, 'flags_resume_*.txt')))
         previous = f"flags_resume_{resumes}.txt" if resumes else "flags.txt"
         with open(os.path.join(run_dir, previous), encoding="utf-8") as before:
-            changes = changed_flags(before.read(), f.to_flagfile())
+            changes = changed_flags(before.read(), config.to_flagfile())
         if changes:
             logging.warning("resuming %s with changed flags (the run continues with the new "
                             "values; snapshots keep their weights and optimizer slots, the "
@@ -95,7 +95,7 @@ def prepare_run_dir(f, run_dir):
                             "; ".join(f"--{k} {old} -> {new}" for k, (old, new) in changes.items()))
         name = f"flags_resume_{resumes + 1}.txt"
     with open(os.path.join(run_dir, name), "w", encoding="utf-8") as out:
-        out.write(f.to_flagfile())
+        out.write(config.to_flagfile())
     return existing
 
 
@@ -123,28 +123,29 @@ def changed_flags(old_text, new_text):
 def write_model_specs(job):
     """model.json (architecture, data set, eval crop) into the run's checkpoint folders, so
     evaluate / export / predict need only --run_dir."""
-    f, info = job.f, job.ds.info
-    data = {"dataset_dir": getattr(job.ds, "data_dir", None) or f.data.dataset_dir,
-            "tfrecord_dir": f.data.tfrecord_dir and os.path.abspath(f.data.tfrecord_dir),
-            "options": dataset_options(f.data), "eval_split": f.data.eval_split}
+    config, info = job.config, job.ds.info
+    data = {"dataset_dir": getattr(job.ds, "data_dir", None) or config.data.dataset_dir,
+            "tfrecord_dir": config.data.tfrecord_dir and os.path.abspath(config.data.tfrecord_dir),
+            "options": dataset_options(config.data), "eval_split": config.data.eval_split}
     if "image_size" in data["options"]:
         data["options"]["image_size"] = list(data["options"]["image_size"])
-    spec = ModelSpec(config=job.config, dataset=info.name, class_names=tuple(info.class_names),
-                     eval_crop_size=job.eval_crop_size, data=data)
+    spec = ModelSpec(config=job.model_config, dataset=info.name,
+                     class_names=tuple(info.class_names), eval_crop_size=job.eval_crop_size,
+                     data=data)
     for name in RUN_CHECKPOINT_FOLDERS:
         write_model_spec(os.path.join(job.local_dir, name), spec)
     return spec
 
 
-def load_initial_weights(model, f):
+def load_initial_weights(model, config):
     """Loads --initial_checkpoint; returns True when the logits were loaded too."""
-    if not f.model.initial_checkpoint:
+    if not config.model.initial_checkpoint:
         logging.info("no --initial_checkpoint: random initialisation")
         return False
     try:
-        description = restore_checkpoint(model, f.model.initial_checkpoint)
+        description = restore_checkpoint(model, config.model.initial_checkpoint)
     except CheckpointMismatchError as err:
-        zoo_name = f.model.zoo_name
+        zoo_name = config.model.zoo_name
         raise err.with_fix(zoo_mismatch_fix(zoo_name, "--initial_checkpoint") if zoo_name
                            else f"--initial_checkpoint: {MISMATCH_FIX}") from err
     logging.info("initial weights: %s", description)
@@ -155,9 +156,9 @@ def load_initial_weights(model, f):
 class Job:
     """What every part of a run shares: the TrainConfig, data, strategy, models, sizes,
     folders."""
-    f: object
-    ds: object
     config: object
+    ds: object
+    model_config: object
     strategy: object
     run_dir: str
     local_dir: str
@@ -183,54 +184,58 @@ class Job:
         return os.path.join(self.local_dir, "results")
 
 
-def open_job(f, demo_profile=None):
+def open_job(config, demo_profile=None):
     """Seeds, data set, strategy, run dir (flags and model specs written) and models of the
-    TrainConfig `f` (validated first: a bad value fails before any work)."""
-    f.validate()
-    tf.keras.utils.set_random_seed(f.run.seed)
-    keras.mixed_precision.set_global_policy(f.run.mixed_precision)
-    ds = open_dataset(f)
+    TrainConfig `config` (validated first: a bad value fails before any work)."""
+    config.validate()
+    tf.keras.utils.set_random_seed(config.run.seed)
+    keras.mixed_precision.set_global_policy(config.run.mixed_precision)
+    ds = open_dataset(config)
     info = ds.info
-    config = architecture_config(f.model, num_classes=info.num_classes)
-    config = dataclasses.replace(config, fine_tune_batch_norm=f.model.fine_tune_batch_norm)
-    strategy = make_strategy(f.run.strategy, f.run.worker_timeout_s, f.run.collective_timeout_s)
+    model_config = architecture_config(config.model, num_classes=info.num_classes)
+    model_config = dataclasses.replace(model_config,
+                                       fine_tune_batch_norm=config.model.fine_tune_batch_norm)
+    strategy = make_strategy(config.run.strategy, config.run.worker_timeout_s,
+                             config.run.collective_timeout_s)
     interrupts.reinstall_handlers()   # after TensorFlow's own SIGTERM handler (multi-worker)
-    if f.model.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
+    if config.model.fine_tune_batch_norm and strategy.num_replicas_in_sync > 1:
         raise FlagError(
             f"--fine_tune_batch_norm with {strategy.num_replicas_in_sync} replicas is not "
             f"supported: BatchNorm statistics would be per replica, so the workers' hold-out mIoU "
             f"and LoAd decisions could differ. Use --nofine_tune_batch_norm (DeepLab's default "
             f"for fine-tuning) or one replica.")
-    run_dir = os.path.abspath(f.run.run_dir or
-                              os.path.join("runs", f"{info.name}_{config.backbone}"))
+    run_dir = os.path.abspath(config.run.run_dir or
+                              os.path.join("runs", f"{info.name}_{model_config.backbone}"))
     # Every worker runs the same deterministic controller; non-chief workers keep their state
     # and snapshots in their own scratch folder (run_dir/worker_tmp_<i>), the chief in run_dir.
     local_dir = worker_directory(run_dir, strategy)
     run_lock.lock_run_dir(local_dir)   # held until run_training returns
-    resumed = prepare_run_dir(f, local_dir)
+    resumed = prepare_run_dir(config, local_dir)
     if demo_profile:
         logging.info("demo data set: demo profile applied to unset flags: %s", demo_profile)
     logging.info("run dir %s (%s); model %s; strategy %s with %d replica(s); map encoding %s; "
-                 "dtype policy %s", run_dir, "resuming" if resumed else "new run", config,
-                 type(strategy).__name__, strategy.num_replicas_in_sync, f.generator.map_encoding,
-                 f.run.mixed_precision)
-    split = train_split(f, ds)
-    stage1_lr = lr_schedules.stage1_learning_rate(f, stage1_total_steps(f, ds, split))
+                 "dtype policy %s", run_dir, "resuming" if resumed else "new run", model_config,
+                 type(strategy).__name__, strategy.num_replicas_in_sync,
+                 config.generator.map_encoding, config.run.mixed_precision)
+    split = train_split(config, ds)
+    stage1_lr = lr_schedules.stage1_learning_rate(config, stage1_total_steps(config, ds, split))
     with strategy.scope():
-        model = build_deeplab(config)
-        set_batch_norm_decay(model, f.model.batch_norm_decay)
-        logits_loaded = load_initial_weights(model, f)
+        model = build_deeplab(model_config)
+        set_batch_norm_decay(model, config.model.batch_norm_decay)
+        logits_loaded = load_initial_weights(model, config)
         discriminator = build_discriminator(info.num_classes,
-                                            input_size=f.discriminator.input_size)
-        stage1_opt = steps.stage1_optimizer(stage1_lr, f.stage1.momentum)
-        generator_opt = steps.generator_optimizer(f.generator.learning_rate, f.generator.momentum)
-        disc_opt = steps.discriminator_optimizer(f.discriminator.learning_rate,
-                                                 f.discriminator.optimizer)
+                                            input_size=config.discriminator.input_size)
+        stage1_opt = steps.stage1_optimizer(stage1_lr, config.stage1.momentum)
+        generator_opt = steps.generator_optimizer(config.generator.learning_rate,
+                                                  config.generator.momentum)
+        disc_opt = steps.discriminator_optimizer(config.discriminator.learning_rate,
+                                                 config.discriminator.optimizer)
     job = Job(
-        f=f, ds=ds, config=config, strategy=strategy, run_dir=run_dir, local_dir=local_dir,
-        resumed=resumed, crop_size=as_size(f.data.crop_size or info.crop_size),
-        eval_crop_size=as_size(f.data.eval_crop_size or info.eval_crop_size),
-        split=split, random_scale=f.data.random_scale,
+        config=config, ds=ds, model_config=model_config, strategy=strategy, run_dir=run_dir,
+        local_dir=local_dir, resumed=resumed,
+        crop_size=as_size(config.data.crop_size or info.crop_size),
+        eval_crop_size=as_size(config.data.eval_crop_size or info.eval_crop_size),
+        split=split, random_scale=config.data.random_scale,
         writer=tf.summary.create_file_writer(os.path.join(local_dir, "tensorboard")),
         model=model, discriminator=discriminator, stage1_optimizer=stage1_opt,
         generator_optimizer=generator_opt, discriminator_optimizer=disc_opt,
@@ -239,73 +244,74 @@ def open_job(f, demo_profile=None):
     return job
 
 
-def stage1_total_steps(f, ds, split):
+def stage1_total_steps(config, ds, split):
     """Stage 1's step budget (`stage1.schedule`); None for the constant policy without slow
     start, which needs none (and then no split listing is read)."""
-    if f.stage1.learning_policy == "constant" and f.stage1.slow_start_step == 0:
+    if config.stage1.learning_policy == "constant" and config.stage1.slow_start_step == 0:
         return None
-    return schedule(len(pipeline.split_ids(ds, split)), f.stage1.batch_size,
-                    f.stage1.weighted_epochs, f.stage1.plain_epochs)[2]
+    return schedule(len(pipeline.split_ids(ds, split)), config.stage1.batch_size,
+                    config.stage1.weighted_epochs, config.stage1.plain_epochs)[2]
 
 
 def run_stage1_if_needed(job):
     """Stage 1 (pixel-wise CE) when --stage1=on, or auto without a fitting checkpoint."""
-    f, ds, info = job.f, job.ds, job.ds.info
-    if not (f.stage1.mode == "on" or (f.stage1.mode == "auto" and not job.logits_loaded)):
+    config, ds, info = job.config, job.ds, job.ds.info
+    if not (config.stage1.mode == "on" or (config.stage1.mode == "auto" and not job.logits_loaded)):
         logging.info("stage 1 skipped (--stage1=%s, initial checkpoint with matching logits: %s)",
-                     f.stage1.mode, job.logits_loaded)
+                     config.stage1.mode, job.logits_loaded)
         return
     stats = None
-    if f.stage1.weighted_epochs > 0:
+    if config.stage1.weighted_epochs > 0:
         stats = training_class_stats(ds, job.split,
                                      os.path.join(job.local_dir, "class_stats.json"),
-                                     f.data.skip_bad_examples, job.bad_examples)
+                                     config.data.skip_bad_examples, job.bad_examples)
     with job.strategy.scope():
         trainer = steps.Stage1Trainer(job.model, job.stage1_optimizer, job.strategy,
                                       info.num_classes, class_stats=stats,
-                                      min_class_weight=f.stage1.min_class_weight,
-                                      max_class_weight=f.stage1.max_class_weight,
-                                      weight_decay=f.model.weight_decay)
+                                      min_class_weight=config.stage1.min_class_weight,
+                                      max_class_weight=config.stage1.max_class_weight,
+                                      weight_decay=config.model.weight_decay)
     store = CheckpointStore(os.path.join(job.local_dir, "stage1"), model=job.model,
                             optimizer=job.stage1_optimizer)
     run_stage1(trainer, store, ds, job.local_dir, split=job.split,
-               batch_size=f.stage1.batch_size, crop_size=job.crop_size,
-               weighted_epochs=f.stage1.weighted_epochs, plain_epochs=f.stage1.plain_epochs,
-               seed=f.run.seed, random_scale=job.random_scale,
-               skip_bad_examples=f.data.skip_bad_examples,
-               checkpoint_every=f.stage1.checkpoint_every,
+               batch_size=config.stage1.batch_size, crop_size=job.crop_size,
+               weighted_epochs=config.stage1.weighted_epochs,
+               plain_epochs=config.stage1.plain_epochs,
+               seed=config.run.seed, random_scale=job.random_scale,
+               skip_bad_examples=config.data.skip_bad_examples,
+               checkpoint_every=config.stage1.checkpoint_every,
                summary_writer=job.writer, bad_example_log=job.bad_examples)
 
 
 def holdout_refs_of(job):
     """The run's fixed hold-out images (a seeded share of --eval_split, kept in the run dir)."""
-    f = job.f
+    config = job.config
     available = None
-    if f.data.skip_bad_examples:
-        available = [ref.id for ref in pipeline.usable_refs(job.ds, f.data.eval_split, True,
+    if config.data.skip_bad_examples:
+        available = [ref.id for ref in pipeline.usable_refs(job.ds, config.data.eval_split, True,
                                                              job.bad_examples)]
-    return pipeline.select_refs(job.ds, f.data.eval_split, pipeline.holdout_ids(
-        job.ds, job.local_dir, f.load.holdout_fraction, f.run.seed, split=f.data.eval_split,
-        available=available))
+    return pipeline.select_refs(job.ds, config.data.eval_split, pipeline.holdout_ids(
+        job.ds, job.local_dir, config.load.holdout_fraction, config.run.seed,
+        split=config.data.eval_split, available=available))
 
 
 def evaluate_model(job, holdout_refs, name, label):
     """`reporting.evaluate_or_load` of the current model into results/<name>."""
-    return reporting.evaluate_or_load(job.model, job.ds, job.f.data.eval_split, holdout_refs,
-                                      job.f.run.eval_batch_size, job.eval_crop_size,
+    return reporting.evaluate_or_load(job.model, job.ds, job.config.data.eval_split, holdout_refs,
+                                      job.config.run.eval_batch_size, job.eval_crop_size,
                                       job.results_dir, name, label,
-                                      job.f.data.skip_bad_examples, job.bad_examples)
+                                      job.config.data.skip_bad_examples, job.bad_examples)
 
 
 def build_adversarial_hooks(job, holdout_refs, progress=None):
     """(LoAdTrainingHooks, generator CheckpointStore) over the job's generator and D."""
-    f, info = job.f, job.ds.info
+    config, info = job.config, job.ds.info
     with job.strategy.scope():
         generator_trainer = steps.GeneratorTrainer(
             job.model, job.discriminator, job.generator_optimizer, job.strategy,
-            info.num_classes, map_encoding=f.generator.map_encoding,
-            weight_decay=f.model.weight_decay,
-            model_training=steps.GENERATOR_MODES[f.generator.mode])
+            info.num_classes, map_encoding=config.generator.map_encoding,
+            weight_decay=config.model.weight_decay,
+            model_training=steps.GENERATOR_MODES[config.generator.mode])
         discriminator_trainer = steps.DiscriminatorTrainer(
             job.discriminator, job.discriminator_optimizer, job.strategy, info.num_classes)
     generator_store = CheckpointStore(os.path.join(job.local_dir, "generator"),
@@ -313,31 +319,32 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
     discriminator_store = CheckpointStore(os.path.join(job.local_dir, "discriminator"),
                                           model=job.discriminator,
                                           optimizer=job.discriminator_optimizer)
-    holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, f.run.eval_batch_size,
+    holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, config.run.eval_batch_size,
                                job.eval_crop_size)
     data = HookData(train_split=job.split, crop_size=job.crop_size,
                     eval_crop_size=job.eval_crop_size, bad_example_log=job.bad_examples)
-    train_refs = pipeline.usable_refs(job.ds, job.split, f.data.skip_bad_examples,
+    train_refs = pipeline.usable_refs(job.ds, job.split, config.data.skip_bad_examples,
                                       job.bad_examples)
     hooks = LoAdTrainingHooks(generator_trainer, discriminator_trainer, generator_store,
-                              discriminator_store, holdout, job.ds, train_refs, f, data,
+                              discriminator_store, holdout, job.ds, train_refs, config, data,
                               job.local_dir, summary_writer=job.writer, progress=progress)
     return hooks, generator_store
 
 
-def run_training(f, demo_profile=None):
-    """Runs (or resumes) the whole job of TrainConfig `f`; returns a summary dict.
+def run_training(config, demo_profile=None):
+    """Runs (or resumes) the whole job of TrainConfig `config`; returns a summary dict.
 
     Holds the run dir's lock (`run_lock`) throughout. A SIGTERM / SIGINT stops the run at the
     next saved point (`interrupts`): returns {"interrupted": message} after logging how to
     resume."""
     with interrupts.stop_on_signals(), run_lock.release_acquired_since():
         try:
-            return _run_training(f, demo_profile)
+            return _run_training(config, demo_profile)
         except interrupts.TrainingInterrupted as stop:
             held = run_lock.held_run_dirs()
-            message = (f"{stop}; progress is saved in {held[-1] if held else f.run.run_dir}: to "
-                       f"resume, run the same train command again (--resume is the default)")
+            where = held[-1] if held else config.run.run_dir
+            message = (f"{stop}; progress is saved in {where}: to resume, run the same train "
+                       f"command again (--resume is the default)")
             logging.warning("%s", message)
             print(message, flush=True)
             return {"interrupted": message}
@@ -345,12 +352,12 @@ def run_training(f, demo_profile=None):
             if not is_multi_worker():
                 raise
             held = run_lock.held_run_dirs()
-            raise lost_worker_error(error, held[-1] if held else f.run.run_dir) from error
+            raise lost_worker_error(error, held[-1] if held else config.run.run_dir) from error
 
 
-def _run_training(f, demo_profile=None):
+def _run_training(config, demo_profile=None):
     start_time = time.monotonic()
-    job = open_job(f, demo_profile)
+    job = open_job(config, demo_profile)
     if isinstance(job.strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker resumes from the same saved point and stops at the same check when any
         # of them gets a SIGTERM / SIGINT (`worker_sync`, `interrupts.agree_with`).
@@ -361,19 +368,19 @@ def _run_training(f, demo_profile=None):
 
 
 def _train_job(job, start_time):
-    f, run_dir, local_dir, model = job.f, job.run_dir, job.local_dir, job.model
+    config, run_dir, local_dir, model = job.config, job.run_dir, job.local_dir, job.model
     run_stage1_if_needed(job)
     state_exists = os.path.exists(os.path.join(local_dir, STATE_FILE))
     holdout_refs = holdout_refs_of(job)
     baseline = evaluate_model(job, holdout_refs, "baseline", "baseline (before LoAd)")
 
     # Stage 2: LoAd.
-    load_config = f.load.controller_config()
+    load_config = config.load.controller_config()
     hooks, generator_store = build_adversarial_hooks(
         job, holdout_refs, Progress("LoAd propagation", total=load_config.max_propagations))
     buffer = MapBuffer(os.path.join(local_dir, "buffer"), load_config.b_max)
     controller = LoAdController(load_config, hooks, os.path.join(local_dir, STATE_FILE), buffer,
-                                seed=f.run.seed)
+                                seed=config.run.seed)
     if state_exists:
         logging.info("LoAd: resuming from %s", os.path.join(local_dir, STATE_FILE))
     try:
@@ -391,7 +398,7 @@ def _train_job(job, start_time):
                                        os.path.join(local_dir, "convergence.png"))
     changes_path = write_changes_picture(job, os.path.join(local_dir, "changes.png"))
     export_dir = None
-    if f.run.export:
+    if config.run.export:
         export_dir = export_final(model, os.path.join(local_dir, "export"), job.eval_crop_size,
                                   spec=job.spec)
     summary = {
@@ -445,8 +452,8 @@ def load_baseline_weights(job, model):
             DONE_TAG in read_tags(os.path.join(stage1_folder, "tags.json")):
         read_model_weights(model, tagged_prefix(stage1_folder, DONE_TAG))
         return True
-    if job.f.model.initial_checkpoint:
-        restore_checkpoint(model, job.f.model.initial_checkpoint)
+    if job.config.model.initial_checkpoint:
+        restore_checkpoint(model, job.config.model.initial_checkpoint)
         return True
     return False
 
@@ -454,17 +461,17 @@ def load_baseline_weights(job, model):
 def write_changes_picture(job, path):
     """changes.png of the eval split: where the final model (job.model) differs most from the
     baseline; None (logged) when the baseline's weights are not stored."""
-    baseline = build_deeplab(job.config)
+    baseline = build_deeplab(job.model_config)
     if not load_baseline_weights(job, baseline):
         logging.info("no changes.png: the baseline was a random initialisation (not stored)")
         return None
-    f, info = job.f, job.ds.info
-    examples = pictures.most_changed_examples(baseline, job.model, job.ds, f.data.eval_split,
-                                              f.run.eval_batch_size, job.eval_crop_size,
-                                              skip_bad_examples=f.data.skip_bad_examples)
+    config, info = job.config, job.ds.info
+    examples = pictures.most_changed_examples(baseline, job.model, job.ds, config.data.eval_split,
+                                              config.run.eval_batch_size, job.eval_crop_size,
+                                              skip_bad_examples=config.data.skip_bad_examples)
     pictures.write_changes_png(path, examples, visualize.palette_for(info, info.num_classes))
     logging.info("wrote %s: the %d %s images the final model changed most", path,
-                 len(examples), f.data.eval_split)
+                 len(examples), config.data.eval_split)
     return path
 
 

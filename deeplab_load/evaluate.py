@@ -30,10 +30,15 @@ def config_from_flags():
 
 def main(argv):
     del argv
+    import dataclasses
     from deeplab_load import metrics
     from deeplab_load.evaluation import run_evaluation
+    from deeplab_load.training.strategy import is_chief, make_strategy
     config = config_from_flags()
-    results = run_evaluation(config)
+    strategy = make_strategy(config.strategy)
+    if not is_chief(strategy):     # every worker evaluates its share; the chief writes
+        config = dataclasses.replace(config, output_dir=None)
+    results = run_evaluation(config, strategy=strategy)
     print(metrics.format_text_table(results))
     if config.output_dir:
         print(f"wrote results.json and results.md to {config.output_dir}")

@@ -5,6 +5,7 @@ logits are upsampled to the padded size with align_corners bilinear resizing, an
 compared with the padded label, so the padding (label 255) is never counted. This gives the
 numbers of ``inference.predict_labels`` followed by a crop.
 """
+import contextlib
 import os
 import time
 
@@ -20,6 +21,8 @@ from deeplab_load.data.common import SplitError
 from deeplab_load.errors import UserError
 from deeplab_load.models.precision import inference_model
 from deeplab_load.progress import Progress
+from deeplab_load.replicated import ReplicatedInference, groups, is_replicated, \
+    replicated_inference
 from deeplab_load.traced import PerModel, compiled
 
 
@@ -72,7 +75,7 @@ def labelled_examples(dataset, split, max_images):
 def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_images=None,
              skip_bad_examples=False, progress_interval=10.0, log=logging.info,
              eval_scales=(1.0,), add_flipped_images=False, bad_example_log=None,
-             dtype="float32"):
+             dtype="float32", strategy=None):
     """Evaluates ``model`` on a split of ``dataset``; returns ``metrics.results_dict``.
 
     dataset: a ``deeplab_load.data`` data set; read through ``pipeline.eval_dataset``.
@@ -86,11 +89,16 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     skip_bad_examples: skip examples that do not load (added to ``bad_example_log``, a
       ``pipeline.BadExampleLog``); the results say how many under "skipped_examples".
     dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
+    strategy: a tf.distribute strategy whose scope built ``model``: with several replicas each
+        replica evaluates one of every R consecutive batches (``replicated``; the same numbers
+        as one device); ``batch_size`` is then per replica.
     """
-    computing = inference_model(model, dtype)
+    replicated = is_replicated(strategy)
+    with strategy.scope() if replicated else contextlib.nullcontext():
+        computing = inference_model(model, dtype)
     # a bfloat16 copy is made for this call only: its function is not kept
-    confusion_function = (shared_confusion_matrix_function if computing is model
-                          else confusion_matrix_function)
+    copied = computing is not model
+    confusion_function = confusion_matrix_function if copied else shared_confusion_matrix_function
     model = computing
     info = dataset.info
     if isinstance(split, str):
@@ -102,20 +110,30 @@ def evaluate(model, dataset, split, batch_size=1, eval_crop_size=None, max_image
     bad = pipeline.BadExampleLog()
     batches = pipeline.eval_dataset(dataset, examples, batch_size, eval_crop_size,
                                     skip_bad_examples=skip_bad_examples, bad_example_log=bad)
-    batch_confusion = confusion_function(model, info.num_classes, eval_scales, add_flipped_images)
     instance_level = _instance_level_evaluation(model, dataset, examples, split, eval_scales,
                                                 add_flipped_images)
+    if replicated:
+        runner = (ReplicatedInference if copied else replicated_inference)(
+            strategy, model, info.num_classes, eval_scales, add_flipped_images)
+        batch_confusion = _ReplicatedGroups(runner, instance_level)
+    else:
+        batch_confusion = confusion_function(model, info.num_classes, eval_scales,
+                                             add_flipped_images)
     stream = metrics.StreamingConfusionMatrix(info.num_classes)
     progress = Progress(f"eval {info.name}/{split_name}", total=len(examples),
                         interval=progress_interval, log=log)
     done, start = 0, time.monotonic()
     with Batches(batches) as stream_of_batches:
-        for batch in stream_of_batches:
-            if instance_level is None:
-                stream.add_matrix(batch_confusion(batch["pixels"], batch["labels"]).numpy())
+        steps = (groups(stream_of_batches, batch_confusion.replicas) if replicated
+                 else ([batch] for batch in stream_of_batches))
+        for step in steps:
+            if replicated:
+                stream.add_matrix(batch_confusion.add(step))
+            elif instance_level is None:
+                stream.add_matrix(batch_confusion(step[0]["pixels"], step[0]["labels"]).numpy())
             else:
-                stream.add_matrix(instance_level.add(batch))
-            done += int(batch["pixels"].shape[0])
+                stream.add_matrix(instance_level.add(step[0]))
+            done += sum(int(batch["pixels"].shape[0]) for batch in step)
             progress.update(done, force=done + bad.count == len(examples), images=done,
                             running_miou=round(100 * stream.mean_iou(), 2))
     if bad_example_log is not None:
@@ -141,6 +159,26 @@ def _inference_settings(eval_scales, add_flipped_images):
         return {}
     return {"eval_scales": list(multi_scale.normalize_scales(eval_scales)),
             "add_flipped_images": bool(add_flipped_images)}
+
+
+class _ReplicatedGroups:
+    """Groups of batches on every replica (`replicated.ReplicatedInference`) -> confusion
+    matrix; with Cityscapes instance statistics, the gathered maps feed them too."""
+
+    def __init__(self, runner, instance_level):
+        self.runner = runner
+        self.replicas = runner.replicas
+        self.instance_level = instance_level
+
+    def add(self, group):
+        confusion, maps = self.runner.run(
+            [(batch["pixels"].numpy(), batch["labels"].numpy()) for batch in group],
+            with_maps=self.instance_level is not None)
+        if self.instance_level is not None:
+            for batch, batch_maps in zip(group, maps):
+                self.instance_level.evaluation.add_batch(batch_maps, batch["sizes"].numpy(),
+                                                         batch["ids"].numpy())
+        return confusion
 
 
 def _cityscapes_scores(matrix):
@@ -190,11 +228,15 @@ def write_results(results, output_dir):
     return json_path, markdown_path
 
 
-def run_evaluation(config, log=logging.info):
-    """Loads the model and data of ``config``, evaluates, writes results; returns the results."""
+def run_evaluation(config, log=logging.info, strategy=None):
+    """Loads the model and data of ``config``, evaluates, writes results; returns the results.
+
+    strategy: a tf.distribute strategy (``training.strategy.make_strategy``): the model is built
+    in its scope and its replicas share the images; None: one device."""
     spec, _ = find_spec(config.model)
     dataset = open_dataset(spec, config.dataset, config.dataset_dir, config.tfrecord_dir)
-    loaded = load_model(config.model, dataset.info.num_classes, log=log)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        loaded = load_model(config.model, dataset.info.num_classes, log=log)
     if loaded.config.num_classes != dataset.info.num_classes:
         raise UserError(f"the model has {loaded.config.num_classes} classes, data set "
                         f"{dataset.info.name} has {dataset.info.num_classes}: pass the data set "
@@ -204,8 +246,11 @@ def run_evaluation(config, log=logging.info):
     crop = eval_crop_size(config.eval_crop_size, spec, dataset.info)
     results = evaluate(loaded.model, dataset, split, config.batch_size, crop, config.max_images,
                        config.skip_bad_examples, log=log, eval_scales=config.eval_scales,
-                       add_flipped_images=config.add_flipped_images, dtype=config.dtype)
+                       add_flipped_images=config.add_flipped_images, dtype=config.dtype,
+                       strategy=strategy)
     results["checkpoint"] = loaded.description
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        results["replicas"] = strategy.num_replicas_in_sync
     if config.output_dir:
         write_results(results, config.output_dir)
     return results

@@ -10,6 +10,13 @@ from deeplab_load.checkpoints.model_source import ModelSource, check_eval_crop_s
 from deeplab_load.config_fields import group, option, size
 from deeplab_load.errors import FlagError
 
+# tf.distribute strategies (`training.strategy.make_strategy`'s kinds).
+STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker")
+_STRATEGY_HELP = ("tf.distribute strategy whose replicas share the images (auto: "
+                  "MultiWorkerMirroredStrategy when TF_CONFIG names several tasks, "
+                  "MirroredStrategy with several GPUs, else one device); the numbers equal one "
+                  "device's.")
+
 # predict's output formats (see `deeplab_load.prediction`).
 FORMATS = ("raw", "color", "overlay", "voc_submission", "cityscapes_submission")
 
@@ -80,6 +87,7 @@ class EvaluateConfig(InferenceOptions):
                                      "stopping at the first.")
     output_dir: Optional[str] = option(None, "Where results.json and results.md go (default: "
                                        "only print the table).")
+    strategy: str = option("auto", _STRATEGY_HELP, STRATEGY_KINDS)
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)
@@ -136,6 +144,8 @@ class PredictConfig(InferenceOptions):
         parse=size)
     skip_bad_examples: bool = option(False, "Skip (and count) images that do not load instead "
                                      "of stopping at the first.")
+    strategy: str = option("auto", _STRATEGY_HELP + " The chief writes the PNGs.",
+                           STRATEGY_KINDS)
 
     def __post_init__(self):
         check_eval_crop_size(self.eval_crop_size)

@@ -119,6 +119,15 @@ def _probabilities_function(model, scales, add_flipped_images):
     return _PREDICT_FUNCTIONS.get(model, (scales, bool(add_flipped_images)), make)
 
 
+def image_scores_function(model, eval_scales=SINGLE_SCALE, add_flipped_images=False):
+    """The compiled function behind :func:`predict_labels`: (uint8 images [B,h,w,3], padded size)
+    -> scores [B,h,w,K] whose argmax are the labels (logits for a single scale without flip,
+    probabilities otherwise). Its ``python_function`` builds the same ops in another graph."""
+    if is_single_scale(eval_scales, add_flipped_images):
+        return inference._predict_function(model)
+    return _probabilities_function(model, normalize_scales(eval_scales), add_flipped_images)
+
+
 def predict_probabilities(model, images_uint8, eval_crop_size=None, eval_scales=SINGLE_SCALE,
                           add_flipped_images=False):
     """Multi-scale / flipped probabilities float32 ``[B,H,W,K]`` at the input size.

@@ -33,8 +33,10 @@ def config_from_flags():
 def main(argv):
     del argv
     from deeplab_load.prediction import run_prediction
+    from deeplab_load.training.strategy import is_chief, make_strategy
     config = config_from_flags()
-    paths, description = run_prediction(config)
+    strategy = make_strategy(config.strategy)
+    paths, description = run_prediction(config, strategy=strategy, write=is_chief(strategy))
     print(f"wrote {len(paths)} {config.fmt} PNGs under {config.output_dir} ({description})")
 
 

@@ -12,6 +12,7 @@ Formats (``<id>`` is the example id, or an input image's file name without exten
 Images are predicted one at a time with ``inference.predict_labels`` (the original's padding to
 the eval crop size when one is set).
 """
+import contextlib
 import glob
 import os
 import re
@@ -32,6 +33,8 @@ from deeplab_load.inference_configs import FORMATS
 from deeplab_load.models.precision import inference_model
 from deeplab_load.output_folder import IncompleteMarker, inside
 from deeplab_load.progress import Progress
+from deeplab_load.replicated import ReplicatedInference, groups, is_replicated, \
+    replicated_inference
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VOC_SUBMISSION_DIR = os.path.join("results", "VOC2012", "Segmentation", "comp6_test_cls")
@@ -114,7 +117,7 @@ def image_folder_examples(input_dir):
 def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None,
                      progress_interval=10.0, log=logging.info, eval_scales=(1.0,),
                      add_flipped_images=False, skip_bad_examples=False, bad_example_log=None,
-                     dtype="float32"):
+                     dtype="float32", strategy=None, write=True):
     """Predicts and writes every example; returns the written paths.
 
     examples: iterable of ``(example_id, load)`` where ``load()`` returns uint8 ``[H, W, 3]``
@@ -128,8 +131,16 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
     (atomically), nothing else there is touched. While the run writes, ``output_dir/INCOMPLETE``
     says so; if the run stops with an error it names the error and stays.
     dtype: compute dtype, "float32" or "bfloat16" (``models.precision.inference_model``).
+    strategy: a tf.distribute strategy whose scope built ``model``: with several replicas each
+      replica predicts one of every R consecutive images (``replicated``; the labels of one
+      device) and the maps are gathered. ``write=False`` (a MultiWorkerMirroredStrategy worker
+      other than the chief) computes its share and writes nothing; the chief writes every file.
     """
-    model = inference_model(model, dtype)
+    replicated = is_replicated(strategy)
+    with strategy.scope() if replicated else contextlib.nullcontext():
+        computing = inference_model(model, dtype)
+    # a bfloat16 copy is made for this call only: its runner is not kept
+    copied, model = computing is not model, computing
     check_format(fmt, info)
     examples = list(examples)
     for example_id, _ in examples:
@@ -137,27 +148,47 @@ def predict_examples(model, examples, info, output_dir, fmt, eval_crop_size=None
     bad = bad_example_log if bad_example_log is not None else BadExampleLog()
     progress = Progress(f"predict {fmt}", total=len(examples), interval=progress_interval, log=log)
     paths = []
-    with IncompleteMarker(output_dir, f"predict --format={fmt}"):
-        for index, (example_id, load) in enumerate(examples):
-            try:
-                image = load()
-            except BadExampleError as err:
-                if not skip_bad_examples:
-                    raise
-                bad.add(err)
-                continue
-            size = eval_crop_size
-            if size is not None and (image.shape[0] > size[0] or image.shape[1] > size[1]):
-                raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is "
-                                  f"larger than the eval crop size {size[0]}x{size[1]}; pass a "
-                                  f"larger --eval_crop_size or --eval_crop_size=none")
-            labels = multi_scale.predict_labels(model, image[None], eval_crop_size, eval_scales,
-                                                add_flipped_images).numpy()[0]
-            paths.append(write_prediction(fmt, output_dir, example_id, image, labels, info))
-            progress.update(index + 1, force=index + 1 == len(examples))
+    runner = ((ReplicatedInference if copied else replicated_inference)(
+        strategy, model, info.num_classes, eval_scales, add_flipped_images)
+        if replicated else None)
+    with IncompleteMarker(output_dir, f"predict --format={fmt}") if write \
+            else contextlib.nullcontext():
+        done = 0
+        for group in groups(examples, runner.replicas if replicated else 1):
+            loaded = []
+            for example_id, load in group:
+                try:
+                    image = load()
+                except BadExampleError as err:
+                    if not skip_bad_examples:
+                        raise
+                    bad.add(err)
+                    continue
+                _check_fits(example_id, image, eval_crop_size)
+                loaded.append((example_id, image))
+            if replicated and loaded:
+                labels = runner.run_images(
+                    [(image, eval_crop_size or image.shape[:2]) for _, image in loaded])
+            else:
+                labels = [multi_scale.predict_labels(model, image[None], eval_crop_size,
+                                                     eval_scales, add_flipped_images).numpy()[0]
+                          for _, image in loaded]
+            for (example_id, image), label_map in zip(loaded, labels):
+                if write:
+                    paths.append(write_prediction(fmt, output_dir, example_id, image, label_map,
+                                                  info))
+            done += len(group)
+            progress.update(done, force=done == len(examples))
     if bad.count:
         log(f"predict: {bad.count} bad images skipped")
     return paths
+
+
+def _check_fits(example_id, image, size):
+    if size is not None and (image.shape[0] > size[0] or image.shape[1] > size[1]):
+        raise FormatError(f"{example_id}: image {image.shape[0]}x{image.shape[1]} is "
+                          f"larger than the eval crop size {size[0]}x{size[1]}; pass a "
+                          f"larger --eval_crop_size or --eval_crop_size=none")
 
 
 def dataset_examples(dataset, split):
@@ -197,9 +228,10 @@ def _folder_classes(source, spec):
     return None
 
 
-def run_prediction(config, log=logging.info):
+def run_prediction(config, log=logging.info, strategy=None, write=True):
     """Loads the model and images of ``config`` and writes the label maps; returns
-    (paths written, model description)."""
+    (paths written, model description). strategy / write: see ``predict_examples`` (the model
+    is built in the strategy's scope)."""
     if not config.output_dir:
         raise FlagError("--output_dir is required")
     spec, _ = find_spec(config.model)
@@ -216,9 +248,11 @@ def run_prediction(config, log=logging.info):
         examples = dataset_examples(dataset, split)
         crop = eval_crop_size(config.eval_crop_size, spec, info)
     check_format(config.fmt, info)
-    loaded = load_model(config.model, info.num_classes, log=log)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        loaded = load_model(config.model, info.num_classes, log=log)
     paths = predict_examples(loaded.model, examples, info, config.output_dir, config.fmt, crop,
                              log=log, eval_scales=config.eval_scales,
                              add_flipped_images=config.add_flipped_images, dtype=config.dtype,
-                             skip_bad_examples=config.skip_bad_examples)
+                             skip_bad_examples=config.skip_bad_examples, strategy=strategy,
+                             write=write)
     return paths, loaded.description

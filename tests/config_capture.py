@@ -3,7 +3,9 @@
 
 tests/data/configs/*.json were written by ``python tests/config_capture.py <checkout>`` on the
 checkout before the configs were grouped (commit 8e05a28, flat TrainConfig); test_config_groups
-compares today's commands with them.
+compares today's commands with them. Flags added since then were added to them with their values
+from today's commands: train --holdout_dtype (float32 in every recorded configuration), evaluate
+and predict --strategy.
 """
 import json
 import os

@@ -25,7 +25,7 @@ LAYERS = (
     ("checkpoints", ("deeplab_load.checkpoints",)),
     ("inference/evaluation/serving", (
         "deeplab_load.inference", "deeplab_load.inference_configs", "deeplab_load.multi_scale",
-        "deeplab_load.metrics",
+        "deeplab_load.metrics", "deeplab_load.replicated",
         "deeplab_load.comparison", "deeplab_load.cityscapes_metrics", "deeplab_load.evaluation",
         "deeplab_load.evaluation_stats", "deeplab_load.visualize", "deeplab_load.prediction",
         "deeplab_load.serving")),

@@ -192,6 +192,10 @@ class LookaheadConfig:
     holdout_fraction: float = option(0.3, "Share of the eval split used as hold-out set.",
                                      valid=_fraction(closed_low=False))
     map_batch_size: int = option(4, "Batch of label-map set generation.", valid=_at_least(1))
+    holdout_dtype: str = option("float32", "Compute dtype of LoAd's hold-out evaluations and "
+                                "label-map sets (bfloat16: a bfloat16 copy of the generator "
+                                "that takes its weights before every use; docs/SCALING.md "
+                                "gives its label agreement).", ("float32", "bfloat16"))
 
     def controller_config(self, **overrides):
         """The controller's `LoAdConfig` of these settings (its fields, by name; the cap 0 is

@@ -185,9 +185,11 @@ class LoAdTrainingHooks:
     def write_map_set(self, tag, set_dir):
         interrupts.raise_if_requested(f"before writing the label maps of {tag}")
         self._restore(self.generator_store, tag)
+        # the hold-out's model: the generator, or its --holdout_dtype copy with these weights
         count = map_sets.write_label_map_set(
-            self.generator.model, self.ds, self.train_refs, set_dir,
-            self.config.load.map_batch_size, self.data.eval_crop_size)
+            self.holdout.computing_model(), self.ds, self.train_refs, set_dir,
+            self.config.load.map_batch_size, self.data.eval_crop_size,
+            strategy=self.holdout.strategy)
         holdout_maps = [label_map for _, _, label_map in self.holdout.examples_with_maps()]
         map_sets.write_holdout_maps(set_dir, holdout_maps, tag, self._snapshot(tag))
         logging.info("wrote %d label maps (and %d hold-out maps) of %s into %s", count,

@@ -26,6 +26,7 @@ from deeplab_load.inference import label_map_function
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
+from deeplab_load.replicated import groups, is_replicated, replicated_inference
 from deeplab_load.training.safety import kill_points
 
 
@@ -67,15 +68,18 @@ def map_path(set_dir, example_id):
     return inside(set_dir, f"{example_id}.png")
 
 
-def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
-    """Writes `model`'s label maps of `refs` as PNGs into `set_dir`; returns the image count."""
+def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size, strategy=None):
+    """Writes `model`'s label maps of `refs` as PNGs into `set_dir`; returns the image count.
+
+    Under a `strategy` with several replicas each replica computes one of every R consecutive
+    batches (`replicated`) and every worker writes the whole set into its `set_dir` (the maps
+    are gathered): the same bytes as one device writes."""
     dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
-    predict = label_map_function(model)
     count = 0
     os.makedirs(set_dir, exist_ok=True)
     with Batches(dataset) as batches:
-        for batch in batches:
-            maps = predict(batch["pixels"]).numpy().astype(np.uint8)
+        for batch, maps in _batches_with_maps(model, ds.info.num_classes, batches, strategy):
+            maps = maps.astype(np.uint8)
             for label_map, (height, width), example_id in zip(maps, batch["sizes"].numpy(),
                                                               batch["ids"].numpy()):
                 path = map_path(set_dir, example_id.decode())
@@ -84,6 +88,21 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size):
                 count += 1
             kill_points.kill_if_reached("map_batch")
     return count
+
+
+def _batches_with_maps(model, num_classes, batches, strategy):
+    """(batch, label maps numpy [B,H,W]) of `pipeline.eval_dataset` batches: on one device, or
+    on every replica of `strategy` (one batch each, maps gathered)."""
+    if not is_replicated(strategy):
+        predict = label_map_function(model)
+        for batch in batches:
+            yield batch, predict(batch["pixels"]).numpy()
+        return
+    runner = replicated_inference(strategy, model, num_classes)
+    for group in groups(batches, runner.replicas):
+        _, maps = runner.run([(batch["pixels"].numpy(), batch["labels"].numpy())
+                              for batch in group], with_maps=True)
+        yield from zip(group, maps)
 
 
 def _load_triple(ds, refs, set_dir):

@@ -29,13 +29,14 @@ def _result_dirs(results_dir, name):
 
 
 def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label,
-                   skip_bad_examples=False, bad_example_log=None):
+                   skip_bad_examples=False, bad_example_log=None, strategy=None):
     """{"val": results of the whole split, "unselected_val": results without the hold-out}.
 
     Each image is evaluated once: the whole split's confusion matrix is the sum of the two
     parts'. "unselected_val" is None when the hold-out is the whole split. With
     `skip_bad_examples`, examples that do not load are left out of both (`pipeline.usable_refs`,
     logged to `bad_example_log`) and both results say how many under "skipped_examples".
+    `strategy`: the run's, whose replicas share the images (`evaluation.evaluate`).
     """
     holdout_ids = {ref.id for ref in holdout_refs}
     usable = pipeline.usable_refs(ds, split, skip_bad_examples, bad_example_log)
@@ -45,12 +46,14 @@ def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, l
     usable_ids = {ref.id for ref in usable}
     holdout_refs = [ref for ref in holdout_refs if ref.id in usable_ids]
     unselected_refs = [ref for ref in usable if ref.id not in holdout_ids]
-    holdout = evaluation.evaluate(model, ds, list(holdout_refs), batch_size, eval_crop_size)
+    holdout = evaluation.evaluate(model, ds, list(holdout_refs), batch_size, eval_crop_size,
+                                  strategy=strategy)
     parts = {UNSELECTED: None}
     matrix = holdout["confusion_matrix"]
     images = holdout["num_images"]
     if unselected_refs:
-        unselected = evaluation.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size)
+        unselected = evaluation.evaluate(model, ds, unselected_refs, batch_size, eval_crop_size,
+                                         strategy=strategy)
         parts[UNSELECTED] = dict(unselected, split=f"{split} minus hold-out", checkpoint=label,
                                  holdout_images=len(holdout_ids), **extra)
         matrix = np.add(matrix, unselected["confusion_matrix"])
@@ -63,7 +66,8 @@ def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, l
 
 
 def evaluate_or_load(model, ds, split, holdout_refs, batch_size, eval_crop_size, results_dir,
-                     name, label, skip_bad_examples=False, bad_example_log=None):
+                     name, label, skip_bad_examples=False, bad_example_log=None,
+                     strategy=None):
     """`evaluate_parts`, written under results_dir (see module doc), or read back if there."""
     dirs = _result_dirs(results_dir, name)
     paths = {part: os.path.join(d, "results.json") for part, d in dirs.items()}
@@ -71,7 +75,7 @@ def evaluate_or_load(model, ds, split, holdout_refs, batch_size, eval_crop_size,
         return {part: metrics.load_results(path) if os.path.exists(path) else None
                 for part, path in paths.items()}
     parts = evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label,
-                           skip_bad_examples, bad_example_log)
+                           skip_bad_examples, bad_example_log, strategy)
     for part in (UNSELECTED, WHOLE):          # the whole split last: it marks "done"
         if parts[part] is not None:
             evaluation.write_results(parts[part], dirs[part])

@@ -300,7 +300,8 @@ def evaluate_model(job, holdout_refs, name, label):
     return reporting.evaluate_or_load(job.model, job.ds, job.config.data.eval_split, holdout_refs,
                                       job.config.run.eval_batch_size, job.eval_crop_size,
                                       job.results_dir, name, label,
-                                      job.config.data.skip_bad_examples, job.bad_examples)
+                                      job.config.data.skip_bad_examples, job.bad_examples,
+                                      strategy=job.strategy)
 
 
 def build_adversarial_hooks(job, holdout_refs, progress=None):
@@ -320,7 +321,8 @@ def build_adversarial_hooks(job, holdout_refs, progress=None):
                                           model=job.discriminator,
                                           optimizer=job.discriminator_optimizer)
     holdout = HoldoutEvaluator(job.model, job.ds, holdout_refs, config.run.eval_batch_size,
-                               job.eval_crop_size)
+                               job.eval_crop_size, strategy=job.strategy,
+                               dtype=config.load.holdout_dtype)
     data = HookData(train_split=job.split, crop_size=job.crop_size,
                     eval_crop_size=job.eval_crop_size, bad_example_log=job.bad_examples)
     train_refs = pipeline.usable_refs(job.ds, job.split, config.data.skip_bad_examples,

@@ -45,7 +45,8 @@ def make_strategy(kind="auto", worker_timeout_s=None, collective_timeout_s=0.0):
 
     "auto": MultiWorkerMirroredStrategy when TF_CONFIG describes a cluster of several tasks,
     else MirroredStrategy when more than one GPU is visible, else the default strategy (one
-    device: the GPU if there is one, else the CPU). The other kinds force a choice.
+    device: the GPU if there is one, else the CPU). The other kinds force a choice; "mirrored"
+    without a GPU mirrors over the logical CPU devices when there are several.
     Multi-worker only: `worker_timeout_s`, the coordination service's heartbeat timeout (None:
     TensorFlow's, 10 s); `collective_timeout_s` > 0, the timeout of every collective op.
     """
@@ -65,8 +66,18 @@ def make_strategy(kind="auto", worker_timeout_s=None, collective_timeout_s=0.0):
             timeout_seconds=collective_timeout_s or None)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(_mirrored_devices())
     return tf.distribute.get_strategy()
+
+
+def _mirrored_devices():
+    """None (MirroredStrategy's default: every GPU) when there is a GPU, else every logical CPU
+    device when the CPU is split into several (`tf.config.set_logical_device_configuration`, as
+    the tests do to run 2 replicas on a CPU)."""
+    if tf.config.list_logical_devices("GPU"):
+        return None
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return cpus if len(cpus) > 1 else None
 
 
 def is_chief(strategy=None):

@@ -25,7 +25,8 @@ setup(
             f"deeplab-load-{name.replace('_', '-')}=deeplab_load.tools.{name}:run"
             for name in ("ablation", "benchmark", "build_tfrecords", "compare_runs",
                          "download_checkpoint", "holdout_dtype", "load_phases", "lr_sweep",
-                         "make_demo_data", "plot_convergence", "scaling_model")
+                         "make_demo_data", "plot_convergence", "scaling_model",
+                         "stage1_digest")
         ],
     },
     extras_require={

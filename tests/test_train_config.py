@@ -11,7 +11,8 @@ from deeplab_load.training.config import DEMO_PROFILE, FIELD_RULES, TrainConfig
 # One value outside the valid range per rule.
 BAD_VALUES = {
     "num_classes": 0, "output_stride": 12, "atrous_rates": (6, 0), "decoder_output_stride": 8,
-    "batch_norm_decay": 1.0, "demo_num_train": 0, "demo_num_val": 1, "demo_image_size": (20, 97),
+    "batch_norm_decay": 1.0, "worker_timeout_s": 0.5, "collective_timeout_s": -1.0,
+    "demo_num_train": 0, "demo_num_val": 1, "demo_image_size": (20, 97),
     "crop_size": (0, 65), "eval_crop_size": (65,), "min_scale_factor": 0.0,
     "stage1_weighted_epochs": -1.0, "stage1_plain_epochs": -0.5, "stage1_batch_size": 0,
     "stage1_learning_rate": 0.0, "stage1_momentum": 1.0, "stage1_learning_power": 0.0,

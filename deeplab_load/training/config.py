@@ -114,6 +114,15 @@ class RunConfig:
                                   "compute, float32 weights).", ("float32", "mixed_bfloat16"))
     strategy: str = option("auto", "tf.distribute strategy.",
                            ("auto", "default", "mirrored", "multi_worker"))
+    worker_timeout_s: float = option(
+        30.0, "Multi-worker runs (TF_CONFIG): seconds without a heartbeat from a worker (dead, "
+        "or stopped by SIGSTOP) before every other worker stops with an error naming it "
+        "(TensorFlow's coordination service; its own default is 10).", valid=_at_least(1))
+    collective_timeout_s: float = option(
+        0.0, "Multi-worker runs: abort any collective op that waits longer than this for its "
+        "peers (a worker alive but stuck outside TensorFlow); 0: off. Each collective op then "
+        "holds two threads for this long, so keep it off or short.",
+        valid=_at_least(0, " (0: off)"))
     export: bool = option(True, "Export the final generator as a SavedModel into the run dir.")
     eval_batch_size: int = option(4, "Batch of hold-out / validation evaluation.",
                                   valid=_at_least(1))

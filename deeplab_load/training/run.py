@@ -49,7 +49,9 @@ from deeplab_load.training.safety import interrupts, run_lock
 from deeplab_load.training.segmentor import check_segmentor, deeplab_segmentor
 from deeplab_load.progress import format_duration, Progress
 from deeplab_load.training.stage1 import DONE_TAG, run_stage1, schedule, training_class_stats
-from deeplab_load.training.strategy import make_strategy, worker_directory
+from deeplab_load.training.strategy import PEER_ERRORS, is_multi_worker, lost_worker_error, \
+    make_strategy, stop_agreement, worker_directory
+from deeplab_load.training.worker_sync import sync_saved_progress
 from deeplab_load.checkpoints.tf1 import MISMATCH_FIX, CheckpointMismatchError
 
 
@@ -216,7 +218,9 @@ def open_job(config, demo_profile=None, segmentor=None):
     if segmentor is None:
         segmentor = config_segmentor(config, num_classes)
     model_config = segmentor.model_config
-    strategy = make_strategy(config.run.strategy)
+    strategy = make_strategy(config.run.strategy, config.run.worker_timeout_s,
+                             config.run.collective_timeout_s)
+    interrupts.reinstall_handlers()   # after TensorFlow's own SIGTERM handler (multi-worker)
     if model_config is not None and config.model.fine_tune_batch_norm and \
             strategy.num_replicas_in_sync > 1:
         raise FlagError(
@@ -380,12 +384,27 @@ def run_training(config, demo_profile=None, segmentor=None):
             logging.warning("%s", message)
             print(message, flush=True)
             return {"interrupted": message}
+        except PEER_ERRORS as error:
+            if not is_multi_worker():
+                raise
+            held = run_lock.held_run_dirs()
+            raise lost_worker_error(error, held[-1] if held else config.run.run_dir) from error
 
 
 def _run_training(config, demo_profile=None, segmentor=None):
     start_time = time.monotonic()
     job = open_job(config, demo_profile, segmentor)
-    run_dir, local_dir, model = job.run_dir, job.local_dir, job.model
+    if isinstance(job.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every worker resumes from the same saved point and stops at the same check when any
+        # of them gets a SIGTERM / SIGINT (`worker_sync`, `interrupts.agree_with`).
+        sync_saved_progress(job.strategy, job.run_dir, job.local_dir)
+        with interrupts.agree_with(stop_agreement(job.strategy)):
+            return _train_job(job, start_time)
+    return _train_job(job, start_time)
+
+
+def _train_job(job, start_time):
+    config, run_dir, local_dir, model = job.config, job.run_dir, job.local_dir, job.model
     run_stage1_if_needed(job)
     state_exists = os.path.exists(os.path.join(local_dir, STATE_FILE))
     holdout_refs = holdout_refs_of(job)

@@ -11,7 +11,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["deeplab_load", "deeplab_load.*"]),
+    # deeplab_load_tools: the tools, command modules beside the library (python -m
+    # deeplab_load_tools.<name>, or the deeplab-load-<name> scripts below).
+    packages=find_packages(include=["deeplab_load", "deeplab_load.*", "deeplab_load_tools"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "numpy",
@@ -22,7 +24,7 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            f"deeplab-load-{name.replace('_', '-')}=deeplab_load.tools.{name}:run"
+            f"deeplab-load-{name.replace('_', '-')}=deeplab_load_tools.{name}:run"
             for name in ("ablation", "benchmark", "build_tfrecords", "compare_runs",
                          "download_checkpoint", "holdout_dtype", "load_phases", "lr_sweep",
                          "make_demo_data", "plot_convergence", "scaling_model",

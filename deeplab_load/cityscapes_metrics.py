@@ -167,7 +167,7 @@ class InstanceLevelEvaluation:
     """Adds instance statistics batch by batch during an evaluation of Cityscapes.
 
     ``instance_sources``: example id -> its ``*_gtFine_instanceIds.png`` path, or the PNG bytes
-    (from TFRecords written by deeplab_load/tools/build_tfrecords.py).
+    (from TFRecords written by deeplab_load_tools/build_tfrecords.py).
     """
 
     def __init__(self, instance_sources):

@@ -1,4 +1,4 @@
-"""`python -m deeplab_load.tools.ablation` end to end on a tiny demo configuration (every arm,
+"""`python -m deeplab_load_tools.ablation` end to end on a tiny demo configuration (every arm,
 its resume, an interrupted arm, --arms), and the arm selection, step budget and report maths in
 process."""
 import json
@@ -38,7 +38,7 @@ ALL_ARMS = arm_names.arm_ids(arm_names.GROUPS, (0.1,))
 
 def run_ablation(ablation_dir, demo_dir, extra=(), env=None, check=True):
     proc = subprocess.run(
-        [sys.executable, "-m", "deeplab_load.tools.ablation",
+        [sys.executable, "-m", "deeplab_load_tools.ablation",
          f"--ablation_dir={ablation_dir}", f"--dataset_dir={demo_dir}", *ABLATION_FLAGS,
          *extra], cwd=REPO, env=env or environment(), capture_output=True, text=True,
         timeout=1800)

@@ -453,7 +453,7 @@ CASES = [
          lambda ctx: buffer.read_json(ctx["path"]), DamagedFileError),
     # Official checkpoints: truncated, a variable mis-shaped, variables missing (issue 20).
     Case("--zoo_name checkpoint with a truncated .data",
-         with_fix(tf1_checkpoint("truncated"), "deeplab_load.tools.download_checkpoint <zoo_name> --force",
+         with_fix(tf1_checkpoint("truncated"), "deeplab_load_tools.download_checkpoint <zoo_name> --force",
                   zoo_name_given=True), load_with_zoo_name, DamagedFileError),
     Case("--checkpoint with a truncated .data", tf1_checkpoint("truncated"),
          load_with_model_flags, DamagedFileError),

@@ -218,7 +218,7 @@ def test_evaluate_without_instance_ids_reports_category_iou_only(tmp_path):
 
 
 def test_niou_from_our_tfrecords_without_the_tree(tmp_path):
-    """deeplab_load/tools/build_tfrecords.py keeps the instance ids in the records: the scores from the
+    """deeplab_load_tools/build_tfrecords.py keeps the instance ids in the records: the scores from the
     records alone equal those from the files."""
     import shutil
     from deeplab_load.data import tfrecords

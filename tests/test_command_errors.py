@@ -58,7 +58,7 @@ def test_checkpoint_without_spec_and_wrong_flags_suggests_run_dir(checkpoint_fol
 @pytest.mark.parametrize("make_config, pattern", [
     (lambda t: EvaluateConfig(model=ModelSource()), "--run_dir or --checkpoint is required"),
     (lambda t: EvaluateConfig(model=ModelSource(checkpoint=str(t / "missing"))),
-     "no TF checkpoint at .*missing.*deeplab_load.tools.download_checkpoint"),
+     "no TF checkpoint at .*missing.*deeplab_load_tools.download_checkpoint"),
     (lambda t: EvaluateConfig(model=ModelSource(run_dir=str(t / "no_run"))),
      "--run_dir .*no_run does not exist"),
     (lambda t: EvaluateConfig(model=ModelSource(run_dir=str(t))),
@@ -110,7 +110,7 @@ def test_command_prints_the_error_alone_without_tensorflow_noise(tmp_path):
     assert proc.stderr.splitlines() == [
         f"error: no TF checkpoint at {tmp_path / 'missing'} (neither a directory nor a prefix "
         f"with {tmp_path / 'missing'}.index); official zoo checkpoints are fetched with "
-        f"`python -m deeplab_load.tools.download_checkpoint <zoo_name>`"], proc.stderr
+        f"`python -m deeplab_load_tools.download_checkpoint <zoo_name>`"], proc.stderr
     noisy = run_command("deeplab_load.evaluate", f"--checkpoint={tmp_path / 'missing'}",
                         verbosity=1)
     assert noisy.returncode == 1 and "oneDNN" in noisy.stderr  # --verbosity keeps TF's lines

@@ -50,7 +50,7 @@ def test_command_line(tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps(_results(matrix)))
     out = tmp_path / "table.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "deeplab_load.tools.compare_runs",
+        [sys.executable, "-m", "deeplab_load_tools.compare_runs",
          str(tmp_path / "base" / "results.json"), str(tmp_path / "boost" / "results.json"),
          f"--markdown={out}"], capture_output=True, text=True, check=True, cwd=REPO)
     assert "base" in proc.stdout.splitlines()[0] and "boost" in proc.stdout.splitlines()[0]

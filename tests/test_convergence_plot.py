@@ -64,7 +64,7 @@ def test_plot_from_state_file_and_command_line(fig1_state, tmp_path):
     assert png_size(plot_convergence(state_path, tmp_path / "a.png")) == (1000, 450)
     out = tmp_path / "b.png"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-m", "deeplab_load.tools.plot_convergence",
+    subprocess.run([sys.executable, "-m", "deeplab_load_tools.plot_convergence",
                     f"--state={state_path}", f"--out={out}"], check=True, capture_output=True,
                    cwd=repo)
     assert png_size(out) == (1000, 450)

@@ -117,7 +117,7 @@ def test_build_tfrecords_command(tmp_path):
     tree = make_fake_cityscapes(tmp_path / "cs", num_train=2, num_val=1, size=SIZE)
     out = tmp_path / "records"
     result = subprocess.run(
-        [sys.executable, "-m", "deeplab_load.tools.build_tfrecords",
+        [sys.executable, "-m", "deeplab_load_tools.build_tfrecords",
          "--dataset=cityscapes", f"--data_dir={tree.data_dir}", "--split=train,val",
          f"--output_dir={out}", "--num_shards=3"],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},

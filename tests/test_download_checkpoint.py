@@ -1,4 +1,4 @@
-"""`python -m deeplab_load.tools.download_checkpoint` with local tarballs and fake openers (no
+"""`python -m deeplab_load_tools.download_checkpoint` with local tarballs and fake openers (no
 network)."""
 import io
 import os
@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_load.checkpoints import tf1, zoo
-from deeplab_load.tools import download_checkpoint as tool
+from deeplab_load_tools import download_checkpoint as tool
 
 NAME = "mobilenetv2_coco_voc_trainaug"  # its config is the golden mobilenetv2_voc_os16 one
 MANIFEST = "manifest_mobilenetv2_voc_os16.json"
@@ -81,7 +81,7 @@ def test_offline_fails_naming_the_url(tmp_path):
 def test_cli_offline_exit_code_and_message(tmp_path):
     url = "http://127.0.0.1:9/deeplab.tar.gz"  # nothing listens on the discard port
     result = subprocess.run(
-        [sys.executable, "-m", "deeplab_load.tools.download_checkpoint", NAME, f"--url={url}",
+        [sys.executable, "-m", "deeplab_load_tools.download_checkpoint", NAME, f"--url={url}",
          f"--dest={tmp_path}", "--timeout=5"],
         capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=REPO)
     assert result.returncode == 1

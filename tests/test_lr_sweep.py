@@ -1,4 +1,4 @@
-"""python -m deeplab_load.tools.lr_sweep on a tiny demo configuration: one row per rate, resume, lr 0 holds still."""
+"""python -m deeplab_load_tools.lr_sweep on a tiny demo configuration: one row per rate, resume, lr 0 holds still."""
 import json
 import os
 import subprocess
@@ -16,7 +16,7 @@ SWEEP_FLAGS = [f for f in TINY_FLAGS
 
 def run_sweep(sweep_dir, demo_dir, extra=()):
     proc = subprocess.run(
-        [sys.executable, "-m", "deeplab_load.tools.lr_sweep", f"--sweep_dir={sweep_dir}",
+        [sys.executable, "-m", "deeplab_load_tools.lr_sweep", f"--sweep_dir={sweep_dir}",
          f"--dataset_dir={demo_dir}", *SWEEP_FLAGS, *extra],
         cwd=REPO, env=environment(), capture_output=True, text=True, timeout=1200)
     return proc
@@ -77,7 +77,7 @@ def test_bad_learning_rates_are_refused_naming_the_flag(tmp_path):
     for value, message in (("abc", "not numbers"), ("-1e-3", "values >= 0"),
                            ("1e-3,0.001", "repeats")):
         proc = subprocess.run(
-            [sys.executable, "-m", "deeplab_load.tools.lr_sweep",
+            [sys.executable, "-m", "deeplab_load_tools.lr_sweep",
              f"--sweep_dir={tmp_path / 'sweep'}", f"--learning_rates={value}"],
             cwd=REPO, env=environment(), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr

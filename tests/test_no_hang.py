@@ -163,7 +163,7 @@ def test_every_pipeline_exits_after_its_error(tmp_path):
     bad_record = get_dataset("voc", tree.data_dir).examples("train")[2].label_path
     _break_label(bad_record)
     commands["build_tfrecords"] = [
-        sys.executable, "-m", "deeplab_load.tools.build_tfrecords", "--dataset=voc",
+        sys.executable, "-m", "deeplab_load_tools.build_tfrecords", "--dataset=voc",
         f"--data_dir={tree.data_dir}", "--split=train", f"--output_dir={tmp_path / 'records'}"]
     logs = {name: tmp_path / f"{name}.log" for name in commands}
     processes = {name: _start(command, logs[name], env) for name, command in commands.items()}

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from deeplab_load.tools import stage1_digest
+from deeplab_load_tools import stage1_digest
 
 HOG = "import time\nend = time.time() + 900\nwhile time.time() < end:\n    pass\n"
 

@@ -1,4 +1,4 @@
-"""The tools are modules of the package (`python -m deeplab_load.tools.<name>`, console scripts
+"""The tools are modules of their own package (`python -m deeplab_load_tools.<name>`, console scripts
 from setup.py) that leave sys.path alone; the benchmark builds its models from the zoo table."""
 import ast
 import json
@@ -9,15 +9,17 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TOOLS = ROOT / "deeplab_load" / "tools"
+TOOLS = ROOT / "deeplab_load_tools"
 
 
 def tool_modules():
-    return sorted(p.stem for p in TOOLS.glob("*.py") if p.stem != "__init__")
+    names = sorted(p.stem for p in TOOLS.glob("*.py") if p.stem != "__init__")
+    assert names, f"no tools in {TOOLS}"
+    return names
 
 
 def test_tools_leave_sys_path_alone_and_have_an_entry_point():
-    assert not (ROOT / "tools").exists(), "tools/ moved into deeplab_load/tools/"
+    assert not (ROOT / "tools").exists(), "tools/ moved into deeplab_load_tools/"
     for name in tool_modules():
         tree = ast.parse((TOOLS / f"{name}.py").read_text())
         assert "sys.path" not in ast.unparse(tree), name
@@ -30,14 +32,14 @@ def test_every_tool_is_a_console_script():
     listed = re.search(r'for name in \((.*?)\)\n', setup, re.S).group(1)
     names = sorted(re.findall(r'"(\w+)"', listed))
     assert names == tool_modules()
-    assert 'f"deeplab-load-{name.replace(\'_\', \'-\')}=deeplab_load.tools.{name}:run"' in setup
+    assert 'f"deeplab-load-{name.replace(\'_\', \'-\')}=deeplab_load_tools.{name}:run"' in setup
 
 
 def test_benchmark_models_come_from_the_zoo_table():
     """Run as `python -m` (the way its per-case child processes start): its cases list, and each
     benchmark model's configuration is the zoo entry's at that output stride."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    listed = subprocess.run([sys.executable, "-m", "deeplab_load.tools.benchmark",
+    listed = subprocess.run([sys.executable, "-m", "deeplab_load_tools.benchmark",
                              "--list_cases"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -45,7 +47,7 @@ def test_benchmark_models_come_from_the_zoo_table():
     probe = (
         "import dataclasses, json, sys\n"
         "sys.argv = ['benchmark']\n"
-        "from deeplab_load.tools import benchmark\n"
+        "from deeplab_load_tools import benchmark\n"
         "from deeplab_load.checkpoints import zoo\n"
         "print(json.dumps({key: [name, stride, dataclasses.asdict(benchmark.config_of(key)),\n"
         "                        dataclasses.asdict(zoo.get_entry(name).config)]\n"

@@ -17,14 +17,14 @@ from deeplab_load.errors import DamagedFileError, UserError, first_line
 # Tags tried in order when a tagged folder is given without a tag.
 DEFAULT_CHECKPOINT_TAGS = ("final", "g_best", "g_s", "g_end", "stage1")
 DOWNLOAD_HINT = ("official zoo checkpoints are fetched with "
-                 "`python -m deeplab_load.tools.download_checkpoint <zoo_name>`")
+                 "`python -m deeplab_load_tools.download_checkpoint <zoo_name>`")
 
 
 def zoo_mismatch_fix(zoo_name, flag="--checkpoint"):
     """The fix line for a checkpoint that does not fit the architecture of --zoo_name."""
     return (f"{flag} is not a checkpoint of --zoo_name={zoo_name} (or was changed): check "
             f"--zoo_name and the model flags, or fetch it again with "
-            f"`python -m deeplab_load.tools.download_checkpoint {zoo_name} --force`")
+            f"`python -m deeplab_load_tools.download_checkpoint {zoo_name} --force`")
 
 
 class CheckpointNotFoundError(UserError, FileNotFoundError):

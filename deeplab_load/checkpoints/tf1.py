@@ -29,7 +29,7 @@ def is_ignored_checkpoint_name(name):
 
 
 SHOWN_NAMES = 3   # names per kind of mismatch in the one-line summary
-REFETCH_HINT = "`python -m deeplab_load.tools.download_checkpoint <zoo_name> --force`"
+REFETCH_HINT = "`python -m deeplab_load_tools.download_checkpoint <zoo_name> --force`"
 MISMATCH_FIX = ("pass the architecture it was trained with: --zoo_name for an official checkpoint, "
                 "else --model_variant, --output_stride, --atrous_rates, --decoder_output_stride")
 

@@ -22,7 +22,7 @@ def get_dataset(name: str, data_dir=None, tfrecord_dir=None, **kwargs):
     Extra keyword arguments go to the demo generator (num_train, num_val, image_size, seed) or
     the bench generator (num_train, num_val, num_test, image_size, seed). With
     `tfrecord_dir`, the pipeline reads that split's shards written by
-    `deeplab_load/tools/build_tfrecords.py` instead of the individual files.
+    `deeplab_load_tools/build_tfrecords.py` instead of the individual files.
     """
     if name in _GENERATED_DATASETS:
         dataset = _GENERATED_DATASETS[name](data_dir, **kwargs)

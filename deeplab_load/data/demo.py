@@ -9,7 +9,7 @@ is a pure function of (num_train, num_val, image_size, seed): it is written to a
 for non-default parameters) with a `manifest.json`, and regenerated when absent or made with
 other parameters.
 
-    python -m deeplab_load.tools.make_demo_data --num_train=500 --num_val=100 --output_dir=/tmp/demo500
+    python -m deeplab_load_tools.make_demo_data --num_train=500 --num_val=100 --output_dir=/tmp/demo500
 """
 import os
 

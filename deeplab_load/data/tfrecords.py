@@ -1,4 +1,4 @@
-"""TFRecord shards of a split: ours (deeplab_load/tools/build_tfrecords.py) and research/deeplab's
+"""TFRecord shards of a split: ours (deeplab_load_tools/build_tfrecords.py) and research/deeplab's
 (build_voc2012_data.py / build_cityscapes_data.py), read alike.
 
 Both write `{split}-{i:05d}-of-{n:05d}.tfrecord` with tf.train.Examples holding
@@ -215,7 +215,7 @@ def resolve_split(tfrecord_dir, split, dataset_name=None) -> str:
     raise TFRecordSplitError(
         f"{tfrecord_dir} has no TFRecords of split {split!r} (found splits: "
         f"{_describe_splits(found)}); write them with `python -m "
-        f"deeplab_load.tools.build_tfrecords` or research/deeplab's build_*_data.py, or pick "
+        f"deeplab_load_tools.build_tfrecords` or research/deeplab's build_*_data.py, or pick "
         f"another --split")
 
 
@@ -268,7 +268,7 @@ def _read_manifest(path) -> dict:
         int(metadata["num_shards"])
     except (ValueError, KeyError, TypeError) as err:
         raise DamagedFileError(f"{path}: not a TFRecord metadata file ({err!r}); rewrite the "
-                               "split with `python -m deeplab_load.tools.build_tfrecords`") from err
+                               "split with `python -m deeplab_load_tools.build_tfrecords`") from err
     for number, example_id in enumerate(ids):
         check_example_id(str(example_id), f"{path}: ids[{number}]")
     return metadata

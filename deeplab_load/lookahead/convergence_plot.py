@@ -5,7 +5,7 @@ model (the revert to g_s), the start line mu_s, cycle boundaries, peaks (g_i), c
 (g_{i,j}) and dynamic start updates. Input is `state["history"]` of `controller.py` (or the path
 of a state JSON / a JSON list of events).
 
-    python -m deeplab_load.tools.plot_convergence --state=RUN/state.json --out=RUN/convergence.png
+    python -m deeplab_load_tools.plot_convergence --state=RUN/state.json --out=RUN/convergence.png
 """
 import json
 import os

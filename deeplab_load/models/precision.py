@@ -12,7 +12,7 @@ bfloat16's 8-bit mantissa would move labels or costs more than it saves:
   logits, softmax and argmax of inference, and the cross entropy of training.
 
 Depthwise convs and MobileNetV2 compute in bfloat16 too: on this project's CPU (AVX-512 with
-avx512_bf16) `deeplab_load/tools/benchmark.py` measured MobileNetV2 faster in bfloat16 than in float32, and a
+avx512_bf16) `deeplab_load_tools/benchmark.py` measured MobileNetV2 faster in bfloat16 than in float32, and a
 probe with Xception-65's depthwise convs forced to float32 was slower than all-bfloat16 (the
 casts around them cost more than they save).
 

@@ -1,6 +1,6 @@
 """LoAd at several adversarial learning rates from one stage-1 model: which rate to use.
 
-    python -m deeplab_load.tools.lr_sweep --sweep_dir=runs/lr_sweep_demo \
+    python -m deeplab_load_tools.lr_sweep --sweep_dir=runs/lr_sweep_demo \
         --learning_rates=1e-6,1e-5,1e-4,1e-3 --max_propagations=40
 
 Every train flag applies (the demo profile too); --adv_learning_rate is replaced by each value

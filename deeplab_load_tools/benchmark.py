@@ -1,8 +1,8 @@
 """Speed and memory benchmark on the current device, float32 and bfloat16 side by side.
 
-    python -m deeplab_load.tools.benchmark                       # every default case, both dtypes (~10 min)
-    python -m deeplab_load.tools.benchmark --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
-    python -m deeplab_load.tools.benchmark --list_cases
+    python -m deeplab_load_tools.benchmark                       # every default case, both dtypes (~10 min)
+    python -m deeplab_load_tools.benchmark --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
+    python -m deeplab_load_tools.benchmark --list_cases
 
 Every (case, dtype) runs in its own subprocess so its peak resident memory (ru_maxrss) is its
 own. Times are medians over `--repeats` runs after `--warmup` runs, with min and max. The dense
@@ -332,7 +332,7 @@ def run_one_case(name, dtype):
 
 
 def run_in_subprocess(name, dtype):
-    cmd = [sys.executable, "-m", "deeplab_load.tools.benchmark", f"--run_case={name}",
+    cmd = [sys.executable, "-m", "deeplab_load_tools.benchmark", f"--run_case={name}",
            f"--run_dtype={dtype}", f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}",
            f"--image_size={FLAGS.image_size}", f"--batch_size={FLAGS.batch_size}",
            "--jit_compile" if FLAGS.jit_compile else "--nojit_compile"]

@@ -1,7 +1,7 @@
 """Downloads, unpacks and verifies an official DeepLab model-zoo checkpoint.
 
-    python -m deeplab_load.tools.download_checkpoint xception65_coco_voc_trainaug [--dest=checkpoints]
-    python -m deeplab_load.tools.download_checkpoint NAME --tarball=path/to/file.tar.gz   # already downloaded
+    python -m deeplab_load_tools.download_checkpoint xception65_coco_voc_trainaug [--dest=checkpoints]
+    python -m deeplab_load_tools.download_checkpoint NAME --tarball=path/to/file.tar.gz   # already downloaded
 
 The tarball is streamed to a temporary file (with a progress bar on stderr), checked against the
 zoo's sha256 when one is recorded, unpacked safely (no absolute paths, no '..', no links or

@@ -1,6 +1,6 @@
 """Draws the hold-out mIoU per propagation of a LoAd run (paper Fig. 3 style).
 
-    python -m deeplab_load.tools.plot_convergence --state=runs/demo_mobilenet_v2/state.json --out=conv.png
+    python -m deeplab_load_tools.plot_convergence --state=runs/demo_mobilenet_v2/state.json --out=conv.png
 """
 
 

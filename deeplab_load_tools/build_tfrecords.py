@@ -1,6 +1,6 @@
 """Converts a data-set split into TFRecord shards the training/eval pipeline reads.
 
-    python -m deeplab_load.tools.build_tfrecords --dataset=cityscapes --data_dir=/data/cityscapes \
+    python -m deeplab_load_tools.build_tfrecords --dataset=cityscapes --data_dir=/data/cityscapes \
         --split=train --output_dir=/data/cityscapes/tfrecord --num_shards=10
 
 Then pass the output dir as `--tfrecord_dir` to train / evaluate (or `tfrecord_dir` to

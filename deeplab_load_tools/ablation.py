@@ -1,7 +1,7 @@
 """Does LoAd beat its controls? The arms of the ablation from one stage-1 model, for several seeds.
 
-    python -m deeplab_load.tools.ablation --ablation_dir=runs/ablation_demo --num_seeds=3
-    python -m deeplab_load.tools.ablation --dataset=bench --num_seeds=5 --arms=baseline,load,selection_only
+    python -m deeplab_load_tools.ablation --ablation_dir=runs/ablation_demo --num_seeds=3
+    python -m deeplab_load_tools.ablation --dataset=bench --num_seeds=5 --arms=baseline,load,selection_only
         --ablation_dir=runs/ablation_bench      (one command line)
 
 Arms (--arms, a comma list; default all): baseline (a) the stage-1 model; cross_entropy (b)

@@ -1,6 +1,6 @@
 """Where a LoAd cycle's time goes: every phase timed in one process on a trained run's model.
 
-    python -m deeplab_load.tools.load_phases --run_dir=/path/to/bench_run --checkpoint=/path/to/bench_run/stage1
+    python -m deeplab_load_tools.load_phases --run_dir=/path/to/bench_run --checkpoint=/path/to/bench_run/stage1
 
 Phases (medians over --repeats after one untimed warm-up, seconds): one generator step
 (--adv_batch_size), one hold-out evaluation in float32 and in bfloat16 (the run's hold-out),

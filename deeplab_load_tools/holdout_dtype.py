@@ -1,6 +1,6 @@
 """--holdout_dtype: how many labels bfloat16 keeps, and how much faster it is, on a trained model.
 
-    python -m deeplab_load.tools.holdout_dtype --run_dir=runs/bench --checkpoint=runs/bench/stage1 \
+    python -m deeplab_load_tools.holdout_dtype --run_dir=runs/bench --checkpoint=runs/bench/stage1 \
         --train_images=64 --repeats=3
 
 Reads the run's model (`--checkpoint`: a checkpoint folder of the run, default the run's own),

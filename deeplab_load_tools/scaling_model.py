@@ -1,7 +1,7 @@
 """docs/SCALING.md's cost model: predicted LoAd cycle times of the paper's settings on N devices.
 
-    python -m deeplab_load.tools.scaling_model                  # the table of docs/SCALING.md
-    python -m deeplab_load.tools.scaling_model --tflops=30 --devices=1,4,8
+    python -m deeplab_load_tools.scaling_model                  # the table of docs/SCALING.md
+    python -m deeplab_load_tools.scaling_model --tflops=30 --devices=1,4,8
 
 Every input is an assumption or a FLOP count (TF profiler, this code's graphs) written below;
 nothing is measured by this script. See docs/SCALING.md for the formulas' terms.

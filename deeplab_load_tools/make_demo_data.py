@@ -1,6 +1,6 @@
 """Writes the embedded demo data set (what `python -m deeplab_load.train` generates on first use).
 
-    python -m deeplab_load.tools.make_demo_data [--output_dir=DIR] [--num_train=256] [--num_val=120]
+    python -m deeplab_load_tools.make_demo_data [--output_dir=DIR] [--num_train=256] [--num_val=120]
 """
 import time
 

@@ -1,6 +1,6 @@
 """Baseline-vs-boosted per-class IoU table in the style of the paper's Table 1.
 
-    python -m deeplab_load.tools.compare_runs runs/base/results.json runs/load/results.json \
+    python -m deeplab_load_tools.compare_runs runs/base/results.json runs/load/results.json \
         --names=DLv3+,DLv3+&LoAd --markdown=compare.md
 
 Inputs are `results.json` files written by `python -m deeplab_load.evaluate`. Prints a console

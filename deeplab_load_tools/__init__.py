@@ -1,4 +1,4 @@
-"""Command-line tools beside the main commands: ``python -m deeplab_load.tools.<name>`` or the
+"""Command-line tools beside the main commands: ``python -m deeplab_load_tools.<name>`` or the
 ``deeplab-load-<name>`` console script that ``pip install`` puts on the PATH (setup.py).
 
 ablation, lr_sweep       studies over one stage-1 model (the experiments package)

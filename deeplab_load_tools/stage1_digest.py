@@ -1,7 +1,7 @@
 """Digest of a tiny stage 1's weights: do float32 results depend on the CPU's kernels or load?
 
-    python -m deeplab_load.tools.stage1_digest                  # one tiny stage 1 here: digest and wall time
-    python -m deeplab_load.tools.stage1_digest --isa_table      # the same under each oneDNN setting below
+    python -m deeplab_load_tools.stage1_digest                  # one tiny stage 1 here: digest and wall time
+    python -m deeplab_load_tools.stage1_digest --isa_table      # the same under each oneDNN setting below
 
 A demo-data stage 1 (the demo profile's MobileNetV2 OS8 model and stage-1 settings: 12 epochs
 of 16 images of 65x81 at batch 8, 24 steps) runs in a fresh process from a seeded start; the output is one JSON line: the sha256 of every weight's
@@ -65,7 +65,7 @@ def measure(env_extra):
     """Runs this tool in a fresh process with `env_extra`; returns its JSON result."""
     with tempfile.TemporaryDirectory() as work_dir:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, **env_extra)
-        proc = subprocess.run([sys.executable, "-m", "deeplab_load.tools.stage1_digest",
+        proc = subprocess.run([sys.executable, "-m", "deeplab_load_tools.stage1_digest",
                                "--work_dir", work_dir], env=env, capture_output=True, text=True,
                               timeout=1800, cwd=REPO)
         if proc.returncode != 0:

@@ -180,8 +180,8 @@ def fetch_checkpoint(name, dest, tarball=None, url=None, force=False, timeout=60
 
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError(f"usage: download_checkpoint.py NAME [--dest=checkpoints]; "
-                             f"NAME is one of {', '.join(sorted(zoo.ZOO))}")
+        raise app.UsageError("usage: python -m deeplab_load_tools.download_checkpoint NAME "
+                             f"[--dest=checkpoints]; NAME is one of {', '.join(sorted(zoo.ZOO))}")
     try:
         prefix = fetch_checkpoint(argv[1], FLAGS.dest, tarball=FLAGS.tarball, url=FLAGS.url,
                                   force=FLAGS.force, timeout=FLAGS.timeout)

@@ -41,6 +41,7 @@ from deeplab_load.models.deeplab import checkpoint_variables
 from deeplab_load.output_folder import INCOMPLETE_FILE, OutsideOutputFolderError
 from deeplab_load.training import map_sets, run as train_run
 from deeplab_load.training.config import TrainConfig
+from deeplab_load.training.segmentor import deeplab_segmentor
 from fake_datasets import make_fake_cityscapes, make_fake_stanford, make_fake_voc, write_regions
 from test_download_checkpoint import make_tarball, tool as download_tool
 
@@ -284,7 +285,7 @@ RESHAPED_VARIABLE = "MobilenetV2/Conv/weights"          # [3, 3, 3, 32]
 DELETED_VARIABLES = ("MobilenetV2/expanded_conv_3/depthwise/depthwise_weights",
                      "MobilenetV2/expanded_conv_3/project/weights", "aspp0/weights",
                      "image_pooling/weights", "logits/semantic/biases")
-REFETCH = f"download_checkpoint.py {ZOO_NAME} --force"
+REFETCH = f"python -m deeplab_load_tools.download_checkpoint {ZOO_NAME} --force"
 
 
 @functools.cache
@@ -349,9 +350,9 @@ def load_with_model_flags(ctx):
 
 
 def load_initial_checkpoint(ctx):
-    train_run.load_initial_weights(zoo.build_from_zoo(ZOO_NAME),
-                                   TrainConfig.from_flags(zoo_name=ZOO_NAME,
-                                                          initial_checkpoint=ctx["prefix"]))
+    config = TrainConfig.from_flags(zoo_name=ZOO_NAME, initial_checkpoint=ctx["prefix"])
+    train_run.load_initial_weights(zoo.build_from_zoo(ZOO_NAME), config,
+                                   deeplab_segmentor(zoo.zoo_config(ZOO_NAME)))
 
 
 def fetch_tarball(ctx):

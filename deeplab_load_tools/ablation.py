@@ -28,21 +28,8 @@ from deeplab_load.training.safety import interrupts
 from deeplab_load.training.config import TrainConfig
 
 FLAGS = flags.FLAGS
-_DEFAULTS = AblationConfig()
 cli.define_flags(TrainConfig)
-flags.DEFINE_string("ablation_dir", None, "Where the arms' runs and the report go "
-                    "(default: runs/ablation_<dataset>).")
-flags.DEFINE_string("arms", "all", "Arm groups to run, a comma list of "
-                    f"{', '.join(_DEFAULTS.groups)}, or all (the baseline is always reported).")
-flags.DEFINE_integer("num_seeds", _DEFAULTS.num_seeds,
-                     "Seeds --seed, --seed + 1, ... (each runs every selected arm).")
-flags.DEFINE_integer("arm_steps", _DEFAULTS.arm_steps,
-                     "Generator steps of every arm; 0 = as many as the seed's LoAd arm took "
-                     "propagations.")
-flags.DEFINE_list("hybrid_weights", [f"{w:g}" for w in _DEFAULTS.hybrid_weights],
-                  "Lambdas of the hybrid arms (f), CE + lambda adv.")
-flags.DEFINE_integer("bootstrap_resamples", _DEFAULTS.bootstrap_resamples,
-                     "Resamples of the report's paired bootstrap intervals.")
+cli.define_flags(AblationConfig)
 
 flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 
@@ -50,13 +37,7 @@ flags.adopt_module_key_flags(cli)  # --help lists the shared flags too
 def ablation_config_from_flags():
     """AblationConfig of the ablation flags; FlagError naming the bad ones."""
     try:
-        weights = tuple(float(w) for w in FLAGS.hybrid_weights)
-    except ValueError as err:
-        raise FlagError(f"--hybrid_weights must be numbers, got {FLAGS.hybrid_weights}") from err
-    try:
-        return AblationConfig(groups=tuple(FLAGS.arms.split(",")), num_seeds=FLAGS.num_seeds,
-                              arm_steps=FLAGS.arm_steps, hybrid_weights=weights,
-                              bootstrap_resamples=FLAGS.bootstrap_resamples)
+        return cli.config_from_flags(AblationConfig)[0]
     except ValueError as err:
         raise FlagError(str(err)) from err
 
@@ -68,7 +49,8 @@ def main(argv):
     ablation = ablation_config_from_flags()
     config, given = cli.config_from_flags(TrainConfig)
     config, applied = config.with_demo_profile(given)
-    ablation_dir = FLAGS.ablation_dir or os.path.join("runs", f"ablation_{config.data.dataset}")
+    ablation_dir = ablation.ablation_dir or os.path.join("runs",
+                                                         f"ablation_{config.data.dataset}")
     try:
         run_ablation(config.validate(), ablation, ablation_dir, demo_profile=applied)
     except interrupts.TrainingInterrupted as stop:

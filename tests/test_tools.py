@@ -63,3 +63,15 @@ def test_benchmark_models_come_from_the_zoo_table():
         scale = entry["output_stride"] // stride
         assert config["atrous_rates"] == [r * scale for r in entry["atrous_rates"]], key
     assert models["xception65_os8"][2]["atrous_rates"] == [12, 24, 36]
+
+
+def test_ablation_flags_come_from_its_config_classes():
+    """The ablation tool defines no flag by hand: TrainConfig's and AblationConfig's fields."""
+    from deeplab_load import config_fields
+    from deeplab_load.experiments.ablation.config import AblationConfig
+    source = (TOOLS / "ablation.py").read_text()
+    assert "DEFINE_" not in source and "define_flags(AblationConfig)" in source
+    flags = [leaf.flag for leaf in config_fields.leaves(AblationConfig)]
+    assert flags == ["arms", "num_seeds", "arm_steps", "hybrid_weights", "bootstrap_resamples",
+                     "bootstrap_confidence", "ablation_dir"]
+    assert config_fields.from_flags(AblationConfig, num_seeds=5, arms=("load",)).num_seeds == 5

@@ -1,8 +1,25 @@
-"""AblationConfig: what the ablation runs besides the TrainConfig every arm shares."""
+"""AblationConfig: what the ablation runs besides the TrainConfig every arm shares; its fields
+are the ablation tool's flags (`config_fields`)."""
 import dataclasses
 import math
 
+from deeplab_load.config_fields import option
+from deeplab_load.errors import FlagError
 from deeplab_load.experiments.ablation.arm_names import GROUPS, parse_groups
+
+
+def _groups(name, values):
+    try:
+        return parse_groups(",".join(values))
+    except ValueError as err:
+        raise FlagError(str(err)) from err
+
+
+def _floats(name, values):
+    try:
+        return tuple(float(v) for v in values if v.strip())
+    except ValueError as err:
+        raise FlagError(f"--{name} must be numbers, got {','.join(values)}") from err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,13 +31,22 @@ class AblationConfig:
       (b'), (g)) are capped at it (they may stop earlier by their own rule).
     hybrid_weights: lambdas of the hybrid arms (f), CE + lambda adv.
     bootstrap_resamples, confidence: of the paired bootstrap intervals in the report.
+    ablation_dir: where the arms' runs and the report go (None: the tool's default).
     """
-    groups: tuple = GROUPS
-    num_seeds: int = 3
-    arm_steps: int = 0
-    hybrid_weights: tuple = (0.01, 0.1)
-    bootstrap_resamples: int = 10000
-    confidence: float = 0.95
+    groups: tuple = option(
+        GROUPS, f"Arm groups to run, a comma list of {', '.join(GROUPS)}, or all (the baseline "
+        "is always reported).", flag="arms", parse=_groups)
+    num_seeds: int = option(3, "Seeds --seed, --seed + 1, ... (each runs every selected arm).")
+    arm_steps: int = option(0, "Generator steps of every arm; 0 = as many as the seed's LoAd arm "
+                               "took propagations.")
+    hybrid_weights: tuple = option((0.01, 0.1), "Lambdas of the hybrid arms (f), CE + lambda "
+                                   "adv.", parse=_floats)
+    bootstrap_resamples: int = option(10000, "Resamples of the report's paired bootstrap "
+                                             "intervals.")
+    confidence: float = option(0.95, "Confidence of the report's bootstrap intervals.",
+                               flag="bootstrap_confidence")
+    ablation_dir: str = option(None, "Where the arms' runs and the report go (default: "
+                                     "runs/ablation_<dataset>).")
 
     def __post_init__(self):
         object.__setattr__(self, "groups", parse_groups(",".join(self.groups)))
@@ -41,6 +67,6 @@ class AblationConfig:
             problems.append(f"--bootstrap_resamples must be an integer >= 1, got "
                             f"{self.bootstrap_resamples!r}")
         if not 0 < self.confidence < 1:
-            problems.append(f"confidence must be in (0, 1), got {self.confidence!r}")
+            problems.append(f"--bootstrap_confidence must be in (0, 1), got {self.confidence!r}")
         if problems:
             raise ValueError("; ".join(problems))

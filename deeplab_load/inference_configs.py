@@ -66,7 +66,8 @@ class EvaluateConfig(InferenceOptions):
     """
     model: ModelSource = group(ModelSource)
     dataset: Optional[str] = option(
-        None, "voc, cityscapes, stanford or demo (default: the run's model.json, else demo).")
+        None, "voc, cityscapes, stanford, demo or bench (default: the run's model.json, else "
+        "demo).")
     dataset_dir: Optional[str] = option(
         None, "Data set root: the folder holding VOCdevkit, the Cityscapes root, the folder "
         "holding iccv09Data; not needed for demo or with --run_dir.")
@@ -101,8 +102,8 @@ class ExportConfig(InferenceOptions):
     model: ModelSource = group(ModelSource)
     export_dir: Optional[str] = option(None, "Where the SavedModel goes (required).")
     dataset: Optional[str] = option(
-        None, "voc, cityscapes, stanford or demo: the class names and eval crop size when there "
-        "is no model.json (no data is read).")
+        None, "voc, cityscapes, stanford, demo or bench: the class names and eval crop size when "
+        "there is no model.json (no data is read).")
     eval_crop_size: Optional[tuple] = option(
         None, "Pad every image to H,W before the model (the original export's crop_size); "
         "'none': no padding (default: model.json's, else the --dataset's, else none).",
@@ -127,8 +128,8 @@ class PredictConfig(InferenceOptions):
     fmt: str = option("color", "raw, color, overlay, voc_submission or cityscapes_submission "
                       "(see the module doc).", FORMATS, flag="format")
     dataset: Optional[str] = option(
-        None, "voc, cityscapes, stanford or demo (default: the run's model.json, else demo); "
-        "with --input_dir it names the classes, palette and eval crop size only.")
+        None, "voc, cityscapes, stanford, demo or bench (default: the run's model.json, else "
+        "demo); with --input_dir it names the classes, palette and eval crop size only.")
     dataset_dir: Optional[str] = option(
         None, "Data set root (as for train/evaluate); not needed for demo, with --run_dir, or "
         "with --input_dir.")

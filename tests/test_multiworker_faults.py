@@ -101,15 +101,15 @@ def test_sigkilled_worker_stops_the_other_and_a_restart_resumes_the_run(
     assert "Traceback" not in err0
     state0 = json.load(open(os.path.join(run_dir, "state.json")))
     state1 = json.load(open(os.path.join(run_dir, "worker_tmp_1", "state.json")))
-    assert state1["propagation"] == 2                     # step 3 done, not committed
-    assert state0["propagation"] >= 3                     # the survivor committed it
+    # Step 3 is done but committed by neither: the survivor's hold-out evaluation of it is a
+    # collective op over every worker (issue 19), which fails once worker 1 is gone.
+    assert state1["propagation"] == 2
+    assert state0["propagation"] == 2
     print("kill table: SIGKILL worker 1 at propagation 3; worker 0 exit", code0, "after",
           round(exited - died, 1), "s:", [line for line in err0.splitlines()
                                           if line.startswith("error:")], flush=True)
 
-    resumed = run_pair(run_dir, demo_dir)               # every worker, the same command
-    assert "take the chief's copy" in resumed[0][2]
-    assert "taking the chief's copy" in resumed[1][2]
+    run_pair(run_dir, demo_dir)                         # every worker, the same command
     assert_same_run(run_dir, reference_dir)
 
 

@@ -3,6 +3,8 @@
     python -m deeplab_load_tools.benchmark                       # every default case, both dtypes (~10 min)
     python -m deeplab_load_tools.benchmark --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
     python -m deeplab_load_tools.benchmark --list_cases
+    python -m deeplab_load_tools.benchmark --cases=load_cycle_demo,load_cycle_paper --replicas=1,2 \
+        --baseline_library=/path/to/older/checkout     # LoAd's phases, before/after side by side
 
 Every (case, dtype) runs in its own subprocess so its peak resident memory (ru_maxrss) is its
 own. Times are medians over `--repeats` runs after `--warmup` runs, with min and max. The dense
@@ -11,6 +13,11 @@ count reports the percent of the peak of its own dtype (forward rows: the profil
 the inference graph; training rows: 3x the forward count of the images of a step, an estimate,
 marked "~"). No figure from another run or machine is used: speed ratios are only printed
 between rows of this run (bfloat16 vs float32 of the same case).
+
+The load_cycle cases time every phase of one LoAd cycle apart (generator step, hold-out
+evaluation, checkpoint write, map-set write, D epoch) at the demo's size and a paper-like one,
+on each of `--replicas`, and print a per-phase table; `--baseline_library` adds rows of the same
+cases run with an older checkout's library (before/after in one run).
 
 bfloat16 rows: inference models from `models.precision.build_deeplab_in(config, "bfloat16")`,
 training under Keras' `mixed_bfloat16` policy (what `--mixed_precision=mixed_bfloat16` does).
@@ -44,6 +51,14 @@ flags.DEFINE_string("output", "benchmark.json", "Where the JSON results go.")
 flags.DEFINE_string("run_case", None, "Internal: run one case in this process and print its JSON.")
 flags.DEFINE_string("run_dtype", "float32", "Internal: the dtype of --run_case.")
 flags.DEFINE_integer("timeout", 900, "Seconds one case may take.")
+flags.DEFINE_list("replicas", ["1"], "Replica counts the load_cycle cases run on (several: "
+                  "MirroredStrategy over the GPUs, or over that many logical CPU devices, which "
+                  "share the same cores: a correctness layout, not a speed-up, on a CPU).")
+flags.DEFINE_string("baseline_library", None, "A checkout (folder holding deeplab_load/) whose "
+                    "library every case also runs with, right after the current one, on one "
+                    "replica: before/after rows of one run (e.g. a `git worktree` of an older "
+                    "commit).")
+flags.DEFINE_integer("run_replicas", 1, "Internal: the replicas of --run_case.")
 
 # Benchmarked models: (zoo entry whose architecture is built, output stride). OS 8 scales the
 # entry's atrous rates as the zoo does (`zoo.zoo_config`): Xception-65 6,12,18 -> 12,24,36.
@@ -157,10 +172,13 @@ def forward_case(key, dtype, saved_model=False):
 
 
 def _demo(num_train, num_val, size):
+    """The demo data set generated at `size` (an int: square; or (H, W)), cached in /tmp."""
     from deeplab_load.data import get_dataset
-    root = os.path.join(tempfile.gettempdir(), f"bench_demo_{num_train}_{num_val}_{size}")
+    height, width = (size, size) if isinstance(size, int) else size
+    root = os.path.join(tempfile.gettempdir(),
+                        f"bench_demo_{num_train}_{num_val}_{height}x{width}")
     return get_dataset("demo", root, num_train=num_train, num_val=num_val,
-                       image_size=(size, size), seed=0)
+                       image_size=(height, width), seed=0)
 
 
 def _trainers(key, num_classes, dtype, discriminator_size=224):
@@ -304,6 +322,122 @@ def load_run_memory_case(num_train, dtype):
             "train_process_peak_rss_mb":
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
+# One LoAd cycle's phases at two sizes (`load_cycle_case`). demo: the demo's model, image size
+# and LoAd settings (DEMO_PROFILE); paper: a paper-like size, MobileNetV2 OS16 + ASPP + decoder
+# (the VOC zoo entry) on 513x513 images with the paper's generator batch 5 and D input 224.
+# holdout: hold-out images per evaluation; train: training images of the map set and of D's
+# epoch (one real + one fake per image); gamma, map_sets, d_epochs: the cycle composed from them.
+CYCLES = {
+    "demo": dict(model=None, image=(97, 129), holdout=36, train=64, adv_batch=8, eval_batch=8,
+                 map_batch=8, disc_batch=16, disc_input=96, disc_bn_batches=16, gamma=8,
+                 map_sets=2, d_epochs=20),
+    "paper": dict(model="mnv2_os16", image=(513, 513), holdout=24, train=16, adv_batch=5,
+                  eval_batch=4, map_batch=4, disc_batch=16, disc_input=224, disc_bn_batches=2,
+                  gamma=50, map_sets=2, d_epochs=20),
+}
+CYCLE_PHASES = ("generator_step", "holdout_eval", "checkpoint_write", "map_set_write",
+                "d_epoch")
+
+
+def _cycle_strategy(replicas):
+    """The default strategy, or MirroredStrategy over `replicas` logical CPU devices (or GPUs)."""
+    import tensorflow as tf
+    if replicas == 1:
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))][:replicas]
+    if len(devices) < replicas:
+        raise RuntimeError(f"{replicas} replicas asked, {len(devices)} devices")
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def load_cycle_case(setting, dtype):
+    """Every phase of one LoAd cycle timed apart (medians of --repeats after --warmup), on
+    random weights, at `CYCLES[setting]`'s sizes, on --run_replicas replicas.
+
+    bfloat16: the generator and D train under `mixed_bfloat16` and the hold-out evaluations and
+    map sets run in bfloat16 (what `--mixed_precision=mixed_bfloat16` does). Phases: one
+    generator step, one hold-out evaluation, one generator checkpoint write (after every
+    propagation), one map-set write, one D epoch (`fit_discriminator(max_epochs=1)`: training
+    steps, BatchNorm recomputation, hold-out accuracy). `cycle_s` composes them:
+    gamma x (step + hold-out + checkpoint) + map_sets x map set + d_epochs x D epoch.
+    Only library calls that the single-device code had before issue 19 are used with one replica,
+    so `--baseline_library` can time an older checkout's library with this same case."""
+    import tensorflow as tf
+    from deeplab_load.checkpoints.store import CheckpointStore
+    from deeplab_load.data import pipeline
+    from deeplab_load.data.batches import Batches
+    from deeplab_load.models.deeplab import DeepLabConfig, build_deeplab
+    from deeplab_load.models.discriminator import build_discriminator
+    from deeplab_load.training import map_sets, steps
+    from deeplab_load.training.holdout import HoldoutEvaluator
+    s = CYCLES[setting]
+    replicas = FLAGS.run_replicas
+    ds = _demo(s["train"], s["holdout"], s["image"])
+    classes = ds.info.num_classes
+    crop = tuple(s["image"])
+    training_policy(dtype)
+    strategy = _cycle_strategy(replicas)
+    on_replicas = {"strategy": strategy} if replicas > 1 else {}
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_deeplab(config_of(s["model"], classes) if s["model"] else DeepLabConfig(
+            backbone="mobilenet_v2", num_classes=classes, output_stride=8, atrous_rates=(),
+            decoder_output_stride=None))
+        discriminator = build_discriminator(classes, input_size=s["disc_input"])
+        optimizer = steps.generator_optimizer(1e-4)
+        generator = steps.GeneratorTrainer(model, discriminator, optimizer, strategy, classes)
+        d_trainer = steps.DiscriminatorTrainer(discriminator,
+                                               steps.discriminator_optimizer(1e-3, "adam"),
+                                               strategy, classes)
+    holdout_refs = ds.examples("val")[:s["holdout"]]
+    train_refs = ds.examples("train")[:s["train"]]
+    work = tempfile.mkdtemp(prefix=f"bench_cycle_{setting}_")
+    phases = {}
+
+    def time_phase(name, fn, images):
+        phases[name] = timing(fn, images)
+        phases[name]["images"] = images
+
+    batches = iter(Batches(generator.distribute(pipeline.train_dataset(
+        ds, "train", s["adv_batch"], crop, 0))))
+    time_phase("generator_step", lambda: float(generator.step(*next(batches))), s["adv_batch"])
+    holdout = HoldoutEvaluator(model, ds, holdout_refs, s["eval_batch"], crop, **on_replicas)
+    time_phase("holdout_eval", holdout.confusion_matrix, len(holdout_refs))
+    store = CheckpointStore(os.path.join(work, "generator"), model=model, optimizer=optimizer)
+    time_phase("checkpoint_write", lambda: store.save("timed"), 1)
+    set_dir = os.path.join(work, "set")
+    time_phase("map_set_write", lambda: map_sets.write_label_map_set(
+        model, ds, train_refs, set_dir, s["map_batch"], crop, **on_replicas), len(train_refs))
+
+    counter = iter(range(10 ** 9))
+    triples = list(holdout.examples_with_maps())
+    holdout_real = map_sets.in_memory_examples(triples, crop, real=True)
+    holdout_fake = map_sets.in_memory_examples(triples, crop, real=False)
+    time_phase("d_epoch", lambda: steps.fit_discriminator(
+        d_trainer, lambda: map_sets.real_examples(ds, train_refs, crop, next(counter)),
+        [lambda: map_sets.fake_examples(ds, train_refs, set_dir, crop, next(counter))],
+        holdout_real, holdout_fake, batch_size=s["disc_batch"], max_epochs=1,
+        batch_norm_batches=s["disc_bn_batches"]), 2 * len(train_refs))
+
+    import deeplab_load
+    result = {"setting": setting, "replicas": replicas, "phases": phases,
+              "library": os.path.dirname(os.path.dirname(os.path.abspath(deeplab_load.__file__))),
+              "sizes": {k: s[k] for k in ("image", "holdout", "train", "adv_batch", "eval_batch",
+                                          "map_batch", "disc_batch", "disc_input",
+                                          "disc_bn_batches")},
+              "cycle": {k: s[k] for k in ("gamma", "map_sets", "d_epochs")}}
+    for key in ("median_s", "min_s", "max_s"):
+        result[key] = (s["gamma"] * sum(phases[p][key] for p in
+                                        ("generator_step", "holdout_eval", "checkpoint_write"))
+                       + s["map_sets"] * phases["map_set_write"][key]
+                       + s["d_epochs"] * phases["d_epoch"][key])
+    result["cycle_s"] = result["median_s"]
+    result["images_per_s"] = 0.0
+    result["per_image_s"] = {p: phases[p]["median_s"] / phases[p]["images"] for p in CYCLE_PHASES}
+    return result
+
+
 CASES = {
     "matmul_peak": measure_matmul_peaks,
     **{f"forward_{k}": (lambda dtype, k=k: forward_case(k, dtype)) for k in MODELS},
@@ -317,7 +451,10 @@ CASES = {
     "savedmodel_xception65_os16": lambda dtype: forward_case("xception65_os16", dtype, True),
     "load_run_memory_50_images": lambda dtype: load_run_memory_case(50, dtype),
     "load_run_memory_500_images": lambda dtype: load_run_memory_case(500, dtype),
+    **{f"load_cycle_{setting}": (lambda dtype, setting=setting: load_cycle_case(setting, dtype))
+       for setting in CYCLES},
 }
+REPLICATED_CASES = tuple(f"load_cycle_{setting}" for setting in CYCLES)
 OPTIONAL_CASES = ("savedmodel_xception65_os16", "load_run_memory_50_images",
                   "load_run_memory_500_images", "stage1_step_xception65_os16")
 TARGETS = (  # (case, minimum float32/bfloat16 time ratio), issue 10's targets
@@ -325,18 +462,42 @@ TARGETS = (  # (case, minimum float32/bfloat16 time ratio), issue 10's targets
     ("forward_mnv2_os16", 1.0), ("forward_mnv2_os8", 1.0))
 
 
+def split_cpu(replicas):
+    """In a case's process, before TensorFlow is used: split the CPU into `replicas` logical
+    devices (when there is no GPU)."""
+    if replicas > 1:
+        import tensorflow as tf
+        if not tf.config.list_physical_devices("GPU"):
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+
+
 def run_one_case(name, dtype):
+    split_cpu(FLAGS.run_replicas)
     result = CASES[name](dtype)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
-def run_in_subprocess(name, dtype):
-    cmd = [sys.executable, "-m", "deeplab_load_tools.benchmark", f"--run_case={name}",
-           f"--run_dtype={dtype}", f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}",
-           f"--image_size={FLAGS.image_size}", f"--batch_size={FLAGS.batch_size}",
-           "--jit_compile" if FLAGS.jit_compile else "--nojit_compile"]
+def child_command(library):
+    """(command prefix, environment) of a case's process. With `library` (a checkout) this file
+    runs as a script with PYTHONPATH = library, then this checkout: `deeplab_load` is imported
+    from the library, this benchmark's code from here."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if not library:
+        return [sys.executable, "-m", "deeplab_load_tools.benchmark"], env
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.abspath(library), REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return [sys.executable, os.path.abspath(__file__)], env
+
+
+def run_in_subprocess(name, dtype, replicas=1, library=None):
+    cmd, env = child_command(library)
+    cmd += [f"--run_case={name}", f"--run_dtype={dtype}", f"--warmup={FLAGS.warmup}",
+            f"--repeats={FLAGS.repeats}", f"--image_size={FLAGS.image_size}",
+            f"--batch_size={FLAGS.batch_size}", f"--run_replicas={replicas}",
+            "--jit_compile" if FLAGS.jit_compile else "--nojit_compile"]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout, env=env,
@@ -349,6 +510,46 @@ def run_in_subprocess(name, dtype):
             result["process_s"] = time.perf_counter() - started
             return result
     return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+
+
+def variants(name, replicas_asked):
+    """(row key, dtype, replicas, library folder or None) of every run of case `name`: each
+    dtype on the current library (and the replica counts of a replicated case), then on
+    --baseline_library (one replica)."""
+    if name == "matmul_peak":
+        return [("both", "both", 1, None)]
+    rows = []
+    for dtype in FLAGS.dtypes:
+        for replicas in (replicas_asked if name in REPLICATED_CASES else [1]):
+            rows.append((dtype if replicas == 1 else f"{dtype} x{replicas}", dtype, replicas,
+                         None))
+            if replicas == 1 and FLAGS.baseline_library:
+                rows.append((f"{dtype} baseline", dtype, 1, FLAGS.baseline_library))
+    return rows
+
+
+def phase_table(by_variant):
+    """Markdown table: one row per LoAd phase (and the composed cycle), one column per run."""
+    runs = {k: r for k, r in by_variant.items() if "phases" in r}
+    if not runs:
+        return "(no run finished)"
+    first = next(iter(runs.values()))
+    lines = ["| phase | images | " + " | ".join(runs) + " |",
+             "|---|---:|" + "---:|" * len(runs)]
+
+    def cell(t):
+        return f"{t['median_s']:.3f} [{t['min_s']:.3f}-{t['max_s']:.3f}]"
+    for phase in CYCLE_PHASES:
+        lines.append(f"| {phase} | {first['phases'][phase]['images']} | "
+                     + " | ".join(cell(r["phases"][phase]) for r in runs.values()) + " |")
+    c = first["cycle"]
+    lines.append(f"| cycle = {c['gamma']} x (step + hold-out + checkpoint) + {c['map_sets']} x "
+                 f"map set + {c['d_epochs']} x D epoch | | "
+                 + " | ".join(cell(r) for r in runs.values()) + " |")
+    libraries = sorted({r["library"] for r in runs.values()})
+    lines.append("library: " + ", ".join(f"{k} = {r['library']}" for k, r in runs.items())
+                 if len(libraries) > 1 else f"library: {libraries[0]}")
+    return "\n".join(lines)
 
 
 def add_percent_of_peak(result, dtype, peaks):
@@ -369,6 +570,10 @@ def headline(name, dtype, result):
         return (f"{label:<48} float32 {result['float32']['gflops']:.0f} GFLOP/s, bfloat16 "
                 f"{result['bfloat16']['gflops']:.0f} GFLOP/s (2048^3 matmul)  "
                 f"{result['peak_rss_mb']:6.0f} MB")
+    if "phases" in result:
+        return (f"{label:<48} cycle {result['median_s']:.1f} s [{result['min_s']:.1f}-"
+                f"{result['max_s']:.1f}] {result['peak_rss_mb']:6.0f} MB  " + ", ".join(
+                    f"{p} {t['median_s']:.3f} s" for p, t in result["phases"].items()))
     main = result.get("batch1", result)
     row = (f"{label:<48} {main['median_s'] * 1e3:8.1f} ms [{main['min_s'] * 1e3:.1f}-"
            f"{main['max_s'] * 1e3:.1f}] {main['images_per_s']:7.2f} img/s "
@@ -438,26 +643,38 @@ def main(argv):
     if bad_dtypes:
         raise app.UsageError(f"--dtypes: unknown {bad_dtypes}; use float32 and/or bfloat16")
     names = ["matmul_peak"] + [n for n in names if n != "matmul_peak"]
+    try:
+        replicas_asked = sorted({int(r) for r in FLAGS.replicas})
+    except ValueError as error:
+        raise app.UsageError(f"--replicas: {error}") from error
+    if replicas_asked[0] < 1:
+        raise app.UsageError("--replicas: counts must be >= 1")
+    if FLAGS.baseline_library and not os.path.isdir(
+            os.path.join(FLAGS.baseline_library, "deeplab_load")):
+        raise app.UsageError(f"--baseline_library={FLAGS.baseline_library}: no deeplab_load/ "
+                             "package in it")
     load_before = os.getloadavg()
     print(f"device: {cpu_model()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f}",
           flush=True)
     started = time.perf_counter()
     results, peaks = {}, {}
     for name in names:
-        for dtype in (["both"] if name == "matmul_peak" else FLAGS.dtypes):
-            result = run_in_subprocess(name, "float32" if dtype == "both" else dtype)
+        for key, dtype, replicas, library in variants(name, replicas_asked):
+            result = run_in_subprocess(name, "float32" if dtype == "both" else dtype, replicas,
+                                       library)
             if name == "matmul_peak" and "error" not in result:
                 peaks = {k: result[k]["gflops"] for k in ("float32", "bfloat16")}
             add_percent_of_peak(result, dtype, peaks)
-            results.setdefault(name, {})[dtype] = result
-            print(headline(name, dtype, result), flush=True)
+            results.setdefault(name, {})[key] = result
+            print(headline(name, key, result), flush=True)
     total_s = time.perf_counter() - started
     load_after = os.getloadavg()
     report = {"device": cpu_model(), "cpus": os.cpu_count(), "total_s": total_s,
               "load_average_1min": {"start": load_before[0], "end": load_after[0]},
               "flags": {"dtypes": FLAGS.dtypes, "jit_compile": FLAGS.jit_compile,
                         "image_size": FLAGS.image_size, "warmup": FLAGS.warmup,
-                        "repeats": FLAGS.repeats},
+                        "repeats": FLAGS.repeats, "replicas": replicas_asked,
+                        "baseline_library": FLAGS.baseline_library},
               "matmul_peak_gflops": peaks, "results": results,
               "bfloat16_speedups": {n: {"medians": r, "minima": m}
                                     for n, _, r, m in speedups(results)}}
@@ -469,6 +686,10 @@ def main(argv):
     for name, by_dtype in results.items():
         for dtype, res in by_dtype.items():
             print(headline(name, dtype, res))
+    for name, by_variant in results.items():
+        if name in REPLICATED_CASES:
+            print(f"\n{name}: seconds per phase (median [min-max]), one LoAd cycle composed")
+            print(phase_table(by_variant))
     rows = speedups(results)
     if rows:
         print("\nbfloat16 speed-up in this run (float32 time / bfloat16 time: medians, minima)")

@@ -26,6 +26,7 @@ from deeplab_load.inference import label_map_function
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
+from deeplab_load.overlap import WriteBehind
 from deeplab_load.replicated import groups, is_replicated, replicated_inference
 from deeplab_load.training.safety import kill_points
 
@@ -71,23 +72,32 @@ def map_path(set_dir, example_id):
 def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size, strategy=None):
     """Writes `model`'s label maps of `refs` as PNGs into `set_dir`; returns the image count.
 
-    Under a `strategy` with several replicas each replica computes one of every R consecutive
-    batches (`replicated`) and every worker writes the whole set into its `set_dir` (the maps
-    are gathered): the same bytes as one device writes."""
+    A batch's PNGs are encoded and written in a background thread while the next batch is
+    computed (`overlap.WriteBehind`); every file is written when this returns. Under a `strategy`
+    with several replicas each replica computes one of every R consecutive batches (`replicated`)
+    and every worker writes the whole set into its `set_dir` (the maps are gathered): the same
+    bytes as one device writes."""
     dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
     count = 0
     os.makedirs(set_dir, exist_ok=True)
-    with Batches(dataset) as batches:
+    with Batches(dataset) as batches, WriteBehind() as writer:
         for batch, maps in _batches_with_maps(model, ds.info.num_classes, batches, strategy):
-            maps = maps.astype(np.uint8)
-            for label_map, (height, width), example_id in zip(maps, batch["sizes"].numpy(),
-                                                              batch["ids"].numpy()):
-                path = map_path(set_dir, example_id.decode())
-                with open(path, "wb") as f:
-                    f.write(encode_index_png(label_map[:height, :width]))
-                count += 1
+            ids = [example_id.decode() for example_id in batch["ids"].numpy()]
+            writer.submit(_write_maps, set_dir, maps.astype(np.uint8), batch["sizes"].numpy(),
+                          ids)
+            count += len(ids)
+            for _ in range(writer.finished()):
+                kill_points.kill_if_reached("map_batch")
+        for _ in range(writer.wait()):
             kill_points.kill_if_reached("map_batch")
     return count
+
+
+def _write_maps(set_dir, maps, sizes, ids):
+    """One batch's PNGs: maps uint8 [B,H,W] cropped to sizes [B,2], named by ids."""
+    for label_map, (height, width), example_id in zip(maps, sizes, ids):
+        with open(map_path(set_dir, example_id), "wb") as f:
+            f.write(encode_index_png(label_map[:height, :width]))
 
 
 def _batches_with_maps(model, num_classes, batches, strategy):

@@ -1,0 +1,106 @@
+"""Host work beside the compute thread: reading ahead and writing behind, results unchanged.
+
+`read_ahead(items)` produces the next items of an iterable in a background thread while the
+caller works on the current one; `WriteBehind` runs file writes in one background thread, in
+submission order, while the caller computes the next batch. Both keep the order of the items and
+re-raise a background error in the caller; neither changes what is computed or written.
+"""
+import collections
+import queue
+import threading
+from concurrent import futures
+
+_DONE = object()
+
+
+def read_ahead(items, depth=1):
+    """Yields the items of the iterable `items` in order, producing up to `depth` of them ahead
+    in a background thread. An exception raised by `items` is raised here at its position."""
+    slots = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((_DONE, None))
+        except BaseException as error:              # re-raised in the consumer
+            slots.put((_DONE, error))
+
+    thread = threading.Thread(target=produce, name="read_ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():                    # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+
+
+class WriteBehind:
+    """Runs `submit`ted functions in one background thread, in order, at most `max_pending`
+    unfinished at once (`submit` waits beyond that).
+
+        with WriteBehind() as writer:
+            for batch in batches:
+                writer.submit(write_files, compute(batch))
+                for _ in range(writer.finished()): ...   # jobs done since the last call
+        # every job has run here; the first job error is raised at `submit`, `finished` or exit
+    """
+
+    def __init__(self, max_pending=2):
+        self.max_pending = max_pending
+        self._executor = None
+        self._pending = collections.deque()
+
+    def __enter__(self):
+        self._executor = futures.ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix="write_behind")
+        return self
+
+    def submit(self, function, *args):
+        self._pending.append(self._executor.submit(function, *args))
+        while len(self._pending) > self.max_pending:
+            self._pending.popleft().result()
+
+    def finished(self):
+        """The number of jobs finished since the last call (in submission order)."""
+        count = 0
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()
+            count += 1
+        return count
+
+    def wait(self):
+        """Waits for every submitted job; returns how many finished since `finished` last ran."""
+        count = 0
+        while self._pending:
+            self._pending.popleft().result()
+            count += 1
+        return count
+
+    def __exit__(self, kind, error, traceback):
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self._executor.shutdown(wait=True)
+            self._pending.clear()
+        return False

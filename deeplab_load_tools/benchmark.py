@@ -4,7 +4,7 @@
     python -m deeplab_load_tools.benchmark --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
     python -m deeplab_load_tools.benchmark --list_cases
     python -m deeplab_load_tools.benchmark --cases=load_cycle_demo,load_cycle_paper --replicas=1,2 \
-        --baseline_library=/path/to/older/checkout     # LoAd's phases, before/after side by side
+        --baseline_libraries=/path/to/older/checkout   # LoAd's phases, before/after side by side
 
 Every (case, dtype) runs in its own subprocess so its peak resident memory (ru_maxrss) is its
 own. Times are medians over `--repeats` runs after `--warmup` runs, with min and max. The dense
@@ -16,8 +16,8 @@ between rows of this run (bfloat16 vs float32 of the same case).
 
 The load_cycle cases time every phase of one LoAd cycle apart (generator step, hold-out
 evaluation, checkpoint write, map-set write, D epoch) at the demo's size and a paper-like one,
-on each of `--replicas`, and print a per-phase table; `--baseline_library` adds rows of the same
-cases run with an older checkout's library (before/after in one run).
+on each of `--replicas`, and print a per-phase table; `--baseline_libraries` adds rows of the
+same cases run with older checkouts' libraries (before/after in one run).
 
 bfloat16 rows: inference models from `models.precision.build_deeplab_in(config, "bfloat16")`,
 training under Keras' `mixed_bfloat16` policy (what `--mixed_precision=mixed_bfloat16` does).
@@ -54,10 +54,10 @@ flags.DEFINE_integer("timeout", 900, "Seconds one case may take.")
 flags.DEFINE_list("replicas", ["1"], "Replica counts the load_cycle cases run on (several: "
                   "MirroredStrategy over the GPUs, or over that many logical CPU devices, which "
                   "share the same cores: a correctness layout, not a speed-up, on a CPU).")
-flags.DEFINE_string("baseline_library", None, "A checkout (folder holding deeplab_load/) whose "
-                    "library every case also runs with, right after the current one, on one "
-                    "replica: before/after rows of one run (e.g. a `git worktree` of an older "
-                    "commit).")
+flags.DEFINE_list("baseline_libraries", [], "Checkouts (folders holding deeplab_load/) whose "
+                  "library every case also runs with, right after the current one, on one "
+                  "replica: before/after rows of one run, named `<dtype> @<folder name>` (e.g. "
+                  "`git worktree add --detach ../before <commit>`).")
 flags.DEFINE_integer("run_replicas", 1, "Internal: the replicas of --run_case.")
 
 # Benchmarked models: (zoo entry whose architecture is built, output stride). OS 8 scales the
@@ -362,7 +362,7 @@ def load_cycle_case(setting, dtype):
     steps, BatchNorm recomputation, hold-out accuracy). `cycle_s` composes them:
     gamma x (step + hold-out + checkpoint) + map_sets x map set + d_epochs x D epoch.
     Only library calls that the single-device code had before issue 19 are used with one replica,
-    so `--baseline_library` can time an older checkout's library with this same case."""
+    so `--baseline_libraries` can time an older checkout's library with this same case."""
     import tensorflow as tf
     from deeplab_load.checkpoints.store import CheckpointStore
     from deeplab_load.data import pipeline
@@ -515,7 +515,7 @@ def run_in_subprocess(name, dtype, replicas=1, library=None):
 def variants(name, replicas_asked):
     """(row key, dtype, replicas, library folder or None) of every run of case `name`: each
     dtype on the current library (and the replica counts of a replicated case), then on
-    --baseline_library (one replica)."""
+    each of --baseline_libraries (one replica)."""
     if name == "matmul_peak":
         return [("both", "both", 1, None)]
     rows = []
@@ -523,8 +523,9 @@ def variants(name, replicas_asked):
         for replicas in (replicas_asked if name in REPLICATED_CASES else [1]):
             rows.append((dtype if replicas == 1 else f"{dtype} x{replicas}", dtype, replicas,
                          None))
-            if replicas == 1 and FLAGS.baseline_library:
-                rows.append((f"{dtype} baseline", dtype, 1, FLAGS.baseline_library))
+            if replicas == 1:
+                rows += [(f"{dtype} @{os.path.basename(os.path.normpath(library))}", dtype, 1,
+                          library) for library in FLAGS.baseline_libraries]
     return rows
 
 
@@ -649,10 +650,10 @@ def main(argv):
         raise app.UsageError(f"--replicas: {error}") from error
     if replicas_asked[0] < 1:
         raise app.UsageError("--replicas: counts must be >= 1")
-    if FLAGS.baseline_library and not os.path.isdir(
-            os.path.join(FLAGS.baseline_library, "deeplab_load")):
-        raise app.UsageError(f"--baseline_library={FLAGS.baseline_library}: no deeplab_load/ "
-                             "package in it")
+    for library in FLAGS.baseline_libraries:
+        if not os.path.isdir(os.path.join(library, "deeplab_load")):
+            raise app.UsageError(f"--baseline_libraries: {library} holds no deeplab_load/ "
+                                 "package")
     load_before = os.getloadavg()
     print(f"device: {cpu_model()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f}",
           flush=True)
@@ -674,7 +675,7 @@ def main(argv):
               "flags": {"dtypes": FLAGS.dtypes, "jit_compile": FLAGS.jit_compile,
                         "image_size": FLAGS.image_size, "warmup": FLAGS.warmup,
                         "repeats": FLAGS.repeats, "replicas": replicas_asked,
-                        "baseline_library": FLAGS.baseline_library},
+                        "baseline_libraries": FLAGS.baseline_libraries},
               "matmul_peak_gflops": peaks, "results": results,
               "bfloat16_speedups": {n: {"medians": r, "minima": m}
                                     for n, _, r, m in speedups(results)}}

@@ -67,26 +67,27 @@ def test_measured_tables_set_prediction_beside_measurement():
 
 def test_variants_interleave_the_baseline_library_and_replicas_only_for_cycle_cases():
     flags.FLAGS.dtypes = ["float32", "bfloat16"]
-    flags.FLAGS.baseline_library = "/old"
+    flags.FLAGS.baseline_libraries = ["/work/old/", "/work/older"]
     try:
         cycle = benchmark.variants("load_cycle_demo", [1, 2])
         forward = benchmark.variants("forward_mnv2_os16", [1, 2])
     finally:
-        flags.FLAGS.baseline_library = None
-    assert [v[0] for v in cycle] == ["float32", "float32 baseline", "float32 x2", "bfloat16",
-                                     "bfloat16 baseline", "bfloat16 x2"]
-    assert ("float32 baseline", "float32", 1, "/old") in cycle
-    assert [v[0] for v in forward] == ["float32", "float32 baseline", "bfloat16",
-                                       "bfloat16 baseline"]
+        flags.FLAGS.baseline_libraries = []
+    assert [v[0] for v in cycle] == ["float32", "float32 @old", "float32 @older", "float32 x2",
+                                     "bfloat16", "bfloat16 @old", "bfloat16 @older",
+                                     "bfloat16 x2"]
+    assert ("float32 @older", "float32", 1, "/work/older") in cycle
+    assert [v[0] for v in forward] == ["float32", "float32 @old", "float32 @older", "bfloat16",
+                                       "bfloat16 @old", "bfloat16 @older"]
 
 
 def test_phase_table_has_every_phase_and_names_both_libraries():
     table = benchmark.phase_table({"float32": fake_row(library="/new"),
-                                   "float32 baseline": fake_row(2.0, library="/old")})
+                                   "float32 @old": fake_row(2.0, library="/old")})
     for phase in benchmark.CYCLE_PHASES:
         assert f"| {phase} |" in table
     assert "| d_epoch | 12 | 10.000 [9.000-11.000] | 20.000 [18.000-22.000] |" in table
-    assert "float32 = /new" in table and "float32 baseline = /old" in table
+    assert "float32 = /new" in table and "float32 @old = /old" in table
 
 
 def test_baseline_library_child_imports_the_library_from_that_checkout(tmp_path):

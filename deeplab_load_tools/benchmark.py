@@ -328,7 +328,7 @@ def load_run_memory_case(num_train, dtype):
 # holdout: hold-out images per evaluation; train: training images of the map set and of D's
 # epoch (one real + one fake per image); gamma, map_sets, d_epochs: the cycle composed from them.
 CYCLES = {
-    "demo": dict(model=None, image=(97, 129), holdout=36, train=64, adv_batch=8, eval_batch=8,
+    "demo": dict(model=None, image=(97, 129), holdout=36, train=32, adv_batch=8, eval_batch=8,
                  map_batch=8, disc_batch=16, disc_input=96, disc_bn_batches=16, gamma=8,
                  map_sets=2, d_epochs=20),
     "paper": dict(model="mnv2_os16", image=(513, 513), holdout=24, train=16, adv_batch=5,

@@ -8,6 +8,7 @@ from typing import Optional
 
 from deeplab_load.checkpoints.model_source import ModelSource, check_eval_crop_size
 from deeplab_load.config_fields import group, option, size
+from deeplab_load.dataset_names import DATASET_NAMES_TEXT
 from deeplab_load.errors import FlagError
 
 # tf.distribute strategies (`training.strategy.make_strategy`'s kinds).
@@ -66,7 +67,7 @@ class EvaluateConfig(InferenceOptions):
     """
     model: ModelSource = group(ModelSource)
     dataset: Optional[str] = option(
-        None, "voc, cityscapes, stanford, demo or bench (default: the run's model.json, else "
+        None, f"{DATASET_NAMES_TEXT} (default: the run's model.json, else "
         "demo).")
     dataset_dir: Optional[str] = option(
         None, "Data set root: the folder holding VOCdevkit, the Cityscapes root, the folder "
@@ -102,7 +103,7 @@ class ExportConfig(InferenceOptions):
     model: ModelSource = group(ModelSource)
     export_dir: Optional[str] = option(None, "Where the SavedModel goes (required).")
     dataset: Optional[str] = option(
-        None, "voc, cityscapes, stanford, demo or bench: the class names and eval crop size when "
+        None, f"{DATASET_NAMES_TEXT}: the class names and eval crop size when "
         "there is no model.json (no data is read).")
     eval_crop_size: Optional[tuple] = option(
         None, "Pad every image to H,W before the model (the original export's crop_size); "
@@ -128,7 +129,7 @@ class PredictConfig(InferenceOptions):
     fmt: str = option("color", "raw, color, overlay, voc_submission or cityscapes_submission "
                       "(see the module doc).", FORMATS, flag="format")
     dataset: Optional[str] = option(
-        None, "voc, cityscapes, stanford, demo or bench (default: the run's model.json, else "
+        None, f"{DATASET_NAMES_TEXT} (default: the run's model.json, else "
         "demo); with --input_dir it names the classes, palette and eval crop size only.")
     dataset_dir: Optional[str] = option(
         None, "Data set root (as for train/evaluate); not needed for demo, with --run_dir, or "

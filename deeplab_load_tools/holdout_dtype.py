@@ -3,24 +3,30 @@
     python -m deeplab_load_tools.holdout_dtype --run_dir=runs/bench --checkpoint=runs/bench/stage1 \
         --train_images=64 --repeats=3
 
-Reads the run's model (`--checkpoint`: a checkpoint folder of the run, default the run's own),
-data set and hold-out images (holdout_ids.txt), and measures side by side in this process, for
-float32 and bfloat16 (`training.holdout.HoldoutEvaluator(..., dtype=...)`, what LoAd runs):
-the hold-out mIoU, the median seconds of one hold-out evaluation, the share of hold-out pixels
-whose label is the same in both dtypes, and the same share over the label maps of the first
-`--train_images` training images (what a map set holds). Prints one JSON object.
+Reads the run's model (the model flags are evaluate's; `--checkpoint`: a checkpoint folder of the
+run, default the run's own), data set and hold-out images (holdout_ids.txt), and measures side by
+side in this process, for float32 and bfloat16
+(`training.holdout.HoldoutEvaluator(..., dtype=...)`, what LoAd runs): the hold-out mIoU, the
+median seconds of one hold-out evaluation, the share of hold-out pixels whose label is the same in
+both dtypes, and the same share over the label maps of the first `--train_images` training images
+(what a map set holds). Prints one JSON object.
 """
 import json
 import os
 import statistics
 import time
 
-from absl import app, flags
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
 
+from absl import flags
+
+from deeplab_load.checkpoints.model_source import ModelSource
+from deeplab_load.errors import FlagError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Training run directory (model.json, holdout_ids.txt).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint folder (default: the run's).")
+# The model flags (--run_dir, --checkpoint, --checkpoint_tag, the architecture), as evaluate's.
+cli.define_flags(ModelSource)
+flags.adopt_module_key_flags(cli)  # --help lists them too
 flags.DEFINE_integer("train_images", 64, "Training images whose maps are compared (0: none).")
 flags.DEFINE_integer("repeats", 3, "Timed hold-out evaluations per dtype (median reported).")
 flags.DEFINE_integer("batch_size", 8, "Evaluation batch.")
@@ -33,21 +39,23 @@ def agreement(first, second):
 
 def main(argv):
     del argv
+    source = cli.config_from_flags(ModelSource)[0]
+    if not source.run_dir:
+        raise FlagError("--run_dir is required: the training run whose holdout_ids.txt names the "
+                        "hold-out images (--checkpoint: one of its checkpoints)")
     import numpy as np
     from deeplab_load.checkpoints.model_loading import (eval_crop_size, find_spec, load_model,
                                                         open_dataset)
-    from deeplab_load.checkpoints.model_source import ModelSource
     from deeplab_load.data import pipeline
     from deeplab_load.inference import label_map_function
     from deeplab_load.training.holdout import HoldoutEvaluator
 
-    source = ModelSource(run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint)
     spec, _ = find_spec(source)
     ds = open_dataset(spec)
     loaded = load_model(source, ds.info.num_classes)
     crop = eval_crop_size(None, spec, ds.info)
     split = (spec.data or {}).get("eval_split") or "val"
-    ids = open(os.path.join(FLAGS.run_dir, "holdout_ids.txt")).read().split()
+    ids = open(os.path.join(source.run_dir, "holdout_ids.txt")).read().split()
     refs = pipeline.select_refs(ds, split, ids)
     out = {"checkpoint": loaded.description, "holdout_images": len(refs), "eval_crop_size": crop}
     maps = {}
@@ -87,8 +95,7 @@ def main(argv):
 
 def run():
     """The console script's entry point (setup.py)."""
-    flags.mark_flag_as_required("run_dir")
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ discriminator epoch over --train_images real + --train_images fake examples, tak
   d_fit_1_epoch    `fit_discriminator(max_epochs=1)` end to end (compare with the parts' sum)
   d_step_parts     one D step on a batch in memory, taken apart (compiled functions):
                    inference forward, training forward, forward + gradients, the whole step
+The model flags (--run_dir, required, --checkpoint, --checkpoint_tag, ...) are evaluate's.
 Per-image costs are the phase divided by its images. Prints one JSON object; docs/SCALING.md
 turns it into predicted cycle times.
 """
@@ -24,12 +25,17 @@ import statistics
 import tempfile
 import time
 
-from absl import app, flags
+from deeplab_load import cli  # first: quiets TensorFlow's start-up
 
+from absl import flags
+
+from deeplab_load.checkpoints.model_source import ModelSource
+from deeplab_load.errors import FlagError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Training run directory (model.json, holdout_ids.txt).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint folder (default: the run's).")
+# The model flags (--run_dir, --checkpoint, --checkpoint_tag, the architecture), as evaluate's.
+cli.define_flags(ModelSource)
+flags.adopt_module_key_flags(cli)  # --help lists them too
 flags.DEFINE_integer("train_images", 320, "Training images of the map set and of D's epoch.")
 flags.DEFINE_integer("adv_batch_size", 8, "Generator step batch.")
 flags.DEFINE_integer("eval_batch_size", 8, "Hold-out / map-set batch.")
@@ -75,10 +81,13 @@ def d_step_parts(discriminator, trainer, batch, repeats):
 
 def main(argv):
     del argv
+    source = cli.config_from_flags(ModelSource)[0]
+    if not source.run_dir:
+        raise FlagError("--run_dir is required: the training run whose holdout_ids.txt names the "
+                        "hold-out images (--checkpoint: one of its checkpoints)")
     import tensorflow as tf
     from deeplab_load.checkpoints.model_loading import (eval_crop_size, find_spec, load_model,
                                                         open_dataset)
-    from deeplab_load.checkpoints.model_source import ModelSource
     from deeplab_load.checkpoints.store import CheckpointStore
     from deeplab_load.data import pipeline
     from deeplab_load.data.batches import Batches
@@ -87,7 +96,6 @@ def main(argv):
     from deeplab_load.training.holdout import HoldoutEvaluator
 
     strategy = tf.distribute.get_strategy()
-    source = ModelSource(run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint)
     spec, _ = find_spec(source)
     ds = open_dataset(spec)
     classes = ds.info.num_classes
@@ -95,7 +103,7 @@ def main(argv):
     crop = eval_crop_size(None, spec, ds.info)
     eval_split = (spec.data or {}).get("eval_split") or "val"
     holdout_refs = pipeline.select_refs(ds, eval_split, open(os.path.join(
-        FLAGS.run_dir, "holdout_ids.txt")).read().split())
+        source.run_dir, "holdout_ids.txt")).read().split())
     train_refs = ds.examples("train")[:FLAGS.train_images]
     tf.keras.utils.set_random_seed(0)
     discriminator = build_discriminator(classes, input_size=FLAGS.disc_input_size)
@@ -105,7 +113,7 @@ def main(argv):
     d_trainer = steps.DiscriminatorTrainer(discriminator,
                                            steps.discriminator_optimizer(1e-3, "adam"),
                                            strategy, classes)
-    out = {"checkpoint": FLAGS.checkpoint or FLAGS.run_dir, "classes": classes,
+    out = {"checkpoint": source.checkpoint or source.run_dir, "classes": classes,
            "eval_crop_size": crop, "holdout_images": len(holdout_refs),
            "train_images": len(train_refs), "settings": {
                name: getattr(FLAGS, name) for name in (
@@ -191,8 +199,7 @@ def main(argv):
 
 def run():
     """The console script's entry point (setup.py)."""
-    flags.mark_flag_as_required("run_dir")
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

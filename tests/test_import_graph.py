@@ -22,7 +22,8 @@ LAYERS = (
     ("models", ("deeplab_load.models",)),
     ("core", ("deeplab_load", "deeplab_load.errors", "deeplab_load.traced", "deeplab_load.finite",
               "deeplab_load.progress", "deeplab_load.atomic_files", "deeplab_load.output_folder",
-              "deeplab_load.losses", "deeplab_load.lookahead", "deeplab_load.config_fields")),
+              "deeplab_load.losses", "deeplab_load.lookahead", "deeplab_load.config_fields",
+              "deeplab_load.dataset_names")),
     ("data", ("deeplab_load.data",)),
     ("checkpoints", ("deeplab_load.checkpoints",)),
     ("inference/evaluation/serving", (

@@ -75,3 +75,25 @@ def test_ablation_flags_come_from_its_config_classes():
     assert flags == ["arms", "num_seeds", "arm_steps", "hybrid_weights", "bootstrap_resamples",
                      "bootstrap_confidence", "ablation_dir"]
     assert config_fields.from_flags(AblationConfig, num_seeds=5, arms=("load",)).num_seeds == 5
+
+
+def test_holdout_tools_take_evaluates_model_flags():
+    """holdout_dtype and load_phases define their model source from `ModelSource`, as evaluate
+    does (--run_dir, --checkpoint, ...), and say so when --run_dir is missing; no TensorFlow is
+    imported for either."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for name in ("holdout_dtype", "load_phases"):
+        source = (TOOLS / f"{name}.py").read_text()
+        assert "define_flags(ModelSource)" in source and '"run_dir"' not in source, name
+        helpfull = subprocess.run([sys.executable, "-m", f"deeplab_load_tools.{name}",
+                                   "--helpfull"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=120)
+        assert helpfull.returncode in (0, 1), helpfull.stderr[-2000:]   # absl: 1 after help
+        for flag in ("--run_dir:", "--checkpoint:", "--checkpoint_tag:", "--train_images:"):
+            assert flag in helpfull.stdout, (name, flag)
+        missing = subprocess.run([sys.executable, "-m", f"deeplab_load_tools.{name}",
+                                  "--checkpoint=runs/x/stage1"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert missing.returncode == 2, (name, missing.stderr[-2000:])
+        assert "error: --run_dir is required" in missing.stderr, (name, missing.stderr[-2000:])
+        assert "Traceback" not in missing.stderr, name

@@ -4,9 +4,9 @@ with ignore = 255; see `common.py`."""
 from deeplab_load.data import bench, cityscapes, demo, stanford, voc
 from deeplab_load.data.common import IGNORE_LABEL, BadExampleError, DatasetInfo, ExampleRef
 from deeplab_load.data.records_only import RecordsDataset
+from deeplab_load.dataset_names import DATASET_NAMES
 from deeplab_load.errors import FlagError
 
-DATASET_NAMES = ("voc", "cityscapes", "stanford", "demo", "bench")
 # name -> class of the data sets read from files.
 _FILE_DATASETS = {"voc": voc.VocDataset, "cityscapes": cityscapes.CityscapesDataset,
                   "stanford": stanford.StanfordDataset}

@@ -19,6 +19,7 @@ from typing import Optional
 from deeplab_load import config_fields
 from deeplab_load.checkpoints.model_source import ModelArchitecture
 from deeplab_load.config_fields import group, option, size
+from deeplab_load.dataset_names import DATASET_NAMES, DATASET_NAMES_TEXT
 from deeplab_load.errors import FlagError
 from deeplab_load.lookahead.controller import LoAdConfig
 
@@ -66,8 +67,8 @@ class ModelConfig(ModelArchitecture):
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = option("demo", "voc, cityscapes, stanford, demo or bench (generated: "
-                          "docs/BENCH.md).", ("voc", "cityscapes", "stanford", "demo", "bench"))
+    dataset: str = option("demo", f"{DATASET_NAMES_TEXT} (generated: docs/BENCH.md).",
+                          DATASET_NAMES)
     dataset_dir: Optional[str] = option(
         None, "Data set root: the folder holding VOCdevkit (or VOCdevkit, or VOC2012), the "
         "Cityscapes root (with leftImg8bit/, gtFine/), the folder holding iccv09Data; demo, "

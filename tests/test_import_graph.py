@@ -23,7 +23,7 @@ LAYERS = (
     ("core", ("deeplab_load", "deeplab_load.errors", "deeplab_load.traced", "deeplab_load.finite",
               "deeplab_load.progress", "deeplab_load.atomic_files", "deeplab_load.output_folder",
               "deeplab_load.losses", "deeplab_load.lookahead", "deeplab_load.config_fields",
-              "deeplab_load.dataset_names")),
+              "deeplab_load.dataset_names", "deeplab_load.overlap")),
     ("data", ("deeplab_load.data",)),
     ("checkpoints", ("deeplab_load.checkpoints",)),
     ("inference/evaluation/serving", (

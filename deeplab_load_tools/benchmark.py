@@ -298,6 +298,43 @@ def map_generation_case(dtype, key="mnv2_os16", images=16):
     return result
 
 
+def overlap_case(dtype, key="mnv2_os16", images=16, batch=4):
+    """overlap.py's background threads on and off, interleaved in one process: a map-set write
+    (PNGs written behind the next batch) and a hold-out evaluation (next batch padded ahead) of
+    `images` images of image_size^2 at `batch`. The timed row is the map set with overlap."""
+    from deeplab_load.training.holdout import HoldoutEvaluator
+    from deeplab_load.training.map_sets import write_label_map_set
+    size = FLAGS.image_size
+    ds = _demo(images, images, size)
+    model = inference_model(key, dtype, ds.info.num_classes)
+    refs = ds.examples("train")
+    out = tempfile.mkdtemp(prefix="bench_overlap_")
+    runs = {}
+    for overlap in (True, False):
+        holdout = HoldoutEvaluator(model, ds, ds.examples("val"), batch, (size, size),
+                                   overlap=overlap)
+        runs[f"map_set_overlap_{overlap}"] = lambda o=overlap: write_label_map_set(
+            model, ds, refs, out, batch, (size, size), overlap=o)
+        runs[f"holdout_overlap_{overlap}"] = holdout.confusion_matrix
+    seconds = {name: [] for name in runs}
+    for _ in range(FLAGS.warmup):
+        for fn in runs.values():
+            fn()
+    for _ in range(FLAGS.repeats):
+        for name, fn in runs.items():
+            started = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - started)
+    parts = {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)}
+             for name, t in seconds.items()}
+    result = dict(parts["map_set_overlap_True"], images_per_s=images / parts[
+        "map_set_overlap_True"]["median_s"], overlap=parts)
+    for what in ("map_set", "holdout"):
+        result[f"{what}_inline_over_overlap"] = (parts[f"{what}_overlap_False"]["median_s"]
+                                                 / parts[f"{what}_overlap_True"]["median_s"])
+    return result
+
+
 def load_run_memory_case(num_train, dtype):
     """Peak memory of a short demo LoAd run (no stage 1) with `num_train` training images,
     run as `python -m deeplab_load.train` in a child process."""
@@ -453,6 +490,7 @@ CASES = {
     "load_run_memory_500_images": lambda dtype: load_run_memory_case(500, dtype),
     **{f"load_cycle_{setting}": (lambda dtype, setting=setting: load_cycle_case(setting, dtype))
        for setting in CYCLES},
+    "overlap_mnv2_os16": overlap_case,
 }
 REPLICATED_CASES = tuple(f"load_cycle_{setting}" for setting in CYCLES)
 OPTIONAL_CASES = ("savedmodel_xception65_os16", "load_run_memory_50_images",
@@ -594,6 +632,9 @@ def headline(name, dtype, result):
         row += (f"  = {result['ratio_to_separate']:.2f}x (generator step "
                 f"{result['generator_step']['median_s'] * 1e3:.0f} ms + hold-out eval "
                 f"{result['holdout_eval']['median_s'] * 1e3:.0f} ms timed apart)")
+    if "overlap" in result:
+        row += (f"  inline / overlap time: map set {result['map_set_inline_over_overlap']:.2f}x, "
+                f"hold-out {result['holdout_inline_over_overlap']:.2f}x (> 1: overlap faster)")
     if "train_process_peak_rss_mb" in result:
         row += (f"  train process peak {result['train_process_peak_rss_mb']:.0f} MB for "
                 f"{result['num_train']} training images")

@@ -33,10 +33,17 @@ def reference_maps(model, demo, refs, crop):
     return out
 
 
-def test_holdout_miou_equals_per_image_eval(demo, model):
+@pytest.mark.parametrize("overlap", [True, False])
+def test_holdout_miou_equals_per_image_eval(demo, model, overlap, monkeypatch):
+    from deeplab_load.training import holdout
+    asked = []
+    original = holdout.read_ahead
+    monkeypatch.setattr(holdout, "read_ahead", lambda items, enabled=True: (
+        asked.append(enabled), original(items, enabled=enabled))[1])
     refs = demo.examples("val")
     crop = (48, 64)
-    evaluator = HoldoutEvaluator(model, demo, refs, batch_size=3, eval_crop_size=crop)
+    evaluator = HoldoutEvaluator(model, demo, refs, batch_size=3, eval_crop_size=crop,
+                                 overlap=overlap)
     expected = sum(metrics.confusion_matrix_numpy(label, pred, demo.info.num_classes)
                    for label, pred in reference_maps(model, demo, refs, crop))
     np.testing.assert_array_equal(evaluator.confusion_matrix(), expected)
@@ -47,6 +54,7 @@ def test_holdout_miou_equals_per_image_eval(demo, model):
             triples, reference_maps(model, demo, refs, crop)):
         np.testing.assert_array_equal(label, ref_label)
         np.testing.assert_array_equal(label_map, ref_map)
+    assert asked and set(asked) == {overlap}
 
 
 def test_holdout_reads_its_images_once_and_evaluates_without_tf_data(demo, model, monkeypatch):
@@ -72,13 +80,23 @@ def test_holdout_reads_its_images_once_and_evaluates_without_tf_data(demo, model
         np.testing.assert_array_equal(label, demo.load(ref)[1])
 
 
-def test_written_set_matches_predictions_and_streams_back(demo, model, tmp_path):
+@pytest.mark.parametrize("overlap", [True, False])
+def test_written_set_matches_predictions_and_streams_back(demo, model, tmp_path, overlap,
+                                                          monkeypatch):
+    """With the PNGs written behind the next batch's compute (overlap) and inline: the same maps
+    (5 images at batch 2: three batches, the last one short)."""
+    writers = []
+    original = map_sets.WriteBehind
+    monkeypatch.setattr(map_sets, "WriteBehind", lambda enabled=True: (
+        writers.append(enabled), original(enabled=enabled))[1])
     refs = demo.examples("train")
     crop = (48, 64)
-    assert map_sets.write_label_map_set(model, demo, refs, str(tmp_path), 2, crop) == len(refs)
+    assert map_sets.write_label_map_set(model, demo, refs, str(tmp_path), 2, crop,
+                                        overlap=overlap) == len(refs)
     for ref, (label, pred) in zip(refs, reference_maps(model, demo, refs, crop)):
         path = map_sets.map_path(str(tmp_path), ref.id)
         np.testing.assert_array_equal(decode_index_png(read_bytes(path), path), pred)
+    assert writers == [overlap]
     fakes = list(map_sets.fake_examples(demo, refs, str(tmp_path), 32, seed=1))
     reals = list(map_sets.real_examples(demo, refs, 32, seed=1))
     assert len(fakes) == len(reals) == len(refs)

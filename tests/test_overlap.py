@@ -88,3 +88,17 @@ def test_write_behind_raises_a_job_error_in_the_caller():
         with WriteBehind(max_pending=1) as writer:
             for i in range(4):
                 writer.submit(job, i)
+
+
+def test_disabled_overlap_does_the_same_work_inline():
+    threads = []
+
+    def job(i):
+        threads.append(threading.current_thread().name)
+
+    with WriteBehind(enabled=False) as writer:
+        writer.submit(job, 0)
+        writer.submit(job, 1)
+        assert writer.finished() == 2            # done inside submit
+    assert threads == [threading.current_thread().name] * 2
+    assert list(read_ahead(iter(range(4)), enabled=False)) == [0, 1, 2, 3]

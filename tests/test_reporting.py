@@ -47,3 +47,47 @@ def test_holdout_covering_the_whole_split_has_no_unselected_part(setup):
     ds, model = setup
     parts = reporting.evaluate_parts(model, ds, "val", ds.examples("val"), 2, (33, 41), "m")
     assert parts["unselected_val"] is None and parts["val"]["num_images"] == 5
+
+
+def test_results_are_read_back_only_when_every_worker_has_them(setup, tmp_path, monkeypatch):
+    """A worker that has the results but whose peers do not (they crashed between the workers'
+    writes) evaluates again with them instead of reading back and leaving them waiting."""
+    ds, model = setup
+    holdout = ds.examples("val")[:2]
+    first = reporting.evaluate_or_load(model, ds, "val", holdout, 2, (33, 41), str(tmp_path),
+                                       "baseline", "test model")
+    asked = []
+    monkeypatch.setattr(reporting, "on_every_worker",
+                        lambda strategy, flag: asked.append(flag) or False)
+    calls = []
+    original = reporting.evaluate_parts
+    monkeypatch.setattr(reporting, "evaluate_parts",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    again = reporting.evaluate_or_load(model, ds, "val", holdout, 2, (33, 41), str(tmp_path),
+                                       "baseline", "test model")
+    assert asked == [True] and calls == [1]
+    np.testing.assert_array_equal(again["val"]["confusion_matrix"],
+                                  first["val"]["confusion_matrix"])
+
+
+def test_on_every_worker_is_a_collective_and_over_a_single_device_the_flag_itself():
+    """Under MultiWorkerMirroredStrategy (one local worker, in a child process: collectives must
+    be set up before TensorFlow runs anything) the flag goes through the all-gather."""
+    import os
+    import subprocess
+    import sys
+    probe = (
+        "import tensorflow as tf\n"
+        "strategy = tf.distribute.MultiWorkerMirroredStrategy()\n"
+        "from deeplab_load.training import strategy as s\n"
+        "calls = []\n"
+        "original = s.worker_gather\n"
+        "s.worker_gather = lambda st: (calls.append(1), original(st))[1]\n"
+        "print('RESULT', s.on_every_worker(strategy, True), s.on_every_worker(strategy, False),\n"
+        "      s.on_every_worker(tf.distribute.get_strategy(), True), len(calls))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    assert line.split()[1:] == ["True", "False", "True", "2"]

@@ -13,6 +13,7 @@ from absl import logging
 from deeplab_load import comparison, metrics
 from deeplab_load import evaluation
 from deeplab_load.data import pipeline
+from deeplab_load.training.strategy import on_every_worker
 
 WHOLE, UNSELECTED = "val", "unselected_val"
 TITLES = {
@@ -68,10 +69,14 @@ def evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, l
 def evaluate_or_load(model, ds, split, holdout_refs, batch_size, eval_crop_size, results_dir,
                      name, label, skip_bad_examples=False, bad_example_log=None,
                      strategy=None):
-    """`evaluate_parts`, written under results_dir (see module doc), or read back if there."""
+    """`evaluate_parts`, written under results_dir (see module doc), or read back if there.
+
+    Under MultiWorkerMirroredStrategy the evaluation is collective: the results are read back
+    only when every worker has them (a worker that crashed between the workers' writes would
+    otherwise evaluate alone and wait for the others forever)."""
     dirs = _result_dirs(results_dir, name)
     paths = {part: os.path.join(d, "results.json") for part, d in dirs.items()}
-    if os.path.exists(paths[WHOLE]):
+    if on_every_worker(strategy, os.path.exists(paths[WHOLE])):
         return {part: metrics.load_results(path) if os.path.exists(path) else None
                 for part, path in paths.items()}
     parts = evaluate_parts(model, ds, split, holdout_refs, batch_size, eval_crop_size, label,

@@ -236,6 +236,14 @@ def worker_gather(strategy):
     return gather
 
 
+def on_every_worker(strategy, flag):
+    """True when `flag` is true on every worker of a MultiWorkerMirroredStrategy (a collective
+    op: every worker calls it at the same point); `flag` itself under any other strategy."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return bool(flag)
+    return bool(worker_gather(strategy)([1.0 if flag else 0.0]).min() > 0)
+
+
 def stop_agreement(strategy):
     """`codes(local_code) -> [code per worker]` over `worker_gather`: one int each (a signal
     number, 0 for none), for `interrupts.agree_with`."""

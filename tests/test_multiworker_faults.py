@@ -208,3 +208,24 @@ def test_handlers_installed_again_after_another_took_sigterm():
         assert interrupts.requested()
         interrupts.reinstall_handlers()                      # not after a signal: the next one
         assert signals.getsignal(signals.SIGTERM) is signals.SIG_DFL   # still ends the process
+
+
+@pytest.mark.slow
+def test_a_worker_behind_the_chief_takes_the_chiefs_copy_and_the_run_resumes(
+        reference_dir, demo_dir, tmp_path):
+    """Worker 1's copy lost its last LoAd commit (as when it dies between the chief's commit and
+    its own): at the restart it takes the chief's copy (`worker_sync`) and the pair finishes the
+    same run as an uninterrupted one."""
+    run_dir = str(tmp_path / "run")
+    processes, _ = start_workers(
+        run_dir, demo_dir, {"DEEPLAB_LOAD_TEST_KILL_AT": "propagation_start:2:SIGTERM"})
+    for code, _, err, _ in finish(processes):
+        assert code == 0, err[-3000:]
+    behind = os.path.join(run_dir, "worker_tmp_1", "state.json")
+    assert json.load(open(behind))["propagation"] == 1
+    os.remove(behind)                                    # worker 1: no LoAd commit on disk
+
+    resumed = run_pair(run_dir, demo_dir)
+    assert "take the chief's copy" in resumed[0][2], resumed[0][2][-3000:]
+    assert "taking the chief's copy" in resumed[1][2], resumed[1][2][-3000:]
+    assert_same_run(run_dir, reference_dir)

@@ -1,6 +1,6 @@
 """Speed and memory benchmark on the current device, float32 and bfloat16 side by side.
 
-    python -m deeplab_load_tools.benchmark                       # every default case, both dtypes (~10 min)
+    python -m deeplab_load_tools.benchmark                       # every default case, both dtypes (~20 min on 2 cores)
     python -m deeplab_load_tools.benchmark --cases=forward_mnv2_os16,matmul_peak --dtypes=bfloat16
     python -m deeplab_load_tools.benchmark --list_cases
     python -m deeplab_load_tools.benchmark --cases=load_cycle_demo,load_cycle_paper --replicas=1,2 \

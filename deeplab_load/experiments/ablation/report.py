@@ -162,9 +162,13 @@ def format_markdown(summary, title):
     return "\n".join(lines) + "\n"
 
 
+ZOOM_POINTS = 1.5   # the difference panel shows +-1.5 points; farther values are marked at its edge
+
+
 def plot(summary, path):
-    """mIoU per arm (bars: mean, dots: seeds) and the difference against the baseline with its
-    interval; returns path, or None without matplotlib."""
+    """mIoU per arm (bars: mean, dots: seeds) and each arm's paired difference against the
+    baseline and against LoAd with its interval (zoomed to +-ZOOM_POINTS, farther values written
+    at the edge); returns path, or None without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -183,23 +187,35 @@ def plot(summary, path):
         left.bar(x, mean, yerr=std, color="tab:orange" if arm == arm_names.LOAD else "tab:blue",
                  alpha=0.6, capsize=4)
         left.scatter([x] * len(values), values, color="black", s=12, zorder=3)
-        entry = arms[arm]["vs_baseline"]
-        if entry is not None:
-            diff = 100 * entry["difference"]
-            right.errorbar(x, diff, yerr=[[diff - 100 * entry["low"]],
-                                          [100 * entry["high"] - diff]], fmt="o", capsize=4,
-                           color="tab:orange" if arm == arm_names.LOAD else "tab:blue")
+        for key, offset, color in (("vs_baseline", -0.15, "tab:blue"),
+                                   ("vs_load", 0.15, "tab:orange")):
+            entry = arms[arm].get(key)
+            if entry is None or (key == "vs_load" and arm == arm_names.LOAD):
+                continue
+            diff, low, high = (100 * entry[k] for k in ("difference", "low", "high"))
+            if abs(diff) > ZOOM_POINTS:
+                edge = ZOOM_POINTS if diff > 0 else -ZOOM_POINTS
+                right.annotate(f"{diff:+.1f}", (x + offset, edge), fontsize=7, color=color,
+                               ha="center", va="bottom" if diff > 0 else "top", rotation=90)
+                right.plot([x + offset], [edge], marker="^" if diff > 0 else "v", color=color)
+                continue
+            right.errorbar(x + offset, diff, yerr=[[diff - low], [high - diff]], fmt="o",
+                           capsize=3, color=color, markersize=4)
     if values_all:
         left.set_ylim(min(values_all) - 2, max(values_all) + 2)
     for ax in (left, right):
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels(labels, fontsize=7)
     right.axhline(0.0, color="gray", lw=0.8)
+    right.set_ylim(-ZOOM_POINTS - 1.3, ZOOM_POINTS + 1.3)
+    right.plot([], [], "o", color="tab:blue", label="arm - (a) baseline")
+    right.plot([], [], "o", color="tab:orange", label="arm - (e) LoAd")
+    right.legend(fontsize=7, loc="lower right")
     left.set_ylabel(f"mIoU on {arms[order[0]]['split']} (%)")
     left.set_title("per arm (bars: mean ± std; dots: seeds)")
-    right.set_ylabel("difference vs (a) (points)")
-    right.set_title(f"vs baseline, {int(round(100 * summary['bootstrap']['confidence']))}% "
-                    f"bootstrap interval")
+    right.set_ylabel("paired difference (points)")
+    right.set_title(f"differences, {int(round(100 * summary['bootstrap']['confidence']))}% "
+                    f"bootstrap intervals (zoomed to ±{ZOOM_POINTS:g})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

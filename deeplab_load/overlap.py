@@ -6,7 +6,7 @@ submission order, while the caller computes the next batch. Both keep the order 
 re-raise a background error in the caller; neither changes what is computed or written. With
 `enabled=False` both do the same work inline, in the caller's thread.
 
-Whether it pays depends on where the model runs (`accelerator_visible`, the callers' default): on
+Whether it pays depends on where the model runs (`overlap_enabled`, the callers' default): on
 a GPU the host's cores idle while the device computes, and the background thread uses them; on a
 CPU the model's ops already take every core, and on 2 cores no gain was measured (the map-set
 write 1098 vs 1066 ms inline, the hold-out evaluation 893 vs 888 ms; docs/SCALING.md).
@@ -19,8 +19,11 @@ from concurrent import futures
 _DONE = object()
 
 
-def accelerator_visible():
-    """True when TensorFlow sees a GPU: the default for overlapping host work with compute."""
+def overlap_enabled(enabled=None):
+    """The callers' overlap setting: `enabled`, or by default whether overlapping pays here (True
+    when TensorFlow sees a GPU)."""
+    if enabled is not None:
+        return bool(enabled)
     import tensorflow as tf
     return bool(tf.config.list_logical_devices("GPU"))
 
@@ -86,7 +89,6 @@ class WriteBehind:
         self.enabled = enabled
         self._executor = None
         self._pending = collections.deque()
-        self._finished_inline = 0
 
     def __enter__(self):
         if self.enabled:
@@ -95,9 +97,11 @@ class WriteBehind:
         return self
 
     def submit(self, function, *args):
-        if not self.enabled:
+        if self._executor is None:                  # inline: run now, count as a finished job
             function(*args)
-            self._finished_inline += 1
+            done = futures.Future()
+            done.set_result(None)
+            self._pending.append(done)
             return
         self._pending.append(self._executor.submit(function, *args))
         while len(self._pending) > self.max_pending:
@@ -105,7 +109,7 @@ class WriteBehind:
 
     def finished(self):
         """The number of jobs finished since the last call (in submission order)."""
-        count, self._finished_inline = self._finished_inline, 0
+        count = 0
         while self._pending and self._pending[0].done():
             self._pending.popleft().result()
             count += 1
@@ -113,7 +117,7 @@ class WriteBehind:
 
     def wait(self):
         """Waits for every submitted job; returns how many finished since `finished` last ran."""
-        count, self._finished_inline = self._finished_inline, 0
+        count = 0
         while self._pending:
             self._pending.popleft().result()
             count += 1

@@ -33,6 +33,8 @@ import time
 
 from absl import app, flags
 
+from deeplab_load_tools.scaling_model import compose_cycle
+
 # The folder holding the deeplab_load package: child processes run `python -m` from it.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -377,15 +379,17 @@ CYCLE_PHASES = ("generator_step", "holdout_eval", "checkpoint_write", "map_set_w
 
 
 def _cycle_strategy(replicas):
-    """The default strategy, or MirroredStrategy over `replicas` logical CPU devices (or GPUs)."""
+    """The default strategy, or `make_strategy("mirrored")` (every GPU, else the logical CPU
+    devices `split_cpu` made), which must have `replicas` replicas."""
     import tensorflow as tf
     if replicas == 1:
-        return tf.distribute.get_strategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))][:replicas]
-    if len(devices) < replicas:
-        raise RuntimeError(f"{replicas} replicas asked, {len(devices)} devices")
-    return tf.distribute.MirroredStrategy(devices)
+        return tf.distribute.get_strategy()     # an older library's code path too
+    from deeplab_load.training.strategy import make_strategy
+    strategy = make_strategy("mirrored")
+    if strategy.num_replicas_in_sync != replicas:
+        raise RuntimeError(f"{replicas} replicas asked, the mirrored strategy has "
+                           f"{strategy.num_replicas_in_sync} (set CUDA_VISIBLE_DEVICES)")
+    return strategy
 
 
 def load_cycle_case(setting, dtype):
@@ -465,10 +469,7 @@ def load_cycle_case(setting, dtype):
                                           "disc_bn_batches")},
               "cycle": {k: s[k] for k in ("gamma", "map_sets", "d_epochs")}}
     for key in ("median_s", "min_s", "max_s"):
-        result[key] = (s["gamma"] * sum(phases[p][key] for p in
-                                        ("generator_step", "holdout_eval", "checkpoint_write"))
-                       + s["map_sets"] * phases["map_set_write"][key]
-                       + s["d_epochs"] * phases["d_epoch"][key])
+        result[key] = compose_cycle({p: timed[key] for p, timed in phases.items()}, s)
     result["cycle_s"] = result["median_s"]
     result["images_per_s"] = 0.0
     result["per_image_s"] = {p: phases[p]["median_s"] / phases[p]["images"] for p in CYCLE_PHASES}

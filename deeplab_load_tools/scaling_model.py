@@ -104,7 +104,8 @@ def predict_phases(row, replicas, shared):
 
 
 def compose_cycle(phases, cycle):
-    """Seconds of one cycle: gamma x propagation + map sets + D epochs (the benchmark's rule)."""
+    """Seconds of one cycle: gamma x propagation + map sets + D epochs (the benchmark composes its
+    load_cycle rows with it too)."""
     return (cycle["gamma"] * (phases["generator_step"] + phases["holdout_eval"]
                               + phases["checkpoint_write"])
             + cycle["map_sets"] * phases["map_set_write"] + cycle["d_epochs"] * phases["d_epoch"])

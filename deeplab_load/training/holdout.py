@@ -1,10 +1,10 @@
 """Hold-out mIoU of the working generator, evaluated after every LoAd propagation.
 
 The hold-out images are decoded once and kept in memory as uint8; each evaluation pads them into
-batches (one batch ahead in a background thread when a GPU is visible: `overlap.read_ahead`) and
-runs a compiled function that returns the confusion matrix. No tf.data thread runs beside the evaluation: on 2
-cores its prefetching made about one evaluation in three 40% slower (MobileNetV2, 8 images at
-513: 309 instead of 215 ms).
+batches (one batch ahead in a background thread when a GPU is visible: `overlap.read_ahead`)
+and runs a compiled function that returns the confusion matrix. No tf.data thread runs beside
+the evaluation: on 2 cores its prefetching made about one evaluation in three 40% slower
+(MobileNetV2, 8 images at 513: 309 instead of 215 ms).
 Padding pixels carry the ignore label, so predictions are compared on the padded canvas without
 cropping, which equals the original eval (logits upsampled to the padded crop, then cropped).
 
@@ -25,8 +25,8 @@ from deeplab_load.data.batches import Batches
 from deeplab_load.evaluation import shared_confusion_matrix_function
 from deeplab_load.inference import label_map_function
 from deeplab_load.models.ops import PAD_PIXEL_VALUE
-from deeplab_load.overlap import accelerator_visible, read_ahead
 from deeplab_load.models.precision import build_deeplab_in, check_compute_dtype, compute_dtype
+from deeplab_load.overlap import overlap_enabled, read_ahead
 
 
 class HoldoutEvaluator:
@@ -44,7 +44,7 @@ class HoldoutEvaluator:
     def __init__(self, model, ds, refs, batch_size, eval_crop_size, strategy=None,
                  dtype="float32", overlap=None):
         self.model = model
-        self.overlap = accelerator_visible() if overlap is None else overlap
+        self.overlap = overlap_enabled(overlap)
         self.num_classes = ds.info.num_classes
         self.dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
         self.strategy = strategy if is_replicated(strategy) else None

@@ -26,7 +26,7 @@ from deeplab_load.inference import label_map_function
 from deeplab_load.errors import DamagedFileError
 from deeplab_load.lookahead.buffer import RESTART_LOAD_FIX
 from deeplab_load.output_folder import inside
-from deeplab_load.overlap import WriteBehind, accelerator_visible
+from deeplab_load.overlap import WriteBehind, overlap_enabled
 from deeplab_load.replicated import groups, is_replicated, replicated_inference
 from deeplab_load.training.safety import kill_points
 
@@ -73,18 +73,16 @@ def write_label_map_set(model, ds, refs, set_dir, batch_size, eval_crop_size, st
                         overlap=None):
     """Writes `model`'s label maps of `refs` as PNGs into `set_dir`; returns the image count.
 
-    With `overlap` (default: when a GPU is visible, `overlap.accelerator_visible`) a batch's PNGs
-    are encoded and written in a background thread while the next batch is computed
-    (`overlap.WriteBehind`); every file is written when this returns, the same bytes. Under a `strategy`
-    with several replicas each replica computes one of every R consecutive batches (`replicated`)
+    With `overlap` (default: when a GPU is visible, `overlap.overlap_enabled`) a batch's PNGs are
+    encoded and written in a background thread while the next batch is computed
+    (`overlap.WriteBehind`); every file is written when this returns, the same bytes. Under a
+    `strategy` with several replicas each replica computes one of every R consecutive batches (`replicated`)
     and every worker writes the whole set into its `set_dir` (the maps are gathered): the same
     bytes as one device writes."""
     dataset = pipeline.eval_dataset(ds, refs, batch_size, eval_crop_size)
     count = 0
     os.makedirs(set_dir, exist_ok=True)
-    if overlap is None:
-        overlap = accelerator_visible()
-    with Batches(dataset) as batches, WriteBehind(enabled=overlap) as writer:
+    with Batches(dataset) as batches, WriteBehind(enabled=overlap_enabled(overlap)) as writer:
         for batch, maps in _batches_with_maps(model, ds.info.num_classes, batches, strategy):
             ids = [example_id.decode() for example_id in batch["ids"].numpy()]
             writer.submit(_write_maps, set_dir, maps.astype(np.uint8), batch["sizes"].numpy(),
